@@ -1,0 +1,1 @@
+"""Reducers over the tensor stream."""

@@ -1,0 +1,100 @@
+"""The public Python API: ``inspect(source) -> Inspection``.
+
+Chains loader -> analyzer -> tables, one tensor at a time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .analysis.findings import tensor_findings
+from .analysis.stats import CHUNK_ELEMS, analyze
+from .loaders import LoadOptions, open_source
+from .records import TensorRecord
+from .report.export import write_csv, write_json
+from .report.table import layer_frame, shape_str, summarize, tensor_frame
+
+ProgressFn = Callable[[TensorRecord], None]
+
+
+class Inspection:
+    """The result of inspecting one source.
+
+    ``tensors``: one row per tensor (the CSV columns); ``layers``: one row per layer;
+    ``summary``: totals, the headline negative fraction, per-kind figures, findings;
+    ``histograms``: per tensor name, (bin edges, counts) collected during the pass.
+    """
+
+    def __init__(self, source: str, tensors: pd.DataFrame, meta: dict, histograms: dict):
+        self.source = source
+        self.meta = meta
+        self.tensors = tensors
+        self.layers = layer_frame(tensors)
+        self.histograms = histograms
+        self.summary = summarize(tensors, self.layers, {**meta, "source": source})
+        self.summary["findings"] = list(meta.get("findings", [])) + tensor_findings(tensors)
+
+    def to_csv(self, path) -> Path:
+        return write_csv(self.tensors, path)
+
+    def to_layers_csv(self, path) -> Path:
+        return write_csv(self.layers, path)
+
+    def to_json(self, path) -> Path:
+        return write_json({"source": self.source, "summary": self.summary, "tensors": self.tensors}, path)
+
+    def __repr__(self) -> str:
+        s = self.summary
+        frac = s["weight_neg_frac"]
+        head = f"{frac:.1%} of weight parameters negative" if frac == frac else "no weight parameters"
+        return f"<Inspection {self.source}: {s['tensors']} tensors, {s['parameters']:,} values, {head}>"
+
+
+def analyze_records(records, chunk_elems: int = CHUNK_ELEMS, progress: ProgressFn | None = None):
+    """Stats rows and histograms for a stream of records (tied tensors are not read twice)."""
+    rows, hists, by_name = [], {}, {}
+    for rec in records:
+        if rec.tied_to and rec.tied_to in by_name:
+            stats = dict(by_name[rec.tied_to])
+        else:
+            stats = analyze(rec, chunk_elems)
+        by_name[rec.name] = stats
+        hists[rec.name] = (stats.pop("hist_edges"), stats.pop("hist_counts"))
+        stats.pop("sum_sq", None)
+        rows.append({
+            "name": rec.name,
+            "layer": rec.layer,
+            "kind": rec.kind,
+            "dtype": rec.dtype,
+            "shape": shape_str(rec.shape),
+            **stats,
+            "out_axis": rec.out_axis,
+            "module_type": rec.module_type,
+            "tied_to": rec.tied_to,
+        })
+        if progress:
+            progress(rec)
+    return rows, hists
+
+
+def inspect(
+    source,
+    weights: str = "DEFAULT",
+    *,
+    unsafe_load: bool = False,
+    chunk_elems: int = CHUNK_ELEMS,
+    progress: ProgressFn | None = None,
+) -> Inspection:
+    """Inspect a torchvision model name, a checkpoint file or a model directory."""
+    with open_source(str(source), LoadOptions(weights=weights, unsafe_load=unsafe_load)) as src:
+        rows, hists = analyze_records(src.records(), chunk_elems, progress)
+        meta = dict(src.meta)
+    return Inspection(str(source), tensor_frame(rows), meta, hists)
+
+
+__all__ = ["inspect", "Inspection", "analyze_records"]
+np  # numpy is part of the histograms' type

@@ -1,0 +1,118 @@
+"""The ``winspect`` command. The only module that prints or exits.
+
+Exit codes: 0 success; 1 bad input (missing, unknown, unsupported, unsafe or unreadable
+source; unwritable output); 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import InspectorError, OutputError
+
+
+class _Fail(click.ClickException):
+    exit_code = 1
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+def handle_errors(fn):
+    """Turn library errors into one ``error:`` line and exit 1 (``--debug`` re-raises)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        debug = kwargs.get("debug") or os.environ.get("WINSPECT_DEBUG")
+        try:
+            return fn(*args, **kwargs)
+        except InspectorError as e:
+            if debug:
+                raise
+            raise _Fail(str(e)) from None
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+        except Exception as e:  # never a traceback for a user: say what failed and how to see more
+            if debug:
+                raise
+            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            raise _Fail(f"unexpected {type(e).__name__}: {msg} (rerun with --debug for the traceback)") from None
+
+    return wrapper
+
+
+def common_options(fn):
+    fn = click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")(fn)
+    fn = click.option("--quiet", "-q", is_flag=True, help="No terminal report or progress bar.")(fn)
+    return fn
+
+
+def check_outputs(inputs, outputs) -> None:
+    """Refuse to write an output over an input file."""
+    ins = [Path(i) for i in inputs if i and Path(i).exists()]
+    for out in outputs:
+        if not out:
+            continue
+        o = Path(out)
+        for i in ins:
+            if o.exists() and o.samefile(i) or o.resolve() == i.resolve():
+                raise OutputError(f"{out}: is an input of this command; refusing to overwrite it")
+
+
+class DefaultGroup(click.Group):
+    """``winspect SOURCE`` is the short form of ``winspect inspect SOURCE``."""
+
+    default_command = "inspect"
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="winspect")
+def main():
+    """winspect: what is inside a model's weights — how much is negative, where, how large.
+
+    SOURCE is a torchvision model name (resnet18), a PyTorch checkpoint (.pt .pth .bin .ckpt),
+    a safetensors file, shard index or model directory, or a Keras .h5 / .keras file.
+    """
+
+
+@main.command("inspect")
+@click.argument("source")
+@click.option("--weights", default="DEFAULT", show_default=True,
+              help="For torchvision names: DEFAULT, a weights enum member (IMAGENET1K_V1, …) or none (untrained).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the per-tensor table as CSV.")
+@click.option("--layers-csv", type=click.Path(dir_okay=False), help="Write the per-layer table as CSV.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write summary and tensors as JSON.")
+@click.option("--unsafe-load", is_flag=True, help="Fully unpickle a PyTorch file you made yourself (runs its code).")
+@common_options
+@handle_errors
+def inspect_cmd(source, weights, csv_path, layers_csv, json_path, unsafe_load, quiet, debug):
+    """Per-tensor and per-layer statistics of one model."""
+    from .api import inspect
+
+    check_outputs([source], [csv_path, layers_csv, json_path])
+    if unsafe_load:
+        click.echo("warning: --unsafe-load fully unpickles the file: any code inside it runs now", err=True)
+    result = inspect(source, weights=weights, unsafe_load=unsafe_load)
+    if csv_path:
+        result.to_csv(csv_path)
+    if layers_csv:
+        result.to_layers_csv(layers_csv)
+    if json_path:
+        result.to_json(json_path)
+    if not quiet:
+        from .report.terminal import render
+
+        render(result)

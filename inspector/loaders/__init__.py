@@ -1,0 +1,152 @@
+"""The loader registry: the only place that decides which loader reads a source.
+
+A source is a file, a directory, or a model name. Files are identified by their
+content first (magic bytes), then by suffix; directories by what they contain;
+anything that is not a path is offered to the loaders that take names
+(torchvision). Adding a format means one new module with a ``@register``ed
+:class:`Loader` subclass, imported at the bottom of this file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import SourceNotFound, UnsupportedSource
+from ..records import TensorRecord
+
+HEAD_BYTES = 64
+
+
+@dataclass
+class LoadOptions:
+    weights: str = "DEFAULT"  # for model names: DEFAULT, an enum member name, or "none"
+    unsafe_load: bool = False  # full unpickling of a user's own trusted pickle
+
+
+class OpenedSource:
+    """An open checkpoint: metadata up front, tensors streamed by :meth:`records`."""
+
+    def __init__(self, source: str, fmt: str, meta: dict | None = None):
+        self.source = source
+        self.format = fmt
+        self.meta: dict = {"format": fmt, "notes": [], "findings": []}
+        self.meta.update(meta or {})
+
+    def records(self) -> Iterator[TensorRecord]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def note(self, text: str) -> None:
+        self.meta["notes"].append(text)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "OpenedSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Loader:
+    """One checkpoint format. Subclasses set ``name`` and ``suffixes`` and implement ``open``."""
+
+    name = ""
+    suffixes: tuple[str, ...] = ()
+    takes_names = False  # accepts sources that are not paths (model names)
+    takes_dirs = False
+
+    @classmethod
+    def sniff(cls, path: Path, head: bytes) -> bool:
+        """True when the file's first bytes (and, if needed, structure) are this format."""
+        return False
+
+    @classmethod
+    def accepts_dir(cls, path: Path) -> bool:
+        return False
+
+    @classmethod
+    def accepts_name(cls, name: str) -> bool:
+        return False
+
+    @classmethod
+    def open(cls, source: str, options: LoadOptions) -> OpenedSource:  # pragma: no cover
+        raise NotImplementedError
+
+
+LOADERS: list[type[Loader]] = []
+
+
+def register(cls: type[Loader]) -> type[Loader]:
+    LOADERS.append(cls)
+    return cls
+
+
+def choose_loader(source: str) -> type[Loader]:
+    """The loader for a source: sniffed content, then suffix, then model name."""
+    path = Path(source)
+    if path.is_dir():
+        for loader in LOADERS:
+            if loader.takes_dirs and loader.accepts_dir(path):
+                return loader
+        raise UnsupportedSource(
+            f"{source}: directory holds no checkpoint winspect reads "
+            "(expected model.safetensors, *.safetensors shards with an index, or pytorch_model.bin)"
+        )
+    if path.exists():
+        return _loader_for_file(path)
+    if _looks_like_path(source):
+        raise SourceNotFound(f"{source}: no such file or directory")
+    for loader in LOADERS:
+        if loader.takes_names and loader.accepts_name(source):
+            return loader
+    names = [lo for lo in LOADERS if lo.takes_names]
+    if names:  # let the name loader produce its "did you mean" error
+        return names[0]
+    raise SourceNotFound(f"{source}: no such file, directory or model name")
+
+
+def _loader_for_file(path: Path) -> type[Loader]:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+    except OSError as e:
+        raise SourceNotFound(f"{path}: cannot read ({e.strerror or e})") from None
+    if not head:
+        raise UnsupportedSource(f"{path}: file is empty")
+    for loader in LOADERS:
+        if loader.sniff(path, head):
+            return loader
+    name = path.name.lower()
+    for loader in LOADERS:
+        if any(name.endswith(s) for s in loader.suffixes):
+            return loader
+    raise UnsupportedSource(
+        f"{path}: not a format winspect reads (safetensors, PyTorch .pt/.pth/.bin/.ckpt, Keras .h5/.keras); "
+        f"first bytes {head[:8]!r}"
+    )
+
+
+def _looks_like_path(source: str) -> bool:
+    return (
+        os.sep in source
+        or "/" in source
+        or source.startswith(".")
+        or any(source.lower().endswith(s) for lo in LOADERS for s in lo.suffixes)
+    )
+
+
+def open_source(source: str, options: LoadOptions | None = None) -> OpenedSource:
+    """Open a source with the loader the registry chooses for it."""
+    options = options or LoadOptions()
+    loader = choose_loader(str(source))
+    return loader.open(str(source), options)
+
+
+# Registration order is sniffing order.
+from . import safetensors as _safetensors  # noqa: E402,F401
+from . import torch_pickle as _torch_pickle  # noqa: E402,F401
+from . import torchvision_zoo as _torchvision_zoo  # noqa: E402,F401

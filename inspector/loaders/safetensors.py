@@ -1,0 +1,241 @@
+"""safetensors: single files, sharded checkpoints (``*.safetensors.index.json``) and
+Hugging Face model directories.
+
+The header is parsed and validated against the file size before any tensor data is
+read. Tensor data is read with plain file reads into one reused buffer per tensor,
+so a tensor of any size needs only one chunk of memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..dtypes import SAFETENSORS_DTYPES
+from ..errors import CorruptCheckpoint, UnsupportedSource
+from ..records import TensorRecord, default_out_axis, infer_kinds
+from . import Loader, LoadOptions, OpenedSource, register
+
+MAX_HEADER = 100 * 1024 * 1024  # the reference implementation's limit
+
+
+@dataclass
+class _Entry:
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    begin: int  # absolute file offsets
+    end: int
+    path: Path
+
+
+def read_header(path: Path) -> tuple[list[_Entry], dict]:
+    """Validated tensor entries of one safetensors file, in file-offset order, and its metadata."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise CorruptCheckpoint(f"{path}: truncated safetensors file ({size} bytes)")
+        (n,) = struct.unpack("<Q", raw)
+        if n > MAX_HEADER or n + 8 > size:
+            raise CorruptCheckpoint(
+                f"{path}: safetensors header length {n} is larger than "
+                f"{'the file' if n + 8 > size else 'the 100 MB limit'} ({size} bytes)"
+            )
+        blob = f.read(n)
+    try:
+        header = json.loads(blob)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptCheckpoint(f"{path}: safetensors header is not valid JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise CorruptCheckpoint(f"{path}: safetensors header is not a JSON object")
+    meta = header.pop("__metadata__", None) or {}
+    data_start = 8 + n
+    entries = [_entry(path, name, info, data_start, size) for name, info in header.items()]
+    entries.sort(key=lambda e: (e.begin, e.end))
+    for prev, cur in zip(entries, entries[1:]):
+        if cur.begin < prev.end:
+            raise CorruptCheckpoint(f"{path}: tensors {prev.name!r} and {cur.name!r} overlap in the data section")
+    return entries, meta if isinstance(meta, dict) else {}
+
+
+def _entry(path: Path, name: str, info, data_start: int, size: int) -> _Entry:
+    if not isinstance(info, dict):
+        raise CorruptCheckpoint(f"{path}: tensor {name!r} has no dtype/shape/data_offsets")
+    code, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if code not in SAFETENSORS_DTYPES:
+        raise UnsupportedSource(f"{path}: tensor {name!r} has dtype {code!r}, which winspect does not read")
+    if not (isinstance(shape, list) and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
+        raise CorruptCheckpoint(f"{path}: tensor {name!r} has an invalid shape {shape!r}")
+    if not (
+        isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        and 0 <= offsets[0] <= offsets[1]
+    ):
+        raise CorruptCheckpoint(f"{path}: tensor {name!r} has invalid data_offsets {offsets!r}")
+    dtype = SAFETENSORS_DTYPES[code]
+    nbytes = math.prod(shape) * dtype.itemsize
+    if offsets[1] - offsets[0] != nbytes:
+        raise CorruptCheckpoint(
+            f"{path}: tensor {name!r} needs {nbytes} bytes for {code}{shape} but its offsets span "
+            f"{offsets[1] - offsets[0]}"
+        )
+    begin, end = data_start + offsets[0], data_start + offsets[1]
+    if end > size:
+        raise CorruptCheckpoint(f"{path}: tensor {name!r} ends at byte {end}, past the end of the file ({size} bytes)")
+    return _Entry(name, dtype, tuple(shape), begin, end, path)
+
+
+def file_reader(path: Path, begin: int, dtype: np.dtype, numel: int):
+    """Chunked reader over a contiguous run of values in a file, through one reused buffer."""
+
+    def read(max_elems: int) -> Iterator[np.ndarray]:
+        if numel == 0:
+            return
+        step = min(max_elems, numel)
+        buf = np.empty(step, dtype=dtype)
+        raw = memoryview(buf.view(np.uint8))
+        with open(path, "rb", buffering=0) as f:
+            f.seek(begin)
+            done = 0
+            while done < numel:
+                k = min(step, numel - done)
+                want = k * dtype.itemsize
+                got = f.readinto(raw[:want])
+                while got < want:  # short reads are allowed by the OS
+                    more = f.readinto(raw[got:want])
+                    if not more:
+                        raise CorruptCheckpoint(f"{path}: file ended while reading tensor data at byte {begin}")
+                    got += more
+                yield buf[:k]
+                done += k
+
+    return read
+
+
+class SafetensorsSource(OpenedSource):
+    def __init__(self, source: str, files: list[Path], fmt: str):
+        super().__init__(source, fmt)
+        self.entries: list[_Entry] = []
+        for path in files:
+            entries, meta = read_header(path)
+            self.entries.extend(entries)
+            if meta and "metadata" not in self.meta:
+                self.meta["metadata"] = {str(k): str(v) for k, v in meta.items()}
+        seen: dict[str, Path] = {}
+        for e in self.entries:
+            if e.name in seen:
+                raise CorruptCheckpoint(f"{source}: tensor {e.name!r} appears in both {seen[e.name]} and {e.path}")
+            seen[e.name] = e.path
+        self.meta["files"] = [str(p) for p in files]
+        self.kinds = infer_kinds([(e.name, e.shape) for e in self.entries])
+
+    def records(self) -> Iterator[TensorRecord]:
+        for e in self.entries:
+            kind = self.kinds[e.name]
+            yield TensorRecord(
+                name=e.name,
+                kind=kind,
+                np_dtype=e.dtype,
+                shape=e.shape,
+                reader=file_reader(e.path, e.begin, e.dtype, math.prod(e.shape)),
+                out_axis=default_out_axis(kind, e.shape),
+                nbytes=e.end - e.begin,
+            )
+
+
+def _natural_key(s: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+def shards_of_index(index: Path) -> list[Path]:
+    """Shard files named by a ``*.safetensors.index.json``, in shard order."""
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+        weight_map = data["weight_map"]
+        names = set(weight_map.values())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise CorruptCheckpoint(f"{index}: not a valid shard index ({type(e).__name__}: {e})") from None
+    files = []
+    for name in sorted(names, key=lambda n: _natural_key(str(n))):
+        path = index.parent / str(name)
+        if Path(str(name)).is_absolute() or ".." in Path(str(name)).parts:
+            raise CorruptCheckpoint(f"{index}: shard path {name!r} points outside the checkpoint directory")
+        if not path.is_file():
+            raise CorruptCheckpoint(f"{index}: shard {name} is missing")
+        files.append(path)
+    return files
+
+
+@register
+class SafetensorsLoader(Loader):
+    name = "safetensors"
+    suffixes = (".safetensors",)
+    takes_dirs = True
+
+    @classmethod
+    def sniff(cls, path: Path, head: bytes) -> bool:
+        if len(head) < 9:
+            return False
+        (n,) = struct.unpack("<Q", head[:8])
+        return head[8:9] == b"{" and 2 <= n <= MAX_HEADER
+
+    @classmethod
+    def accepts_dir(cls, path: Path) -> bool:
+        return cls._dir_target(path) is not None
+
+    @staticmethod
+    def _dir_target(path: Path) -> Path | None:
+        if (path / "model.safetensors").is_file():
+            return path / "model.safetensors"
+        indexes = sorted(path.glob("*.safetensors.index.json"))
+        if indexes:
+            return indexes[0]
+        files = sorted(path.glob("*.safetensors"))
+        if len(files) == 1:
+            return files[0]
+        return None
+
+    @classmethod
+    def open(cls, source: str, options: LoadOptions) -> OpenedSource:
+        path = Path(source)
+        if path.is_dir():
+            path = cls._dir_target(path)
+        if path.name.endswith(".index.json"):
+            files = shards_of_index(path)
+            src = SafetensorsSource(source, files, "safetensors-sharded")
+            src.note(f"{len(files)} shards from {path.name}")
+            return src
+        return SafetensorsSource(source, [path], "safetensors")
+
+
+@register
+class SafetensorsIndexLoader(Loader):
+    """A shard index named directly: ``model.safetensors.index.json``."""
+
+    name = "safetensors-index"
+    suffixes = (".safetensors.index.json",)
+
+    @classmethod
+    def sniff(cls, path: Path, head: bytes) -> bool:
+        return path.name.endswith(".index.json") and head.lstrip()[:1] == b"{"
+
+    @classmethod
+    def open(cls, source: str, options: LoadOptions) -> OpenedSource:
+        path = Path(source)
+        if path.name.endswith(".bin.index.json"):
+            from .torch_pickle import TorchPickleLoader
+
+            return TorchPickleLoader.open(source, options)
+        files = shards_of_index(path)
+        src = SafetensorsSource(source, files, "safetensors-sharded")
+        src.note(f"{len(files)} shards from {path.name}")
+        return src

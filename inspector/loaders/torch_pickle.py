@@ -1,0 +1,249 @@
+"""PyTorch pickle checkpoints (``.pt .pth .bin .ckpt``), zip and legacy formats.
+
+Only ``torch.load(weights_only=True)`` is used: the restricted unpickler that builds
+tensors and plain containers and refuses everything else. Zip checkpoints are
+memory-mapped and read tensor by tensor. torch is imported only here, when a
+pickle is actually opened.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..dtypes import torch_to_numpy
+from ..errors import CorruptCheckpoint, UnsafeCheckpoint, UnsupportedSource
+from ..records import TensorRecord, default_out_axis, infer_kinds
+from . import Loader, LoadOptions, OpenedSource, register
+
+# Keys under which training checkpoints commonly nest the model's state dict, by preference.
+NESTED_KEYS = (
+    "state_dict",
+    "model_state_dict",
+    "model",
+    "module",
+    "model_state",
+    "net",
+    "network",
+    "ema",
+    "model_ema",
+    "ema_state_dict",
+    "state_dict_ema",
+    "params",
+    "weights",
+)
+STRIP_PREFIXES = ("module.", "_orig_mod.")
+
+
+def is_torch_zip(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("data.pkl") for n in z.namelist()[:4096])
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+
+
+def load_pickle(path: Path, options: LoadOptions):
+    """torch.load with weights_only=True (memory-mapped for zip files)."""
+    import torch
+
+    zipped = is_torch_zip(path)
+    try:
+        if options.unsafe_load:
+            return torch.load(path, map_location="cpu", weights_only=False, mmap=zipped)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsafeCheckpoint(
+            f"{path}: refused to load: the pickle needs more than tensors and plain containers "
+            f"({first[:300]}); it may run code when loaded. Use --unsafe-load only for a file you made yourself"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, TypeError, AttributeError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CorruptCheckpoint(f"{path}: not a readable PyTorch checkpoint ({msg[:300]})") from None
+
+
+def find_state_dict(obj, source: str) -> tuple[dict, str | None]:
+    """The tensor dict inside a checkpoint, and the nested key path that held it (None for a bare one)."""
+    import torch
+
+    def tensor_dict(d) -> bool:
+        return isinstance(d, dict) and len(d) > 0 and any(isinstance(v, torch.Tensor) for v in d.values())
+
+    def search(d, path: list[str], depth: int):
+        if not isinstance(d, dict) or depth > 3:
+            return None
+        if tensor_dict(d) and sum(isinstance(v, torch.Tensor) for v in d.values()) * 2 >= len(d):
+            return d, path
+        for key in NESTED_KEYS:
+            if key in d:
+                found = search(d[key], path + [key], depth + 1)
+                if found:
+                    return found
+        candidates = [k for k, v in d.items() if isinstance(v, dict) and tensor_dict(v) and "optim" not in str(k)]
+        if len(candidates) == 1:
+            return search(d[candidates[0]], path + [str(candidates[0])], depth + 1)
+        return None
+
+    if hasattr(obj, "state_dict") and callable(obj.state_dict) and not isinstance(obj, dict):
+        return obj.state_dict(), "<module>.state_dict()"
+    found = search(obj, [], 0)
+    if not found:
+        keys = list(obj.keys())[:12] if isinstance(obj, dict) else type(obj).__name__
+        raise UnsupportedSource(f"{source}: no state dict of tensors found in the checkpoint (top level: {keys})")
+    sd, path = found
+    return sd, ".".join(path) if path else None
+
+
+def strip_prefixes(name: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for p in STRIP_PREFIXES:
+            if name.startswith(p):
+                name, changed = name[len(p):], True
+    return name
+
+
+def tensor_reader(t):
+    """Chunked reader over a torch tensor's values as numpy arrays (bf16/f8 via ml_dtypes)."""
+    np_dtype, view = torch_to_numpy(t.dtype)
+
+    def read(max_elems: int) -> Iterator[np.ndarray]:
+        flat = t.reshape(-1) if t.is_contiguous() else t.contiguous().reshape(-1)
+        for start in range(0, flat.numel(), max_elems):
+            part = flat[start : start + max_elems]
+            if view is not None:
+                yield part.view(view).numpy().view(np_dtype)
+            else:
+                yield part.numpy()
+
+    return read
+
+
+class StateDictSource(OpenedSource):
+    """Records over a dict of torch tensors; kinds from module types when known."""
+
+    def __init__(self, source: str, fmt: str, state_dict: dict, module_info: dict | None = None):
+        super().__init__(source, fmt)
+        import torch
+
+        self.items = []
+        skipped = []
+        stripped = 0
+        for key, value in state_dict.items():
+            name = strip_prefixes(str(key))
+            stripped += name != str(key)
+            if not isinstance(value, torch.Tensor):
+                skipped.append(f"{name} ({type(value).__name__})")
+                continue
+            if value.is_quantized:
+                value = value.dequantize()
+            if torch_to_numpy(value.dtype)[0] is None:
+                skipped.append(f"{name} ({str(value.dtype).replace('torch.', '')})")
+                continue
+            self.items.append((name, value))
+        if stripped:
+            self.note(f"stripped 'module.' / '_orig_mod.' prefixes from {stripped} names")
+        if skipped:
+            self.note(f"skipped {len(skipped)} entries that are not numeric tensors: {', '.join(skipped[:5])}")
+        self.module_info = module_info or {}
+        self.kinds = infer_kinds([(n, tuple(t.shape)) for n, t in self.items])
+
+    def records(self) -> Iterator[TensorRecord]:
+        first_of: dict[tuple, str] = {}
+        for name, t in self.items:
+            key = _storage_key(t)
+            tied_to = first_of.get(key) if key else None
+            if key and tied_to is None:
+                first_of[key] = name
+            info = self.module_info.get(name)
+            kind = info["kind"] if info else self.kinds[name]
+            shape = tuple(t.shape)
+            out_axis = info["out_axis"] if info else default_out_axis(kind, shape)
+            yield TensorRecord(
+                name=name,
+                kind=kind,
+                np_dtype=torch_to_numpy(t.dtype)[0],
+                shape=shape,
+                reader=tensor_reader(t),
+                out_axis=out_axis,
+                module_type=info["module_type"] if info else None,
+                tied_to=tied_to,
+                nbytes=t.numel() * t.element_size(),
+            )
+
+
+def _storage_key(t):
+    try:
+        return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+    except (RuntimeError, NotImplementedError):
+        return None
+
+
+def open_state_dict_file(source: str, path: Path, options: LoadOptions, module_info=None) -> StateDictSource:
+    obj = load_pickle(path, options)
+    sd, key = find_state_dict(obj, source)
+    fmt = "pytorch-zip" if is_torch_zip(path) else "pytorch-legacy"
+    src = StateDictSource(source, fmt, sd, module_info)
+    if key:
+        src.note(f"state dict taken from the checkpoint's {key!r} entry")
+        src.meta["nested_key"] = key
+    if options.unsafe_load:
+        src.note("loaded with --unsafe-load: the file was fully unpickled")
+    return src
+
+
+class _MultiSource(OpenedSource):
+    """Several state-dict files read one after another (sharded ``pytorch_model-*.bin``)."""
+
+    def __init__(self, source: str, files: list[Path], options: LoadOptions):
+        super().__init__(source, "pytorch-sharded")
+        self.files = files
+        self.options = options
+        self.note(f"{len(files)} shards")
+
+    def records(self) -> Iterator[TensorRecord]:
+        for f in self.files:
+            yield from open_state_dict_file(self.source, f, self.options).records()
+
+
+@register
+class TorchPickleLoader(Loader):
+    name = "pytorch"
+    suffixes = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".tar")
+    takes_dirs = True
+
+    @classmethod
+    def sniff(cls, path: Path, head: bytes) -> bool:
+        if head[:2] == b"\x80\x02" or head[:1] == b"\x80" and head[1:2] in (b"\x03", b"\x04", b"\x05"):
+            return True
+        return head[:4] == b"PK\x03\x04" and is_torch_zip(path)
+
+    @classmethod
+    def accepts_dir(cls, path: Path) -> bool:
+        return (path / "pytorch_model.bin").is_file() or (path / "pytorch_model.bin.index.json").is_file()
+
+    @classmethod
+    def open(cls, source: str, options: LoadOptions) -> OpenedSource:
+        path = Path(source)
+        if path.is_dir():
+            path = path / "pytorch_model.bin"
+            if not path.is_file():
+                path = path.with_name("pytorch_model.bin.index.json")
+        if path.name.endswith(".index.json"):
+            try:
+                names = set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values())
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                raise CorruptCheckpoint(f"{path}: not a valid shard index ({e})") from None
+            files = [path.parent / n for n in sorted(names)]
+            missing = [str(f) for f in files if not f.is_file()]
+            if missing:
+                raise CorruptCheckpoint(f"{path}: shard {missing[0]} is missing")
+            return _MultiSource(source, files, options)
+        return open_state_dict_file(source, path, options)

@@ -1,0 +1,186 @@
+"""torchvision model names: ``winspect resnet18 [--weights DEFAULT|IMAGENET1K_V1|none]``.
+
+Pretrained weights resolve through torchvision's weights API and torch hub's cache
+(``$TORCH_HOME/hub/checkpoints/<file>``); they are downloaded only when not cached
+and ``WINSPECT_OFFLINE`` is unset. The checkpoint is loaded with
+``weights_only=True``. Every tensor's kind and output axis come from the module
+that owns it in the real architecture (built on the ``meta`` device: no memory,
+no initialisation).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+from ..errors import SourceNotFound, UnsupportedSource, WeightsUnavailable
+from . import Loader, LoadOptions, OpenedSource, register
+from .torch_pickle import StateDictSource, find_state_dict, load_pickle
+
+
+@lru_cache(maxsize=1)
+def model_names() -> tuple[str, ...]:
+    import torchvision.models as tvm
+
+    return tuple(tvm.list_models())
+
+
+def cache_path(url: str) -> Path:
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
+
+
+def module_info(model) -> dict[str, dict]:
+    """kind, output axis and module type for every parameter and buffer of a model."""
+    info = {}
+    for prefix, module in model.named_modules():
+        mtype = type(module).__name__
+        for pname, p in list(module._parameters.items()) + list(module._buffers.items()):
+            if p is None:
+                continue
+            is_buffer = pname in module._buffers
+            full = f"{prefix}.{pname}" if prefix else pname
+            kind = classify(module, pname, p.dim(), is_buffer)
+            info[full] = {"kind": kind, "out_axis": out_axis(module, pname, kind), "module_type": mtype}
+    return info
+
+
+def classify(module, pname: str, ndim: int, is_buffer: bool) -> str:
+    import torch.nn as nn
+
+    norm_types = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+    is_norm = isinstance(module, norm_types) or "Norm" in type(module).__name__
+    if is_norm and pname in ("weight", "bias"):
+        return "norm"  # includes FrozenBatchNorm2d, whose scale/shift are buffers
+    if is_buffer:
+        return "buffer"
+    if pname == "bias" or pname.startswith("bias_") or pname.endswith("_bias"):
+        return "bias"
+    weight_types = (nn.modules.conv._ConvNd, nn.Linear, nn.Bilinear, nn.Embedding, nn.EmbeddingBag,
+                    nn.MultiheadAttention, nn.RNNBase)
+    if isinstance(module, weight_types) and ndim >= 2:
+        return "weight"
+    if "weight" in pname and ndim >= 2:
+        return "weight"
+    return "other"
+
+
+def out_axis(module, pname: str, kind: str) -> int | None:
+    import torch.nn as nn
+
+    if kind != "weight" or isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return None
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return 1  # (in, out / groups, kh, kw)
+    return 0
+
+
+def _suggest(name: str) -> str:
+    names = model_names()
+    close = difflib.get_close_matches(name.lower(), names, n=5, cutoff=0.6)
+    if not close:
+        close = [n for n in names if n.startswith(name.lower()[:4])][:5]
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return f"{name}: not a file, directory or torchvision model name{hint} (see torchvision.models.list_models())"
+
+
+def _weights_member(name: str, weights: str):
+    import torchvision.models as tvm
+
+    enum = tvm.get_model_weights(name)
+    members = [m for m in enum.__members__ if m != "DEFAULT"]
+    key = weights.upper() if weights.upper() == "DEFAULT" else weights
+    try:
+        return enum[key]
+    except KeyError:
+        raise SourceNotFound(
+            f"{name}: unknown --weights {weights!r}; choose DEFAULT, none, or one of {', '.join(members)}"
+        ) from None
+
+
+def _build(name: str, device: str):
+    import torch
+    import torchvision.models as tvm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.device(device):
+            return tvm.get_model(name, weights=None)
+
+
+def _fetch(name: str, member) -> Path:
+    path = cache_path(member.url)
+    if path.is_file():
+        return path
+    why = "WINSPECT_OFFLINE is set"
+    if not os.environ.get("WINSPECT_OFFLINE"):
+        import socket
+
+        import torch.hub
+
+        old = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(30)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(member.url, str(path), progress=False)
+            return path
+        except Exception as e:  # any network failure: report it, don't crash
+            why = f"download failed: {str(e).splitlines()[0][:120] if str(e) else type(e).__name__}"
+        finally:
+            socket.setdefaulttimeout(old)
+    raise WeightsUnavailable(
+        f"{name}: pretrained weights {member} are not cached at {path} and could not be downloaded ({why}); "
+        f"use --weights none for an untrained network, or pass a local checkpoint file"
+    )
+
+
+@register
+class TorchvisionLoader(Loader):
+    name = "torchvision"
+    takes_names = True
+
+    @classmethod
+    def accepts_name(cls, name: str) -> bool:
+        return name.lower() in model_names()
+
+    @classmethod
+    def open(cls, source: str, options: LoadOptions) -> OpenedSource:
+        name = source.lower()
+        if name not in model_names():
+            raise SourceNotFound(_suggest(source))
+        weights = (options.weights or "DEFAULT").strip()
+        if weights.lower() == "none":
+            return cls._untrained(name)
+        member = _weights_member(name, weights)
+        path = _fetch(name, member)
+        sd, key = find_state_dict(load_pickle(path, LoadOptions()), str(path))
+        try:
+            info = module_info(_build(name, "meta"))
+        except Exception:  # an architecture that cannot be built on meta: fall back to names
+            info = {}
+        src = StateDictSource(source, "torchvision", sd, info)
+        src.meta.update(
+            model=name, weights=str(member), trained=True, checkpoint=str(path),
+            weights_meta={k: v for k, v in member.meta.items() if isinstance(v, (str, int, float))},
+        )
+        src.note(f"torchvision {name} with pretrained weights {member} from {path}")
+        return src
+
+    @classmethod
+    def _untrained(cls, name: str) -> OpenedSource:
+        import torch
+
+        torch.manual_seed(0)
+        try:
+            model = _build(name, "cpu")
+        except Exception as e:
+            raise UnsupportedSource(f"{name}: torchvision could not build the model ({e})") from None
+        sd = model.state_dict()
+        src = StateDictSource(name, "torchvision", sd, module_info(model))
+        src.meta.update(model=name, weights="none", trained=False)
+        src.note(f"UNTRAINED: {name} freshly initialised by torchvision (--weights none, seed 0); no pretrained weights")
+        return src

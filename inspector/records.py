@@ -1,0 +1,135 @@
+"""TensorRecord: one tensor of a checkpoint, with its metadata and a chunked reader.
+
+Loaders yield records lazily. The analyzer only ever calls :meth:`TensorRecord.chunks`,
+which yields 1-D numpy arrays of at most ``max_elems`` elements in the tensor's own
+dtype (``ml_dtypes`` types for bf16 / f8). A yielded array may be a view into a buffer
+that the reader reuses: it is valid only until the next chunk is requested.
+
+Kinds (see DESIGN.md): ``weight`` (linear/conv/embedding/attention matrices), ``bias``,
+``norm`` (normalisation scale/shift), ``buffer`` (non-learned state), ``other``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+KINDS = ("weight", "bias", "norm", "buffer", "other")
+LEARNED_KINDS = ("weight", "bias", "norm", "other")
+
+ChunkReader = Callable[[int], Iterator[np.ndarray]]
+
+
+@dataclass
+class TensorRecord:
+    name: str
+    kind: str
+    np_dtype: np.dtype  # element type; ml_dtypes types for bf16 / f8
+    shape: tuple[int, ...]
+    reader: ChunkReader = field(repr=False)
+    layer: str | None = None
+    out_axis: int | None = None  # axis of the output units, or None
+    module_type: str | None = None  # e.g. "Conv2d", "Dense", when the source says
+    tied_to: str | None = None  # name of an earlier record sharing this storage
+    nbytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown kind {self.kind!r}")
+        self.shape = tuple(int(s) for s in self.shape)
+        self.np_dtype = np.dtype(self.np_dtype)
+        if self.layer is None:
+            self.layer = layer_of(self.name)
+
+    @property
+    def dtype(self) -> str:
+        """Display name of the element type: float32, bfloat16, float8_e4m3fn, int64, bool, ..."""
+        return self.np_dtype.name
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def chunks(self, max_elems: int) -> Iterator[np.ndarray]:
+        """Yield the tensor's values, flattened in C order, in chunks of <= max_elems."""
+        return self.reader(max_elems)
+
+
+def layer_of(name: str) -> str:
+    """Module path of a tensor name: the name without its last component."""
+    for sep in (".", "/"):
+        if sep in name:
+            return name.rsplit(sep, 1)[0]
+    return ""
+
+
+def array_reader(arr: np.ndarray) -> ChunkReader:
+    """A reader over an in-memory (or memory-mapped) numpy array, without copying it."""
+
+    def read(max_elems: int) -> Iterator[np.ndarray]:
+        flat = arr.reshape(-1)
+        for start in range(0, flat.size, max_elems):
+            yield flat[start : start + max_elems]
+
+    return read
+
+
+# --- kind inference from names and shapes (for sources without module types) -------
+
+_BUFFER_SUFFIXES = (
+    "running_mean",
+    "running_var",
+    "num_batches_tracked",
+    "moving_mean",
+    "moving_variance",
+    "position_ids",
+    "inv_freq",
+    "attn.bias",
+    "attn.masked_bias",
+)
+_NORM_HINTS = ("norm", "bn", "ln_", ".ln", "layernorm", "batchnorm", "groupnorm", "rmsnorm")
+
+
+def infer_kinds(entries: list[tuple[str, tuple[int, ...]]]) -> dict[str, str]:
+    """Kinds for (name, shape) pairs when no module types are known.
+
+    Works on the whole list of names first (no tensor data), so a layer whose
+    ``weight`` is 1-D (a normalisation scale) also marks its ``bias`` as ``norm``.
+    """
+    norm_layers = set()
+    for name, shape in entries:
+        leaf = name.rsplit(".", 1)[-1]
+        lower = name.lower()
+        if leaf in ("weight", "scale", "gamma") and len(shape) == 1:
+            norm_layers.add(layer_of(name))
+        elif leaf in ("running_mean", "running_var"):
+            norm_layers.add(layer_of(name))
+        elif any(h in lower for h in _NORM_HINTS) and leaf in ("weight", "bias", "beta", "gamma"):
+            norm_layers.add(layer_of(name))
+    kinds = {}
+    for name, shape in entries:
+        kinds[name] = _kind_of(name, shape, norm_layers)
+    return kinds
+
+
+def _kind_of(name: str, shape: tuple[int, ...], norm_layers: set[str]) -> str:
+    leaf = name.rsplit(".", 1)[-1]
+    if name.endswith(_BUFFER_SUFFIXES):
+        return "buffer"
+    if layer_of(name) in norm_layers and leaf in ("weight", "bias", "scale", "gamma", "beta"):
+        return "norm"
+    if leaf == "bias" or leaf.endswith("_bias"):
+        return "bias"
+    if (leaf == "weight" or leaf.endswith("_weight") or leaf == "kernel") and len(shape) >= 2:
+        return "weight"
+    return "other"
+
+
+def default_out_axis(kind: str, shape: tuple[int, ...]) -> int | None:
+    """PyTorch convention: linear (out, in) and conv (out, in, kh, kw) have outputs on axis 0."""
+    if kind == "weight" and len(shape) >= 2:
+        return 0
+    return None

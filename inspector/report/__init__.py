@@ -1,0 +1,1 @@
+"""Tables and exporters: everything downstream of the analyzer."""

@@ -1,0 +1,70 @@
+"""CSV and JSON exporters. Files are written atomically: a temporary file, then a rename."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import OutputError
+
+
+def atomic_write(path, write) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+        raise
+    return path
+
+
+def write_csv(df: pd.DataFrame, path) -> Path:
+    return atomic_write(path, lambda f: df.to_csv(f, index=False))
+
+
+def jsonable(obj):
+    """Plain JSON values: NaN and ±Inf become null, numpy scalars become numbers, frames become row lists."""
+    if isinstance(obj, pd.DataFrame):
+        return [jsonable(r) for r in obj.to_dict(orient="records")]
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if obj is None or obj is pd.NA or (isinstance(obj, float) and math.isnan(obj)):
+        return None
+    return obj if isinstance(obj, str) else str(obj)
+
+
+def write_json(payload, path) -> Path:
+    data = jsonable(payload)
+    return atomic_write(path, lambda f: json.dump(data, f, indent=1, allow_nan=False))

@@ -1,0 +1,145 @@
+"""The tables' schema, defined once, and the functions that build them from stats rows.
+
+Column orders here are the contract of the CSV/JSON outputs; exporters only read them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from ..analysis.stats import PERCENTILES
+
+TENSOR_COLUMNS = [
+    "name", "layer", "kind", "dtype", "shape", "numel",
+    "neg_count", "zero_count", "pos_count", "neg_frac", "zero_frac", "pos_frac",
+    "mean", "std", "min", "max", "abs_mean", "l2_norm", "nan_count", "inf_count",
+    *[f"p{q:02d}" for q in PERCENTILES],
+]
+# more columns follow the required ones, in this order
+TENSOR_EXTRA_COLUMNS = ["finite_count", "out_axis", "module_type", "tied_to"]
+
+LAYER_COLUMNS = [
+    "layer", "tensors", "numel", "neg_count", "zero_count", "pos_count", "neg_frac", "zero_frac", "pos_frac",
+    "learned_numel", "buffer_numel",
+    "weight_numel", "weight_neg_frac", "weight_zero_frac", "weight_pos_frac",
+    "weight_abs_mean", "weight_std", "weight_l2_norm", "nan_count", "inf_count",
+]
+
+SUMMARY_TOP = 5  # most / least negative layers listed in the summary
+
+
+def shape_str(shape) -> str:
+    return "x".join(str(s) for s in shape) if len(shape) else "scalar"
+
+
+def tensor_frame(rows: list[dict], extra: list[str] | None = None) -> pd.DataFrame:
+    cols = TENSOR_COLUMNS + TENSOR_EXTRA_COLUMNS + [c for c in (extra or []) if c not in TENSOR_EXTRA_COLUMNS]
+    df = pd.DataFrame(rows, columns=cols)
+    for c in ("numel", "neg_count", "zero_count", "pos_count", "nan_count", "inf_count", "finite_count"):
+        df[c] = df[c].astype("int64")
+    df["out_axis"] = df["out_axis"].astype("Int64")
+    return df
+
+
+def counted(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows that count towards totals: a tensor tied to an earlier one is counted once."""
+    return df[df["tied_to"].isna()]
+
+
+def _pooled(sub: pd.DataFrame) -> dict:
+    """numel, sign fractions, abs mean, std and L2 norm pooled over several tensors' rows."""
+    numel = int(sub["numel"].sum())
+    n = sub["finite_count"].to_numpy(dtype=np.float64)
+    tot = n.sum()
+    out = {"numel": numel}
+    for s in ("neg", "zero", "pos"):
+        out[f"{s}_frac"] = float(sub[f"{s}_count"].sum() / numel) if numel else math.nan
+    if tot > 0:
+        ok = n > 0
+        mean = sub["mean"].to_numpy()[ok]
+        std = sub["std"].to_numpy()[ok]
+        nn = n[ok]
+        sumsq = float((nn * (std**2 + mean**2)).sum())
+        m = float((nn * mean).sum() / tot)
+        out["abs_mean"] = float((nn * sub["abs_mean"].to_numpy()[ok]).sum() / tot)
+        out["std"] = math.sqrt(max(sumsq / tot - m * m, 0.0))
+        out["l2_norm"] = math.sqrt(sumsq)
+    else:
+        out["abs_mean"] = out["std"] = out["l2_norm"] = math.nan
+    return out
+
+
+def layer_frame(tensors: pd.DataFrame) -> pd.DataFrame:
+    """One row per layer (module path), in network order."""
+    df = counted(tensors)
+    rows = []
+    for layer, sub in df.groupby("layer", sort=False):
+        w = sub[sub["kind"] == "weight"]
+        wp = _pooled(w)
+        numel = int(sub["numel"].sum())
+        rows.append({
+            "layer": layer,
+            "tensors": len(sub),
+            "numel": numel,
+            **{f"{s}_count": int(sub[f"{s}_count"].sum()) for s in ("neg", "zero", "pos")},
+            **{f"{s}_frac": (sub[f"{s}_count"].sum() / numel if numel else math.nan) for s in ("neg", "zero", "pos")},
+            "learned_numel": int(sub.loc[sub["kind"] != "buffer", "numel"].sum()),
+            "buffer_numel": int(sub.loc[sub["kind"] == "buffer", "numel"].sum()),
+            "weight_numel": wp["numel"],
+            "weight_neg_frac": wp["neg_frac"],
+            "weight_zero_frac": wp["zero_frac"],
+            "weight_pos_frac": wp["pos_frac"],
+            "weight_abs_mean": wp["abs_mean"],
+            "weight_std": wp["std"],
+            "weight_l2_norm": wp["l2_norm"],
+            "nan_count": int(sub["nan_count"].sum()),
+            "inf_count": int(sub["inf_count"].sum()),
+        })
+    return pd.DataFrame(rows, columns=LAYER_COLUMNS)
+
+
+def summarize(tensors: pd.DataFrame, layers: pd.DataFrame, meta: dict) -> dict:
+    """The model summary: totals, the headline negative fraction, per kind, extreme layers."""
+    df = counted(tensors)
+    learned = df[df["kind"] != "buffer"]
+    weights = _pooled(df[df["kind"] == "weight"])
+    by_kind = {}
+    for kind, sub in df.groupby("kind", sort=False):
+        p = _pooled(sub)
+        by_kind[kind] = {"tensors": len(sub), **p}
+    ranked = layers[layers["weight_numel"] > 0].sort_values("weight_neg_frac", ascending=False, kind="stable")
+    top = [
+        {"layer": r.layer, "weight_neg_frac": float(r.weight_neg_frac), "weight_numel": int(r.weight_numel)}
+        for r in ranked.itertuples()
+    ]
+    summary = {
+        "source": meta.get("source"),
+        "format": meta.get("format"),
+        "trained": meta.get("trained"),
+        "tensors": int(len(tensors)),
+        "parameters": int(df["numel"].sum()),
+        "learned_parameters": int(learned["numel"].sum()),
+        "buffer_elements": int(df.loc[df["kind"] == "buffer", "numel"].sum()),
+        "weight_parameters": weights["numel"],
+        "weight_neg_frac": weights["neg_frac"],
+        "weight_zero_frac": weights["zero_frac"],
+        "weight_pos_frac": weights["pos_frac"],
+        "learned_neg_frac": _pooled(learned)["neg_frac"],
+        "by_kind": by_kind,
+        "most_negative_layers": top[:SUMMARY_TOP],
+        "least_negative_layers": top[::-1][:SUMMARY_TOP],
+        "nan_count": int(df["nan_count"].sum()),
+        "inf_count": int(df["inf_count"].sum()),
+        "dtypes": {str(k): int(v) for k, v in df.groupby("dtype", sort=False)["numel"].sum().items()},
+        "tied_tensors": [
+            {"name": r.name, "tied_to": r.tied_to} for r in tensors[tensors["tied_to"].notna()].itertuples()
+        ],
+        "notes": list(meta.get("notes", [])),
+    }
+    for key in ("model", "weights", "nested_key", "keras_version", "backend", "metadata"):
+        if key in meta:
+            summary[key] = meta[key]
+    return summary

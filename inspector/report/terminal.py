@@ -1,0 +1,85 @@
+"""The terminal report: summary first, then a per-layer table that stays readable at any size."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+MAX_LAYER_ROWS = 40
+
+
+def pct(x) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def num(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return f"{x:.4g}"
+
+
+def safe(text) -> str:
+    """Escape rich markup and make control characters visible."""
+    s = str(text)
+    s = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in s)
+    return escape(s)
+
+
+def render(inspection, console: Console | None = None, max_rows: int = MAX_LAYER_ROWS) -> None:
+    console = console or Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 120)
+    s = inspection.summary
+    console.print(f"[bold]winspect[/bold] {safe(inspection.source)}  ({safe(s['format'])})")
+    if s.get("trained") is False:
+        console.print("[bold red]UNTRAINED[/bold red]: freshly initialised weights, not a trained model")
+    for note in s["notes"]:
+        console.print(f"  note: {safe(note)}")
+    console.print(
+        f"{s['tensors']} tensors, {s['parameters']:,} values "
+        f"({s['learned_parameters']:,} learned, {s['buffer_elements']:,} in buffers)"
+    )
+    if s["weight_parameters"]:
+        console.print(
+            f"[bold]{pct(s['weight_neg_frac'])}[/bold] of the {s['weight_parameters']:,} weight parameters are "
+            f"negative ({pct(s['weight_zero_frac'])} zero, {pct(s['weight_pos_frac'])} positive)"
+        )
+    console.print(_kind_table(s))
+    if s["most_negative_layers"]:
+        most = ", ".join(f"{safe(x['layer'])} {pct(x['weight_neg_frac'])}" for x in s["most_negative_layers"][:3])
+        least = ", ".join(f"{safe(x['layer'])} {pct(x['weight_neg_frac'])}" for x in s["least_negative_layers"][:3])
+        console.print(f"most negative layers: {most}")
+        console.print(f"least negative layers: {least}")
+    console.print(_layer_table(inspection.layers, max_rows))
+    for f in s.get("findings", [])[:20]:
+        console.print(f"[yellow]finding[/yellow] {safe(f['type'])}: {safe(f.get('tensor', ''))} {safe(f['detail'])}")
+    if len(s.get("findings", [])) > 20:
+        console.print(f"… {len(s['findings']) - 20} more findings (see --json)")
+
+
+def _kind_table(s) -> Table:
+    t = Table(title="by kind", title_justify="left")
+    for col in ("kind", "tensors", "values", "negative", "zero", "positive", "abs mean", "std"):
+        t.add_column(col, justify="left" if col == "kind" else "right")
+    for kind, k in s["by_kind"].items():
+        t.add_row(kind, str(k["tensors"]), f"{k['numel']:,}", pct(k["neg_frac"]), pct(k["zero_frac"]),
+                  pct(k["pos_frac"]), num(k["abs_mean"]), num(k["std"]))
+    return t
+
+
+def _layer_table(layers, max_rows: int) -> Table:
+    n = len(layers)
+    shown = layers if n <= max_rows else layers.iloc[list(range(max_rows // 2)) + list(range(n - max_rows // 2, n))]
+    title = "layers" if n <= max_rows else f"layers ({max_rows} of {n} shown; --layers-csv FILE writes all)"
+    t = Table(title=title, title_justify="left")
+    for col in ("layer", "values", "weight neg", "all neg", "zero", "abs mean (w)", "std (w)"):
+        t.add_column(col, justify="left" if col == "layer" else "right", overflow="fold", no_wrap=col != "layer")
+    for i, r in enumerate(shown.itertuples()):
+        if n > max_rows and i == max_rows // 2:
+            t.add_row(f"… {n - max_rows} more layers …", "", "", "", "", "", "")
+        t.add_row(safe(r.layer or "(top level)"), f"{r.numel:,}", pct(r.weight_neg_frac), pct(r.neg_frac),
+                  pct(r.zero_frac), num(r.weight_abs_mean), num(r.weight_std))
+    return t
