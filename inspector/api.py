@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 
 from .analysis.findings import tensor_findings
@@ -19,6 +18,8 @@ from .report.export import write_csv, write_json
 from .report.table import layer_frame, shape_str, summarize, tensor_frame
 
 ProgressFn = Callable[[TensorRecord], None]
+# A reducer factory looks at a record and returns a reducer for it (or None): see analysis.stats.analyze.
+ReducerFactory = Callable[[TensorRecord], object]
 
 
 class Inspection:
@@ -54,14 +55,20 @@ class Inspection:
         return f"<Inspection {self.source}: {s['tensors']} tensors, {s['parameters']:,} values, {head}>"
 
 
-def analyze_records(records, chunk_elems: int = CHUNK_ELEMS, progress: ProgressFn | None = None):
+def analyze_records(
+    records,
+    chunk_elems: int = CHUNK_ELEMS,
+    progress: ProgressFn | None = None,
+    reducer_factories: tuple[ReducerFactory, ...] = (),
+):
     """Stats rows and histograms for a stream of records (tied tensors are not read twice)."""
     rows, hists, by_name = [], {}, {}
     for rec in records:
         if rec.tied_to and rec.tied_to in by_name:
             stats = dict(by_name[rec.tied_to])
         else:
-            stats = analyze(rec, chunk_elems)
+            reducers = [r for r in (f(rec) for f in reducer_factories) if r is not None]
+            stats = analyze(rec, chunk_elems, reducers)
         by_name[rec.name] = stats
         hists[rec.name] = (stats.pop("hist_edges"), stats.pop("hist_counts"))
         stats.pop("sum_sq", None)
@@ -97,4 +104,3 @@ def inspect(
 
 
 __all__ = ["inspect", "Inspection", "analyze_records"]
-np  # numpy is part of the histograms' type

@@ -264,9 +264,19 @@ def _quantile(q: float, n: int, cum, counts, blo, bhi, integer: bool) -> float:
     return a + (h - i) * (b - a)
 
 
-def analyze(record, chunk_elems: int = CHUNK_ELEMS) -> dict:
-    """All statistics of one record, from one pass over its chunks."""
+def analyze(record, chunk_elems: int = CHUNK_ELEMS, reducers=()) -> dict:
+    """All statistics of one record, from one pass over its chunks.
+
+    ``reducers`` are further per-tensor reducers fed the same chunks, in order, from
+    the same single read: objects with ``update(chunk)`` and ``result() -> dict``
+    whose result keys become extra columns of the row.
+    """
     acc = StatsAccumulator(record.np_dtype, record.numel, chunk_elems)
     for chunk in record.chunks(chunk_elems):
         acc.update(chunk)
-    return acc.result()
+        for r in reducers:
+            r.update(chunk)
+    row = acc.result()
+    for r in reducers:
+        row.update(r.result())
+    return row
