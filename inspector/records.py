@@ -35,6 +35,8 @@ class TensorRecord:
     module_type: str | None = None  # e.g. "Conv2d", "Dense", when the source says
     tied_to: str | None = None  # name of an earlier record sharing this storage
     nbytes: int | None = None
+    # optional reader of the values [start, stop) only: range_reader(start, stop, max_elems)
+    range_reader: Callable[[int, int, int], Iterator[np.ndarray]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -57,6 +59,10 @@ class TensorRecord:
         """Yield the tensor's values, flattened in C order, in chunks of <= max_elems."""
         return self.reader(max_elems)
 
+    def range_chunks(self, start: int, stop: int, max_elems: int) -> Iterator[np.ndarray]:
+        """Like :meth:`chunks`, for the flat values [start, stop) only (needs ``range_reader``)."""
+        return self.range_reader(start, stop, max_elems)
+
 
 def layer_of(name: str) -> str:
     """Module path of a tensor name: the name without its last component."""
@@ -64,6 +70,15 @@ def layer_of(name: str) -> str:
         if sep in name:
             return name.rsplit(sep, 1)[0]
     return ""
+
+
+def array_range_reader(arr: np.ndarray):
+    """A range reader (see :meth:`TensorRecord.range_chunks`) over an array, without copying it."""
+
+    def read(start: int, stop: int, max_elems: int) -> Iterator[np.ndarray]:
+        return array_reader(arr.reshape(-1)[start:stop])(max_elems)
+
+    return read
 
 
 def array_reader(arr: np.ndarray) -> ChunkReader:

@@ -4,20 +4,32 @@ For each tensor the :class:`StatsAccumulator` sees every value once, chunk by ch
 and keeps only O(1) state plus a bucket histogram of bounded size:
 
 * counts of negative / zero / positive / NaN / ±Inf values (``-0.0`` is zero);
-* min, max, sum of |x|, and mean / M2 merged across chunks (Chan et al.), so the
+* min, max, sum of |x|, and mean / M2 merged across blocks (Chan et al.), so the
   population std stays accurate even when the mean is large;
-* percentiles. A tensor that fits in one chunk gets exact percentiles (numpy's
-  default linear interpolation). Larger tensors get them from a histogram whose
-  buckets are the leading bits of each value's binary representation:
+* percentiles and the 64-bin plot histogram.
 
-  - 8- and 16-bit floats and integers, and bool: one bucket per representable
-    value, so percentiles are exact;
+How, by element type:
+
+* 8- and 16-bit types (bf16, f16, f8, int8/16, uint8/16, bool) with more than
+  ``TABLE_MIN`` values: a count of every representable value (one ``bincount`` of
+  the raw bits per chunk). Every statistic, percentiles and histogram included, is
+  derived exactly from that table; no value is ever converted to float64.
+* A tensor that fits in one chunk: exact percentiles (numpy's default linear
+  interpolation) and an exact histogram.
+* Larger tensors of wider types: percentiles from a histogram whose buckets are the
+  leading bits of each value's binary representation:
+
   - float32: sign, exponent and 11 mantissa bits, so a reported percentile is
     within a relative 2**-11 (0.05 %) of the exact one;
   - float64 and 32/64-bit integers: sign, exponent and 8 mantissa bits of the
     float64 value, a relative 2**-8 (0.4 %).
 
   ``percentile_rel_error(dtype, numel, chunk)`` returns the bound that applies.
+
+Chunks are processed in cache-sized blocks through reused float64 buffers. Moments
+are folded per *part* of ``PART_CHUNKS`` chunks, so the parts of one large tensor can
+be reduced on separate threads (:func:`part_ranges`, :meth:`StatsAccumulator.merge`)
+and give the same bits as one sequential pass.
 
 NaN and ±Inf are counted, then excluded from moments, extremes, norms,
 percentiles and the histogram.
@@ -27,12 +39,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from ..dtypes import is_float
 
 CHUNK_ELEMS = 1 << 20
+BLOCK_ELEMS = 1 << 16  # values reduced together while they sit in cache
+PART_CHUNKS = 16  # moments are folded per part of this many chunks
+TABLE_MIN = 1 << 14  # 8/16-bit tensors larger than this use the value table
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 HIST_BINS = 64
 
@@ -48,6 +64,12 @@ def percentile_rel_error(dtype: np.dtype, numel: int, chunk_elems: int = CHUNK_E
     if dtype == np.float32:
         return 2.0**-11
     return 2.0**-8
+
+
+def part_ranges(numel: int, chunk_elems: int = CHUNK_ELEMS) -> list[tuple[int, int]]:
+    """[start, stop) element ranges of a tensor's parts (see the module docstring)."""
+    step = chunk_elems * PART_CHUNKS
+    return [(s, min(s + step, numel)) for s in range(0, numel, step)]
 
 
 @dataclass
@@ -66,30 +88,21 @@ class _Buckets:
         return _Buckets(1 << 20, False)
 
 
-def _bucket_keys(chunk: np.ndarray, as_f64: np.ndarray) -> np.ndarray:
-    """Bucket index of every value of a chunk (see module docstring)."""
-    dt = chunk.dtype
-    if dt.itemsize == 1:
-        return chunk.view(np.uint8)
-    if dt.itemsize == 2:
-        return chunk.view(np.uint16)
-    if dt == np.float32:
-        return chunk.view(np.uint32) >> _F32_SHIFT
-    return (as_f64.view(np.uint64) >> np.uint64(_F64_SHIFT)).astype(np.intp)
-
-
+@lru_cache(maxsize=32)
 def _bucket_bounds(dtype: np.dtype, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Lowest and highest value of every bucket, as float64 (NaN for non-value buckets)."""
     keys = np.arange(size, dtype=np.uint64)
     with np.errstate(invalid="ignore", over="ignore"):
-        return _bounds_of_keys(dtype, keys)
+        lo, hi = _bounds_of_keys(dtype, keys)
+    lo.flags.writeable = hi.flags.writeable = False
+    return lo, hi
 
 
 def _bounds_of_keys(dtype: np.dtype, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if dtype.itemsize <= 2:
         view_t = np.uint8 if dtype.itemsize == 1 else np.uint16
         vals = keys.astype(view_t).view(dtype).astype(np.float64)
-        return vals, vals
+        return vals, vals.copy()
     if dtype == np.float32:
         lo = (keys << _F32_SHIFT).astype(np.uint32).view(np.float32).astype(np.float64)
         hi = ((keys << _F32_SHIFT) | ((1 << _F32_SHIFT) - 1)).astype(np.uint32)
@@ -100,95 +113,175 @@ def _bounds_of_keys(dtype: np.dtype, keys: np.ndarray) -> tuple[np.ndarray, np.n
     return np.minimum(lo, hi), np.maximum(lo, hi)
 
 
+@lru_cache(maxsize=32)
+def _table(dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For an 8/16-bit dtype: (codes of finite values sorted by value, their values, NaN codes, Inf codes)."""
+    vals = _bucket_bounds(dtype, _Buckets.for_dtype(dtype).size)[0]
+    finite = np.flatnonzero(np.isfinite(vals))
+    order = finite[np.argsort(vals[finite], kind="stable")]
+    return order, vals[order], np.flatnonzero(np.isnan(vals)), np.flatnonzero(np.isinf(vals))
+
+
+class _Moments:
+    """count, mean, M2 and sum of |x|, merged exactly the same way whatever the grouping."""
+
+    __slots__ = ("n", "mean", "m2", "abs_sum")
+
+    def __init__(self, n=0, mean=0.0, m2=0.0, abs_sum=0.0):
+        self.n, self.mean, self.m2, self.abs_sum = n, mean, m2, abs_sum
+
+    def add(self, other: "_Moments") -> None:
+        if other.n == 0:
+            return
+        if self.n == 0:
+            self.n, self.mean, self.m2, self.abs_sum = other.n, other.mean, other.m2, other.abs_sum
+            return
+        total = self.n + other.n
+        delta = other.mean - self.mean
+        self.mean += delta * other.n / total
+        self.m2 += other.m2 + delta * delta * self.n * other.n / total
+        self.abs_sum += other.abs_sum
+        self.n = total
+
+
 class StatsAccumulator:
     """Reduce one tensor, chunk by chunk, to the statistics of a tensor-table row."""
 
     def __init__(self, dtype: np.dtype, numel: int, chunk_elems: int = CHUNK_ELEMS):
         self.dtype = np.dtype(dtype)
         self.numel = numel
-        self.exact = numel <= chunk_elems
+        self.chunk_elems = chunk_elems
+        self.table = self.dtype.itemsize <= 2 and (numel > TABLE_MIN or numel > chunk_elems)
+        self.exact = numel <= chunk_elems or self.table
         self.key_dtype = self.dtype if self.dtype.itemsize <= 2 or self.dtype == np.float32 else np.dtype(np.float64)
         self.buckets = _Buckets.for_dtype(self.key_dtype)
-        self.counts = None if self.exact else np.zeros(self.buckets.size, dtype=np.int64)
-        self.exact_values: np.ndarray | None = None
-        self.n = self.neg = self.zero = self.pos = self.nan = self.inf = 0
-        self.mean = self.m2 = self.abs_sum = 0.0
+        self.counts = None if self.exact and not self.table else np.zeros(self.buckets.size, dtype=np.int64)
+        self._kept: list[np.ndarray] = []  # finite values of a one-chunk tensor
+        self.neg = self.zero = self.nan = self.inf = 0
+        self.total, self.part = _Moments(), _Moments()
         self.min = math.inf
         self.max = -math.inf
         self.seen = 0
+        self._buf = self._keys = None
+
+    # the totals, as before: n, mean, m2, abs_sum
+    n = property(lambda self: self.total.n)
+    mean = property(lambda self: self.total.mean)
+    m2 = property(lambda self: self.total.m2)
+    abs_sum = property(lambda self: self.total.abs_sum)
 
     # -- per chunk ---------------------------------------------------------------
     def update(self, chunk: np.ndarray) -> None:
         size = chunk.size
         if size == 0:
             return
+        if self.table:
+            view = np.uint8 if self.dtype.itemsize == 1 else np.uint16
+            self.counts += np.bincount(chunk.reshape(-1).view(view), minlength=self.buckets.size)
+        elif self.exact:
+            x = chunk.astype(np.float64)
+            for s in range(0, size, BLOCK_ELEMS):
+                self._update_exact(x[s : s + BLOCK_ELEMS])
+        else:
+            for s in range(0, size, BLOCK_ELEMS):
+                self._block(chunk[s : s + BLOCK_ELEMS])
         self.seen += size
-        x = chunk.astype(np.float64)
-        finite = None
-        if is_float(chunk.dtype):
-            lo, hi = x.min(), x.max()
-            if not (math.isfinite(lo) and math.isfinite(hi)):
-                finite = np.isfinite(x)
-                nans = int(np.count_nonzero(np.isnan(x)))
-                n_fin = int(np.count_nonzero(finite))
-                self.nan += nans
-                self.inf += size - n_fin - nans
-                x = x[finite]
-        self._moments(x)
-        if self.exact:
-            self.exact_values = x
-        else:
-            self._histogram(chunk, x, finite)
+        if self.seen % (self.chunk_elems * PART_CHUNKS) == 0:
+            self._fold()
 
-    def _moments(self, x: np.ndarray) -> None:
-        n = x.size
-        if n == 0:
+    def _fold(self) -> None:
+        """Close the current part: add its moments to the totals."""
+        self.total.add(self.part)
+        self.part = _Moments()
+
+    def _update_exact(self, x: np.ndarray) -> None:
+        x, lo, hi = self._finite(x)
+        if x.size:
+            self._kept.append(x.copy())
+            self._moments(x, None, x, lo, hi)
+
+    def _finite(self, c: np.ndarray):
+        """The block without its NaN / ±Inf values (which are counted), and its min and max."""
+        lo, hi = c.min(), c.max()
+        if not is_float(c.dtype) or np.isfinite(lo) and np.isfinite(hi):
+            return c, lo, hi
+        finite = np.isfinite(c)
+        nans = int(np.count_nonzero(np.isnan(c)))
+        self.nan += nans
+        self.inf += c.size - int(np.count_nonzero(finite)) - nans
+        c = c[finite]
+        return (c, c.min(), c.max()) if c.size else (c, None, None)
+
+    def _block(self, c: np.ndarray) -> None:
+        """Moments and bucket counts of one block of a multi-chunk tensor."""
+        c, lo, hi = self._finite(c)
+        if c.size == 0:
             return
-        neg = int(np.count_nonzero(x < 0))
-        pos = int(np.count_nonzero(x > 0))
-        self.neg += neg
-        self.pos += pos
-        self.zero += n - neg - pos
-        self.min = min(self.min, float(x.min()))
-        self.max = max(self.max, float(x.max()))
-        self.abs_sum += float(np.abs(x).sum())
-        c_mean = float(x.sum()) / n
-        d = x - c_mean
-        c_m2 = float(np.dot(d, d))
-        total = self.n + n
-        delta = c_mean - self.mean
-        self.mean += delta * n / total
-        self.m2 += c_m2 + delta * delta * self.n * n / total
-        self.n = total
-
-    def _histogram(self, chunk: np.ndarray, x: np.ndarray, finite) -> None:
-        key_src = chunk if chunk.dtype == self.key_dtype else None
-        if key_src is None:
-            keys = _bucket_keys(x, x) if self.key_dtype == np.float64 else None
+        if self._buf is None:
+            self._buf = np.empty((2, BLOCK_ELEMS), dtype=np.float64)
+            self._keys = np.empty(BLOCK_ELEMS, dtype=np.intp)
+        x = self._buf[0, : c.size]
+        np.copyto(x, c, casting="unsafe")
+        keys = self._keys[: c.size]
+        if self.key_dtype == np.float32:
+            np.right_shift(c.view(np.uint32), _F32_SHIFT, out=keys, casting="unsafe")
         else:
-            keys = _bucket_keys(key_src, x)
-            if finite is not None:
-                keys = keys[finite]
-        self.counts += np.bincount(keys, minlength=self.buckets.size)[: self.buckets.size]
+            np.right_shift(x.view(np.uint64), _F64_SHIFT, out=keys, casting="unsafe")
+        np.add.at(self.counts, keys, 1)
+        self._moments(x, self._buf[1, : c.size], c, lo, hi)
+
+    def _moments(self, x: np.ndarray, scratch, src: np.ndarray, lo, hi) -> None:
+        """Fold one block into the current part: ``x`` its finite values as float64 (overwritten),
+        ``src`` the same values in their own dtype, ``lo`` / ``hi`` their extremes."""
+        n = x.size
+        self.neg += int(np.count_nonzero(src < 0))
+        self.zero += int(np.count_nonzero(src == 0))
+        self.min = min(self.min, float(lo))
+        self.max = max(self.max, float(hi))
+        a = np.abs(x, out=scratch)
+        block = _Moments(n, float(x.sum()) / n, 0.0, float(a.sum()))
+        x -= block.mean
+        np.square(x, out=x)
+        block.m2 = float(x.sum())
+        self.part.add(block)
+
+    def merge(self, other: "StatsAccumulator") -> None:
+        """Add the statistics of the next part of the same tensor (see :func:`part_ranges`)."""
+        self._fold()
+        other._fold()
+        self.total.add(other.total)
+        self.neg += other.neg
+        self.zero += other.zero
+        self.nan += other.nan
+        self.inf += other.inf
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+        self.seen += other.seen
+        if self.counts is not None:
+            self.counts += other.counts
 
     # -- result ------------------------------------------------------------------
     def result(self) -> dict:
+        self._fold()
+        if self.table:
+            self._table_moments()
         numel = self.numel
-        n = self.n
+        n, mean, m2 = self.n, self.mean, self.m2
+        pos = n - self.neg - self.zero
         row = {
             "numel": numel,
             "neg_count": self.neg,
             "zero_count": self.zero,
-            "pos_count": self.pos,
+            "pos_count": pos,
             "neg_frac": self.neg / numel if numel else math.nan,
             "zero_frac": self.zero / numel if numel else math.nan,
-            "pos_frac": self.pos / numel if numel else math.nan,
-            "mean": self.mean if n else math.nan,
-            "std": math.sqrt(max(self.m2, 0.0) / n) if n else math.nan,
+            "pos_frac": pos / numel if numel else math.nan,
+            "mean": mean if n else math.nan,
+            "std": math.sqrt(max(m2, 0.0) / n) if n else math.nan,
             "min": self.min if n else math.nan,
             "max": self.max if n else math.nan,
             "abs_mean": self.abs_sum / n if n else math.nan,
-            "l2_norm": math.sqrt(max(self.m2 + n * self.mean * self.mean, 0.0)) if n else (0.0 if numel == 0 else math.nan),
+            "l2_norm": math.sqrt(max(m2 + n * mean * mean, 0.0)) if n else (0.0 if numel == 0 else math.nan),
             "nan_count": self.nan,
             "inf_count": self.inf,
         }
@@ -196,9 +289,28 @@ class StatsAccumulator:
         for q, v in zip(PERCENTILES, pct):
             row[f"p{q:02d}"] = v
         row["finite_count"] = n
-        row["sum_sq"] = self.m2 + n * self.mean * self.mean if n else 0.0
+        row["sum_sq"] = m2 + n * mean * mean if n else 0.0
         row["hist_edges"], row["hist_counts"] = hist
         return row
+
+    def _table_moments(self) -> None:
+        """Every moment of an 8/16-bit tensor from its table of value counts."""
+        order, vals, nan_codes, inf_codes = _table(self.dtype)
+        self.nan = int(self.counts[nan_codes].sum())
+        self.inf = int(self.counts[inf_codes].sum())
+        counts = self.counts[order]
+        used = np.flatnonzero(counts)
+        self._sorted = (counts[used], vals[used])
+        c, v = self._sorted
+        if c.size == 0:
+            return
+        cf = c.astype(np.float64)
+        n = int(c.sum())
+        mean = float(np.dot(cf, v)) / n
+        self.total = _Moments(n, mean, float(np.dot(cf, np.square(v - mean))), float(np.dot(cf, np.abs(v))))
+        self.neg = int(c[v < 0].sum())
+        self.zero = int(c[v == 0].sum())
+        self.min, self.max = float(v[0]), float(v[-1])
 
     def _hist_edges(self) -> np.ndarray:
         """HIST_BINS bins symmetric about zero, so zero is always a bin edge."""
@@ -212,11 +324,26 @@ class StatsAccumulator:
         if self.n == 0:
             return nan_p, (self._hist_edges(), np.zeros(HIST_BINS, dtype=np.int64))
         edges = self._hist_edges()
+        if self.table:
+            counts, vals = self._sorted
+            cum = np.cumsum(counts)
+            pct = [_quantile(q, self.n, cum, counts, vals, vals, False) for q in PERCENTILES]
+            return pct, (edges, np.histogram(vals, bins=edges, weights=counts)[0].astype(np.int64))
         if self.exact:
-            vals = self.exact_values
+            vals = np.concatenate(self._kept)
             pct = [float(v) for v in np.percentile(vals, PERCENTILES)]
             hist = np.histogram(vals, bins=edges)[0]
             return pct, (edges, hist)
+        counts, blo, bhi = self._sorted_buckets()
+        cum = np.cumsum(counts)
+        rnd = not is_float(self.dtype)
+        pct = [_quantile(q, self.n, cum, counts, blo, bhi, rnd) for q in PERCENTILES]
+        mids = np.clip((blo + bhi) / 2, self.min, self.max)
+        hist = np.histogram(mids, bins=edges, weights=counts)[0].astype(np.int64)
+        return pct, (edges, hist)
+
+    def _sorted_buckets(self):
+        """Counts and (tightened) bounds of the used buckets, in value order."""
         lo, hi = _bucket_bounds(self.key_dtype, self.buckets.size)
         used = np.nonzero(self.counts)[0]
         used = used[np.isfinite(lo[used]) & np.isfinite(hi[used])]
@@ -232,12 +359,7 @@ class StatsAccumulator:
             tiny = np.finfo(self.key_dtype).tiny
             sub = np.maximum(np.abs(blo), np.abs(bhi)) < tiny
             blo[sub] = bhi[sub] = 0.0
-        cum = np.cumsum(counts)
-        rnd = not is_float(self.dtype)
-        pct = [_quantile(q, self.n, cum, counts, blo, bhi, rnd) for q in PERCENTILES]
-        mids = np.clip((blo + bhi) / 2, self.min, self.max)
-        hist = np.histogram(mids, bins=edges, weights=counts)[0].astype(np.int64)
-        return pct, (edges, hist)
+        return counts, blo, bhi
 
 
 def _order_stat(i: int, cum, counts, blo, bhi, integer: bool) -> float:
@@ -254,14 +376,41 @@ def _order_stat(i: int, cum, counts, blo, bhi, integer: bool) -> float:
 
 
 def _quantile(q: float, n: int, cum, counts, blo, bhi, integer: bool) -> float:
-    h = (n - 1) * q / 100.0
+    """numpy's default (linear) percentile, on order statistics read from sorted buckets."""
+    h = (n - 1) * (q / 100.0)
     i = math.floor(h)
     j = min(i + 1, n - 1)
     a = _order_stat(i, cum, counts, blo, bhi, integer)
     if j == i or h == i:
         return a
     b = _order_stat(j, cum, counts, blo, bhi, integer)
-    return a + (h - i) * (b - a)
+    t = h - i
+    diff = b - a
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
+
+
+def accumulate(record, chunk_elems: int = CHUNK_ELEMS, reducers=(), start: int = 0, stop: int | None = None):
+    """A :class:`StatsAccumulator` fed the record's values [start, stop) (all by default).
+
+    ``reducers`` are fed the same chunks, in order (only for a whole tensor).
+    """
+    acc = StatsAccumulator(record.np_dtype, record.numel, chunk_elems)
+    if start == 0 and stop in (None, record.numel):
+        chunks = record.chunks(chunk_elems)
+    else:
+        chunks = record.range_chunks(start, stop, chunk_elems)
+    for chunk in chunks:
+        acc.update(chunk)
+        for r in reducers:
+            r.update(chunk)
+    return acc
+
+
+def row_of(acc: StatsAccumulator, reducers=()) -> dict:
+    row = acc.result()
+    for r in reducers:
+        row.update(r.result())
+    return row
 
 
 def analyze(record, chunk_elems: int = CHUNK_ELEMS, reducers=()) -> dict:
@@ -271,12 +420,4 @@ def analyze(record, chunk_elems: int = CHUNK_ELEMS, reducers=()) -> dict:
     the same single read: objects with ``update(chunk)`` and ``result() -> dict``
     whose result keys become extra columns of the row.
     """
-    acc = StatsAccumulator(record.np_dtype, record.numel, chunk_elems)
-    for chunk in record.chunks(chunk_elems):
-        acc.update(chunk)
-        for r in reducers:
-            r.update(chunk)
-    row = acc.result()
-    for r in reducers:
-        row.update(r.result())
-    return row
+    return row_of(accumulate(record, chunk_elems, reducers), reducers)

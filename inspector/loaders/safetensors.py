@@ -121,6 +121,15 @@ def file_reader(path: Path, begin: int, dtype: np.dtype, numel: int):
     return read
 
 
+def file_range_reader(path: Path, begin: int, dtype: np.dtype):
+    """Range reader (see TensorRecord.range_chunks) over values stored from byte ``begin`` of a file."""
+
+    def read(start: int, stop: int, max_elems: int) -> Iterator[np.ndarray]:
+        return file_reader(path, begin + start * dtype.itemsize, dtype, stop - start)(max_elems)
+
+    return read
+
+
 class SafetensorsSource(OpenedSource):
     def __init__(self, source: str, files: list[Path], fmt: str):
         super().__init__(source, fmt)
@@ -147,6 +156,7 @@ class SafetensorsSource(OpenedSource):
                 np_dtype=e.dtype,
                 shape=e.shape,
                 reader=file_reader(e.path, e.begin, e.dtype, math.prod(e.shape)),
+                range_reader=file_range_reader(e.path, e.begin, e.dtype),
                 out_axis=default_out_axis(kind, e.shape),
                 nbytes=e.end - e.begin,
             )
