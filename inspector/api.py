@@ -11,7 +11,8 @@ from typing import Callable
 import pandas as pd
 
 from .analysis.findings import tensor_findings
-from .analysis.stats import CHUNK_ELEMS, analyze
+from .analysis.parallel import analyze_stream
+from .analysis.stats import CHUNK_ELEMS
 from .loaders import LoadOptions, open_source
 from .records import TensorRecord
 from .report.export import write_csv, write_json
@@ -60,15 +61,23 @@ def analyze_records(
     chunk_elems: int = CHUNK_ELEMS,
     progress: ProgressFn | None = None,
     reducer_factories: tuple[ReducerFactory, ...] = (),
+    workers: int | None = None,
 ):
-    """Stats rows and histograms for a stream of records (tied tensors are not read twice)."""
-    rows, hists, by_name = [], {}, {}
-    for rec in records:
-        if rec.tied_to and rec.tied_to in by_name:
+    """Stats rows and histograms for a stream of records (tied tensors are not read twice).
+
+    Tensors are reduced on ``workers`` threads (default: one per CPU); rows, histograms
+    and ``progress`` calls come in record order, and are the same whatever ``workers``.
+    """
+    rows, hists, by_name, submitted = [], {}, {}, set()
+
+    def tied(rec) -> bool:
+        known = bool(rec.tied_to) and rec.tied_to in submitted
+        submitted.add(rec.name)
+        return known
+
+    for rec, stats in analyze_stream(records, chunk_elems, reducer_factories, workers, skip=tied):
+        if stats is None:
             stats = dict(by_name[rec.tied_to])
-        else:
-            reducers = [r for r in (f(rec) for f in reducer_factories) if r is not None]
-            stats = analyze(rec, chunk_elems, reducers)
         by_name[rec.name] = stats
         hists[rec.name] = (stats.pop("hist_edges"), stats.pop("hist_counts"))
         stats.pop("sum_sq", None)

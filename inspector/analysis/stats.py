@@ -44,6 +44,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..dtypes import is_float
+from .exact import hist_counts, lerp, percentiles_and_hist, rank_positions
 
 CHUNK_ELEMS = 1 << 20
 BLOCK_ELEMS = 1 << 16  # values reduced together while they sit in cache
@@ -179,9 +180,8 @@ class StatsAccumulator:
             view = np.uint8 if self.dtype.itemsize == 1 else np.uint16
             self.counts += np.bincount(chunk.reshape(-1).view(view), minlength=self.buckets.size)
         elif self.exact:
-            x = chunk.astype(np.float64)
             for s in range(0, size, BLOCK_ELEMS):
-                self._update_exact(x[s : s + BLOCK_ELEMS])
+                self._update_exact(chunk[s : s + BLOCK_ELEMS])
         else:
             for s in range(0, size, BLOCK_ELEMS):
                 self._block(chunk[s : s + BLOCK_ELEMS])
@@ -194,11 +194,13 @@ class StatsAccumulator:
         self.total.add(self.part)
         self.part = _Moments()
 
-    def _update_exact(self, x: np.ndarray) -> None:
-        x, lo, hi = self._finite(x)
-        if x.size:
-            self._kept.append(x.copy())
-            self._moments(x, None, x, lo, hi)
+    def _update_exact(self, c: np.ndarray) -> None:
+        """One block of a one-chunk tensor: its finite values are kept (float32 or float64)."""
+        src = c if c.dtype == np.float32 else c.astype(np.float64)
+        src, lo, hi = self._finite(src)
+        if src.size:
+            self._kept.append(src.copy() if src.dtype == np.float32 else src)
+            self._moments(src.astype(np.float64), None, src, lo, hi)
 
     def _finite(self, c: np.ndarray):
         """The block without its NaN / ±Inf values (which are counted), and its min and max."""
@@ -328,19 +330,16 @@ class StatsAccumulator:
             counts, vals = self._sorted
             cum = np.cumsum(counts)
             pct = [_quantile(q, self.n, cum, counts, vals, vals, False) for q in PERCENTILES]
-            return pct, (edges, np.histogram(vals, bins=edges, weights=counts)[0].astype(np.int64))
+            return pct, (edges, hist_counts(vals, edges, counts))
         if self.exact:
-            vals = np.concatenate(self._kept)
-            pct = [float(v) for v in np.percentile(vals, PERCENTILES)]
-            hist = np.histogram(vals, bins=edges)[0]
+            pct, hist = percentiles_and_hist(np.concatenate(self._kept), PERCENTILES, edges)
             return pct, (edges, hist)
         counts, blo, bhi = self._sorted_buckets()
         cum = np.cumsum(counts)
         rnd = not is_float(self.dtype)
         pct = [_quantile(q, self.n, cum, counts, blo, bhi, rnd) for q in PERCENTILES]
         mids = np.clip((blo + bhi) / 2, self.min, self.max)
-        hist = np.histogram(mids, bins=edges, weights=counts)[0].astype(np.int64)
-        return pct, (edges, hist)
+        return pct, (edges, hist_counts(mids, edges, counts))
 
     def _sorted_buckets(self):
         """Counts and (tightened) bounds of the used buckets, in value order."""
@@ -377,16 +376,14 @@ def _order_stat(i: int, cum, counts, blo, bhi, integer: bool) -> float:
 
 def _quantile(q: float, n: int, cum, counts, blo, bhi, integer: bool) -> float:
     """numpy's default (linear) percentile, on order statistics read from sorted buckets."""
-    h = (n - 1) * (q / 100.0)
+    (h,) = rank_positions(n, (q,))
     i = math.floor(h)
     j = min(i + 1, n - 1)
     a = _order_stat(i, cum, counts, blo, bhi, integer)
     if j == i or h == i:
         return a
     b = _order_stat(j, cum, counts, blo, bhi, integer)
-    t = h - i
-    diff = b - a
-    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
+    return lerp(a, b, h - i)
 
 
 def accumulate(record, chunk_elems: int = CHUNK_ELEMS, reducers=(), start: int = 0, stop: int | None = None):

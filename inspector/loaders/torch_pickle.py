@@ -20,6 +20,7 @@ from ..dtypes import torch_to_numpy
 from ..errors import CorruptCheckpoint, UnsafeCheckpoint, UnsupportedSource
 from ..records import TensorRecord, default_out_axis, infer_kinds
 from . import Loader, LoadOptions, OpenedSource, register
+from .pages import PageReleaser, file_mappings
 
 # Keys under which training checkpoints commonly nest the model's state dict, by preference.
 NESTED_KEYS = (
@@ -110,18 +111,31 @@ def strip_prefixes(name: str) -> str:
     return name
 
 
-def tensor_reader(t):
-    """Chunked reader over a torch tensor's values as numpy arrays (bf16/f8 via ml_dtypes)."""
-    np_dtype, view = torch_to_numpy(t.dtype)
+def tensor_reader(t, pages: PageReleaser | None = None):
+    """Chunked reader over a torch tensor's values as numpy arrays (bf16/f8 via ml_dtypes).
+
+    With ``pages``, the mapped pages of each chunk are released once it has been used.
+    """
+    read_range = tensor_range_reader(t, pages)
 
     def read(max_elems: int) -> Iterator[np.ndarray]:
+        return read_range(0, t.numel(), max_elems)
+
+    return read
+
+
+def tensor_range_reader(t, pages: PageReleaser | None = None):
+    """Range reader (see TensorRecord.range_chunks) over a torch tensor's flat values."""
+    np_dtype, view = torch_to_numpy(t.dtype)
+
+    def read(begin: int, stop: int, max_elems: int) -> Iterator[np.ndarray]:
         flat = t.reshape(-1) if t.is_contiguous() else t.contiguous().reshape(-1)
-        for start in range(0, flat.numel(), max_elems):
-            part = flat[start : start + max_elems]
-            if view is not None:
-                yield part.view(view).numpy().view(np_dtype)
-            else:
-                yield part.numpy()
+        for start in range(begin, stop, max_elems):
+            part = flat[start : min(start + max_elems, stop)]
+            arr = part.view(view).numpy().view(np_dtype) if view is not None else part.numpy()
+            yield arr
+            if pages is not None:
+                pages.release(arr)
 
     return read
 
@@ -129,8 +143,10 @@ def tensor_reader(t):
 class StateDictSource(OpenedSource):
     """Records over a dict of torch tensors; kinds from module types when known."""
 
-    def __init__(self, source: str, fmt: str, state_dict: dict, module_info: dict | None = None):
+    def __init__(self, source: str, fmt: str, state_dict: dict, module_info: dict | None = None,
+                 pages: PageReleaser | None = None):
         super().__init__(source, fmt)
+        self.pages = pages
         import torch
 
         self.items = []
@@ -171,7 +187,8 @@ class StateDictSource(OpenedSource):
                 kind=kind,
                 np_dtype=torch_to_numpy(t.dtype)[0],
                 shape=shape,
-                reader=tensor_reader(t),
+                reader=tensor_reader(t, self.pages),
+                range_reader=tensor_range_reader(t, self.pages),
                 out_axis=out_axis,
                 module_type=info["module_type"] if info else None,
                 tied_to=tied_to,
@@ -189,8 +206,9 @@ def _storage_key(t):
 def open_state_dict_file(source: str, path: Path, options: LoadOptions, module_info=None) -> StateDictSource:
     obj = load_pickle(path, options)
     sd, key = find_state_dict(obj, source)
-    fmt = "pytorch-zip" if is_torch_zip(path) else "pytorch-legacy"
-    src = StateDictSource(source, fmt, sd, module_info)
+    zipped = is_torch_zip(path)
+    pages = PageReleaser(file_mappings(path)) if zipped else None
+    src = StateDictSource(source, "pytorch-zip" if zipped else "pytorch-legacy", sd, module_info, pages)
     if key:
         src.note(f"state dict taken from the checkpoint's {key!r} entry")
         src.meta["nested_key"] = key
