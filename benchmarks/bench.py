@@ -182,7 +182,8 @@ def run_child(args: list[str], env_extra: dict | None = None, quiet_out: bool = 
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL if quiet_out else subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
-    return {"seconds": wall, "status": os.waitstatus_to_exitcode(status), "peak_rss_mb": usage.ru_maxrss / 1024}
+    return {"seconds": wall, "status": os.waitstatus_to_exitcode(status), "peak_rss_mb": usage.ru_maxrss / 1024,
+            "cpu_s": usage.ru_utime + usage.ru_stime}
 
 
 def winspect_cmd(source: Path, *extra: str) -> list[str]:

@@ -99,6 +99,25 @@ def _bucket_bounds(dtype: np.dtype, size: int) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
+def _magnitude_major(vals: np.ndarray) -> np.ndarray:
+    """Bucket of each float32/float64 value as ``(magnitude bits << 1) | sign``: the values of a
+    chunk, whatever their signs, then fall into one narrow range of buckets."""
+    bits = 8 * vals.itemsize
+    u = vals.view(np.uint32 if bits == 32 else np.uint64)
+    shift = _F32_SHIFT if bits == 32 else _F64_SHIFT
+    t = u << 1
+    t >>= shift + 1
+    t <<= 1
+    t |= u >> (bits - 1)
+    return t if bits == 32 else t.view(np.int64)
+
+
+def _key_of_magnitude_major(size: int) -> np.ndarray:
+    """The bucket key (sign, exponent, leading mantissa bits) of each magnitude-major index."""
+    t = np.arange(size, dtype=np.int64)
+    return (t >> 1) | ((t & 1) << (size.bit_length() - 2))
+
+
 def _bounds_of_keys(dtype: np.dtype, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if dtype.itemsize <= 2:
         view_t = np.uint8 if dtype.itemsize == 1 else np.uint16
@@ -163,7 +182,7 @@ class StatsAccumulator:
         self.min = math.inf
         self.max = -math.inf
         self.seen = 0
-        self._buf = self._keys = None
+        self._buf = None
 
     # the totals, as before: n, mean, m2, abs_sum
     n = property(lambda self: self.total.n)
@@ -183,8 +202,10 @@ class StatsAccumulator:
             for s in range(0, size, BLOCK_ELEMS):
                 self._update_exact(chunk[s : s + BLOCK_ELEMS])
         else:
+            clean = self.nan + self.inf
             for s in range(0, size, BLOCK_ELEMS):
                 self._block(chunk[s : s + BLOCK_ELEMS])
+            self._count_buckets(chunk, finite_only=self.nan + self.inf > clean)
         self.seen += size
         if self.seen % (self.chunk_elems * PART_CHUNKS) == 0:
             self._fold()
@@ -215,22 +236,29 @@ class StatsAccumulator:
         return (c, c.min(), c.max()) if c.size else (c, None, None)
 
     def _block(self, c: np.ndarray) -> None:
-        """Moments and bucket counts of one block of a multi-chunk tensor."""
+        """Moments of one block of a multi-chunk tensor."""
         c, lo, hi = self._finite(c)
         if c.size == 0:
             return
         if self._buf is None:
             self._buf = np.empty((2, BLOCK_ELEMS), dtype=np.float64)
-            self._keys = np.empty(BLOCK_ELEMS, dtype=np.intp)
         x = self._buf[0, : c.size]
         np.copyto(x, c, casting="unsafe")
-        keys = self._keys[: c.size]
-        if self.key_dtype == np.float32:
-            np.right_shift(c.view(np.uint32), _F32_SHIFT, out=keys, casting="unsafe")
-        else:
-            np.right_shift(x.view(np.uint64), _F64_SHIFT, out=keys, casting="unsafe")
-        np.add.at(self.counts, keys, 1)
         self._moments(x, self._buf[1, : c.size], c, lo, hi)
+
+    def _count_buckets(self, chunk: np.ndarray, finite_only: bool) -> None:
+        """Add a chunk to the bucket counts, kept magnitude-major (see :func:`_magnitude_major`)
+        so that one ``bincount`` over the chunk's range of buckets does it."""
+        src = chunk if chunk.dtype == self.key_dtype else chunk.astype(np.float64)
+        if finite_only:
+            src = src[np.isfinite(src)]
+            if src.size == 0:
+                return
+        t = _magnitude_major(src)
+        lo = int(t.min())
+        t -= lo
+        r = np.bincount(t)
+        self.counts[lo : lo + r.size] += r
 
     def _moments(self, x: np.ndarray, scratch, src: np.ndarray, lo, hi) -> None:
         """Fold one block into the current part: ``x`` its finite values as float64 (overwritten),
@@ -344,11 +372,13 @@ class StatsAccumulator:
     def _sorted_buckets(self):
         """Counts and (tightened) bounds of the used buckets, in value order."""
         lo, hi = _bucket_bounds(self.key_dtype, self.buckets.size)
-        used = np.nonzero(self.counts)[0]
+        by_key = np.zeros_like(self.counts)
+        by_key[_key_of_magnitude_major(self.buckets.size)] = self.counts
+        used = np.nonzero(by_key)[0]
         used = used[np.isfinite(lo[used]) & np.isfinite(hi[used])]
         order = np.argsort((lo[used] + hi[used]) / 2, kind="stable")
         idx = used[order]
-        counts = self.counts[idx]
+        counts = by_key[idx]
         blo, bhi = lo[idx], hi[idx]
         # the extremes are known exactly: tighten the outer buckets
         blo[0] = max(blo[0], self.min)
