@@ -18,6 +18,8 @@ from .records import TensorRecord
 from .report.export import write_csv, write_json
 from .report.table import layer_frame, shape_str, summarize, tensor_frame
 
+# Called with each record once its row is done, in order. Optional methods: ``begin(tensors, nbytes)``
+# with the source's totals when known, ``part_done(record, elems)`` as parts of large tensors finish.
 ProgressFn = Callable[[TensorRecord], None]
 # A reducer factory looks at a record and returns a reducer for it (or None): see analysis.stats.analyze.
 ReducerFactory = Callable[[TensorRecord], object]
@@ -75,10 +77,11 @@ def analyze_records(
         submitted.add(rec.name)
         return known
 
-    for rec, stats in analyze_stream(records, chunk_elems, reducer_factories, workers, skip=tied):
+    on_part = getattr(progress, "part_done", None)
+    for rec, stats in analyze_stream(records, chunk_elems, reducer_factories, workers, skip=tied, on_part=on_part):
         if stats is None:
             stats = dict(by_name[rec.tied_to])
-        by_name[rec.name] = stats
+        by_name[rec.name] = dict(stats)
         hists[rec.name] = (stats.pop("hist_edges"), stats.pop("hist_counts"))
         stats.pop("sum_sq", None)
         rows.append({
@@ -107,6 +110,9 @@ def inspect(
 ) -> Inspection:
     """Inspect a torchvision model name, a checkpoint file or a model directory."""
     with open_source(str(source), LoadOptions(weights=weights, unsafe_load=unsafe_load)) as src:
+        totals = src.totals()
+        if totals and hasattr(progress, "begin"):
+            progress.begin(*totals)
         rows, hists = analyze_records(src.records(), chunk_elems, progress)
         meta = dict(src.meta)
     return Inspection(str(source), tensor_frame(rows), meta, hists)

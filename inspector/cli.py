@@ -105,7 +105,14 @@ def inspect_cmd(source, weights, csv_path, layers_csv, json_path, unsafe_load, q
     check_outputs([source], [csv_path, layers_csv, json_path])
     if unsafe_load:
         click.echo("warning: --unsafe-load fully unpickles the file: any code inside it runs now", err=True)
-    result = inspect(source, weights=weights, unsafe_load=unsafe_load)
+    from .report.progress import progress_for
+
+    bar = progress_for(quiet=quiet)
+    try:
+        result = inspect(source, weights=weights, unsafe_load=unsafe_load, progress=bar)
+    finally:
+        if bar:
+            bar.close()
     if csv_path:
         result.to_csv(csv_path)
     if layers_csv:

@@ -48,10 +48,11 @@ def _work_items(rec, chunk_elems: int, reducers: list):
 
 
 def analyze_stream(records, chunk_elems: int = CHUNK_ELEMS, reducer_factories=(), workers: int | None = None,
-                   skip=lambda rec: False) -> Iterator[tuple[object, dict | None]]:
+                   skip=lambda rec: False, on_part=None) -> Iterator[tuple[object, dict | None]]:
     """Yield (record, stats row) in record order; (record, None) for records that ``skip`` says to pass over.
 
-    Reducer factories are called in order, on the calling thread.
+    Reducer factories are called in order, on the calling thread; so is ``on_part(record, elems)``
+    after each part of a tensor reduced in parts.
     """
     workers = default_workers() if workers is None else workers
     pool = ThreadPoolExecutor(workers, thread_name_prefix="winspect") if workers > 1 else None
@@ -67,11 +68,11 @@ def analyze_stream(records, chunk_elems: int = CHUNK_ELEMS, reducer_factories=()
             items = _work_items(rec, chunk_elems, reducers)
             for i, (fn, args) in enumerate(items):
                 while len(pending) >= window:
-                    yield from _finish_oldest(pending, merged)
+                    yield from _finish_oldest(pending, merged, on_part)
                 fut = pool.submit(fn, *args) if pool else _Done(fn(*args))
                 pending.append((rec, reducers, i, len(items), fut))
         while pending:
-            yield from _finish_oldest(pending, merged)
+            yield from _finish_oldest(pending, merged, on_part)
     finally:
         if pool:
             for *_, fut in pending:
@@ -80,12 +81,14 @@ def analyze_stream(records, chunk_elems: int = CHUNK_ELEMS, reducer_factories=()
             pool.shutdown(wait=True)
 
 
-def _finish_oldest(pending: deque, merged: dict):
+def _finish_oldest(pending: deque, merged: dict, on_part):
     rec, reducers, i, count, fut = pending.popleft()
     value = fut.result()
     if count == 1:
         yield rec, value
         return
+    if on_part:
+        on_part(rec, value.seen)
     if i == 0:
         merged[id(rec)] = value
     else:

@@ -38,6 +38,10 @@ class OpenedSource:
     def records(self) -> Iterator[TensorRecord]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def totals(self) -> tuple[int, int] | None:
+        """(tensors, bytes) that :meth:`records` will yield, when known up front (for progress)."""
+        return None
+
     def note(self, text: str) -> None:
         self.meta["notes"].append(text)
 

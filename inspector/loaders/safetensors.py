@@ -147,6 +147,9 @@ class SafetensorsSource(OpenedSource):
         self.meta["files"] = [str(p) for p in files]
         self.kinds = infer_kinds([(e.name, e.shape) for e in self.entries])
 
+    def totals(self) -> tuple[int, int]:
+        return len(self.entries), sum(e.end - e.begin for e in self.entries)
+
     def records(self) -> Iterator[TensorRecord]:
         for e in self.entries:
             kind = self.kinds[e.name]

@@ -171,6 +171,9 @@ class StateDictSource(OpenedSource):
         self.module_info = module_info or {}
         self.kinds = infer_kinds([(n, tuple(t.shape)) for n, t in self.items])
 
+    def totals(self) -> tuple[int, int]:
+        return len(self.items), sum(t.numel() * t.element_size() for _, t in self.items)
+
     def records(self) -> Iterator[TensorRecord]:
         first_of: dict[tuple, str] = {}
         for name, t in self.items:

@@ -1,0 +1,67 @@
+"""A progress bar on stderr for inspections that take more than a moment.
+
+It shows tensors and bytes done, the rate and the time left, appears only after
+``DELAY`` seconds (quick runs print nothing), is drawn only on a terminal and is
+removed when the run ends. It is a :data:`inspector.api.ProgressFn`: called with
+each finished record; ``begin`` receives the totals when the source knows them and
+``part_done`` the parts of large tensors as they finish.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+DELAY = 0.5
+
+
+def progress_for(stream=None, quiet: bool = False):
+    """A :class:`ProgressBar` on ``stream`` (stderr), or None when quiet or not a terminal."""
+    stream = stream or sys.stderr
+    if quiet or not getattr(stream, "isatty", lambda: False)():
+        return None
+    return ProgressBar(stream)
+
+
+class ProgressBar:
+    def __init__(self, stream, delay: float = DELAY):
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[tensors]} tensors"),
+            DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+            console=Console(file=stream), transient=True,
+        )
+        self.task = self.progress.add_task("inspecting", total=None, tensors="0")
+        self.tensors, self.total_tensors = 0, None
+        self._partial: dict[str, int] = {}
+        self._timer = threading.Timer(delay, self.progress.start)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def begin(self, tensors: int, nbytes: int) -> None:
+        self.total_tensors = tensors
+        self.progress.update(self.task, total=nbytes, tensors=f"0/{tensors}")
+
+    def part_done(self, record, elems: int) -> None:
+        nbytes = elems * record.np_dtype.itemsize
+        self._partial[record.name] = self._partial.get(record.name, 0) + nbytes
+        self.progress.update(self.task, advance=nbytes)
+
+    def __call__(self, record) -> None:
+        self.tensors += 1
+        left = (record.nbytes or 0) - self._partial.pop(record.name, 0)
+        total = f"/{self.total_tensors}" if self.total_tensors else ""
+        self.progress.update(self.task, advance=max(left, 0), tensors=f"{self.tensors}{total}")
+
+    def close(self) -> None:
+        self._timer.cancel()
+        self.progress.stop()
+
+    def __enter__(self) -> "ProgressBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,169 @@
+"""Threads, parts, page release, progress bar and start-up of the fast pipeline."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from safetensors.numpy import save_file
+
+from inspector.analysis.stats import PART_CHUNKS
+from inspector.api import analyze_records, inspect
+from inspector.cli import main
+from inspector.loaders import open_source
+from inspector.records import TensorRecord, array_range_reader, array_reader
+from inspector.report.progress import ProgressBar, progress_for
+
+ROOT = Path(__file__).resolve().parents[1]
+CHUNK = 100  # parts of PART_CHUNKS * CHUNK values
+
+
+def tensors() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    return {
+        "big.weight": rng.standard_normal((70, 103)).astype(np.float32),  # several parts
+        "half.weight": rng.standard_normal((90, 50)).astype(ml_dtypes.bfloat16),
+        "wide.weight": rng.standard_normal(PART_CHUNKS * CHUNK * 2).astype(np.float64),  # exactly two parts
+        "small.bias": rng.standard_normal(5).astype(np.float32),
+        "steps": np.array(12, dtype=np.int64),
+    }
+
+
+def records(arrs):
+    return [TensorRecord(n, "other", a.dtype, a.shape, array_reader(a), range_reader=array_range_reader(a))
+            for n, a in arrs.items()]
+
+
+def same_rows(a, b) -> None:
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b):
+        for k, v in ra.items():
+            assert v == rb[k] or (v != v and rb[k] != rb[k]), (ra["name"], k, v, rb[k])
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_threads_give_the_same_bits(workers):
+    arrs = tensors()
+    rows1, hists1 = analyze_records(records(arrs), CHUNK, workers=1)
+    rows2, hists2 = analyze_records(records(arrs), CHUNK, workers=workers)
+    same_rows(rows1, rows2)
+    for name, (edges, counts) in hists1.items():
+        assert np.array_equal(edges, hists2[name][0]) and np.array_equal(counts, hists2[name][1])
+    big = next(r for r in rows1 if r["name"] == "big.weight")
+    x = arrs["big.weight"].astype(np.float64)
+    assert big["mean"] == pytest.approx(x.mean(), rel=1e-12) and big["std"] == pytest.approx(x.std(), rel=1e-10)
+
+
+def test_safetensors_ranges_match_arrays(tmp_path):
+    arrs = tensors()
+    path = tmp_path / "m.safetensors"
+    save_file({k: v.view(np.uint16) if v.dtype == ml_dtypes.bfloat16 else v for k, v in arrs.items()}, str(path))
+    with open_source(str(path)) as src:
+        recs = {r.name: r for r in src.records()}
+    recs["half.weight"].np_dtype = np.dtype(ml_dtypes.bfloat16)  # saved as uint16 bits above
+    file_rows, _ = analyze_records([recs[n] for n in arrs], CHUNK, workers=2)
+    mem_rows, _ = analyze_records(records(arrs), CHUNK, workers=1)
+    meta = ("kind", "dtype", "out_axis")
+    same_rows([{k: v for k, v in r.items() if k not in meta} for r in file_rows],
+              [{k: v for k, v in r.items() if k not in meta} for r in mem_rows])
+
+
+def test_reducers_see_every_chunk_in_order_with_threads():
+    arrs = tensors()
+    seen = {}
+
+    class Collect:
+        def __init__(self, name):
+            self.name, self.parts = name, []
+
+        def update(self, chunk):
+            self.parts.append(np.array(chunk, copy=True))
+
+        def result(self):
+            seen[self.name] = np.concatenate(self.parts) if self.parts else np.zeros(0)
+            return {"collected": len(self.parts)}
+
+    rows, _ = analyze_records(records(arrs), CHUNK, reducer_factories=(lambda r: Collect(r.name),), workers=3)
+    for name, arr in arrs.items():
+        assert np.array_equal(seen[name].view(np.uint8), arr.reshape(-1).view(np.uint8)), name
+    assert [r["name"] for r in rows] == list(arrs)
+
+
+def test_torch_zip_pages_released_and_tied_values_intact(tmp_path):
+    torch = pytest.importorskip("torch")
+    w = torch.randn(300, 400)
+    path = tmp_path / "m.pt"
+    torch.save({"a.weight": w, "b.weight": w, "c.bias": torch.randn(7).to(torch.bfloat16)}, path)
+    with open_source(str(path)) as src:
+        if sys.platform.startswith("linux"):
+            assert src.pages is not None and src.pages.ranges, "the checkpoint's mapping was not found"
+        rows, _ = analyze_records(src.records(), 1000, workers=2)
+        # read again after release: the values come back from the file
+        again = np.concatenate([c.copy() for c in next(iter(src.records())).chunks(1000)])
+    x = w.numpy().astype(np.float64).reshape(-1)
+    assert np.array_equal(again, w.numpy().reshape(-1))
+    for r in rows[:2]:
+        assert r["mean"] == pytest.approx(x.mean(), rel=1e-12) and r["max"] == x.max()
+    assert rows[1]["tied_to"] == "a.weight"
+
+
+def test_progress_hidden_when_not_a_terminal_or_quiet():
+    assert progress_for(io.StringIO()) is None
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert progress_for(Tty(), quiet=True) is None
+    bar = progress_for(Tty())
+    assert isinstance(bar, ProgressBar)
+    bar.close()
+
+
+def test_progress_bar_draws_tensors_and_bytes(tmp_path):
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Tty()
+    arrs = tensors()
+    path = tmp_path / "m.safetensors"
+    save_file({k: v for k, v in arrs.items() if v.dtype != ml_dtypes.bfloat16}, str(path))
+    bar = ProgressBar(out, delay=0.0)
+    try:
+        inspect(path, progress=bar)
+        bar.progress.refresh()
+        assert bar.tensors == 4 and bar.total_tensors == 4
+        task = bar.progress.tasks[0]
+        assert task.completed == task.total == sum(v.nbytes for k, v in arrs.items() if v.dtype != ml_dtypes.bfloat16)
+    finally:
+        bar.close()
+    assert "inspecting" in out.getvalue() and "4/4 tensors" in out.getvalue()
+
+
+def test_cli_prints_no_progress_when_stderr_is_not_a_terminal(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_file({"w.weight": np.ones((4, 4), np.float32)}, str(path))
+    res = CliRunner().invoke(main, [str(path), "--csv", str(tmp_path / "o.csv")])
+    assert res.exit_code == 0, res.output
+    assert "inspecting" not in res.output and (tmp_path / "o.csv").exists()
+
+
+def test_safetensors_csv_imports_neither_torch_nor_matplotlib(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_file({"w.weight": np.ones((40, 40), np.float32), "b.bias": np.zeros(40, np.float32)}, str(path))
+    code = (
+        "import sys\nfrom inspector.cli import main\n"
+        f"main([{str(path)!r}, '--csv', {str(tmp_path / 'o.csv')!r}], standalone_mode=False)\n"
+        "print('heavy:', sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert "heavy: []" in out.stdout
