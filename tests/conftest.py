@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from inspector.analysis.stats import CHUNK_ELEMS, percentile_rel_error
+
 PCTS = (1, 5, 25, 50, 75, 95, 99)
 
 
@@ -47,8 +49,16 @@ def oracle(values: np.ndarray) -> dict:
     return out
 
 
-def assert_stats_match(row, values, pct_rel: float = 0.0, rtol: float = 1e-9) -> None:
-    """Every statistic of a tensor-table row equals the numpy reference (percentiles within pct_rel)."""
+def assert_stats_match(row, values, pct_rel: float | None = None, rtol: float = 1e-9,
+                       chunk: int = CHUNK_ELEMS) -> None:
+    """Every statistic of a tensor-table row equals the numpy reference.
+
+    Percentiles are compared within pct_rel, by default the bound the analyzer states for the
+    tensor's dtype and size when read in chunks of ``chunk`` elements.
+    """
+    if pct_rel is None:
+        arr = np.asarray(values)
+        pct_rel = percentile_rel_error(arr.dtype, arr.size, chunk)
     ref = oracle(values)
     finite = np.asarray(values, dtype=np.float64).reshape(-1)
     finite = finite[np.isfinite(finite)]
