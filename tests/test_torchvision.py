@@ -84,3 +84,15 @@ def test_unknown_name_suggests_close_matches():
 def test_unknown_weights_member_lists_choices():
     with pytest.raises(SourceNotFound, match="IMAGENET1K_V1"):
         inspector.inspect("resnet18", weights="IMAGENET9K")
+
+
+def test_untrained_detection_model_needs_no_backbone_download():
+    result = inspector.inspect("ssdlite320_mobilenet_v3_large", weights="none")
+    assert result.summary["trained"] is False and result.summary["weight_parameters"] > 0
+
+
+def test_architecture_that_cannot_be_built_on_meta_still_gets_module_types():
+    cache_checkpoint("regnet_x_400mf")
+    t = inspector.inspect("regnet_x_400mf").tensors
+    assert t["module_type"].notna().all()
+    assert set(t["kind"]) == {"weight", "bias", "norm", "buffer"}
