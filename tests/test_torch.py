@@ -120,3 +120,11 @@ def test_fixture_formats_agree():
         cols = ["kind", "numel", "neg_count", "zero_count", "pos_count", "mean", "std", "p50"]
         assert np.array_equal(other.index, ref.index), name
         assert other[cols].equals(ref[cols]), name
+
+
+def test_output_axis_of_weights_and_embeddings(tmp_path):
+    sd = {"embed_tokens.weight": torch.randn(50, 8), "q_proj.weight": torch.randn(8, 8), "q_proj.bias": torch.zeros(8)}
+    torch.save(sd, tmp_path / "t.pt")
+    axes = inspector.inspect(tmp_path / "t.pt").tensors.set_index("name")["out_axis"]
+    assert axes["q_proj.weight"] == 0
+    assert axes.isna()["embed_tokens.weight"] and axes.isna()["q_proj.bias"]
