@@ -172,12 +172,13 @@ def _is_keras_module(module: str) -> bool:
 def _custom(obj: dict) -> str | None:
     """Why a serialised object is custom code (None when it is a Keras built-in)."""
     cls, module, reg = obj.get("class_name"), obj.get("module"), obj.get("registered_name")
-    if isinstance(module, str) and not _is_keras_module(module):
-        return f"custom object {cls!r} from module {module!r}"
-    for name in (reg, cls):
-        if isinstance(name, str) and ">" in name and not name.startswith("keras>"):
-            return f"custom object registered as {name!r}"
-    return None
+    foreign = isinstance(module, str) and not _is_keras_module(module)
+    registered = [n for n in (reg, cls) if isinstance(n, str) and ">" in n and not n.startswith("keras>")]
+    if not (foreign or registered):
+        return None
+    where = f" from module {module!r}" if isinstance(module, str) else ""
+    name = f" registered as {registered[0]!r}" if registered else ""
+    return f"custom object {cls!r}{where}{name}"
 
 
 def config_findings(entry: dict) -> list[dict]:

@@ -194,6 +194,7 @@ class KerasH5Source(OpenedSource):
             self._legacy(self.h5["model_weights"])
         elif kind == "keras-h5-legacy-weights":
             self._legacy_meta(self.h5)
+            self._skip_note("optimizer_weights")
             self._legacy(self.h5)
         else:
             self._skip_note("optimizer")
