@@ -394,6 +394,28 @@ def test_findings_reach_the_terminal_and_json(tmp_path):
     assert {f["type"] for f in findings} == {"lambda", "custom_object"}
 
 
+def test_keras_2_13_archives_key_layers_by_name(tmp_path):
+    """The .keras format of Keras 2.13-2.15 keeps layers under ``_layer_checkpoint_dependencies/<name>``."""
+    rng = np.random.default_rng(3)
+    deps = "_layer_checkpoint_dependencies"
+    arrays = {
+        f"{deps}/d1/vars/0": rng.normal(size=(4, 3)),
+        f"{deps}/block/{deps}/inner_dense/vars/0": rng.normal(size=(3, 2)),
+        f"{deps}/block/{deps}/inner_dense/vars/1": rng.normal(size=(2,)),
+    }
+    weights = tmp_path / "w.h5"
+    write_keras3_weights(weights, arrays)
+    path = tmp_path / "k213.keras"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("config.json", json.dumps(NESTED_CONFIG))
+        z.write(weights, "model.weights.h5")
+    t = inspector.inspect(path).tensors.set_index("name")
+    assert list(t.index) == ["d1/kernel", "block/inner_dense/kernel", "block/inner_dense/bias"]
+    assert t.loc["block/inner_dense/kernel", "module_type"] == "Dense"
+    assert_row_matches(t.loc["block/inner_dense/bias"].to_dict() | {"name": "x"},
+                       arrays[f"{deps}/block/{deps}/inner_dense/vars/1"])
+
+
 def write_legacy(path: Path, config: dict | None, layers: dict[str, dict[str, np.ndarray]]) -> None:
     with h5py.File(path, "w") as f:
         if config is not None:
@@ -418,9 +440,11 @@ def test_legacy_lambda_and_custom_objects_in_nested_models(tmp_path):
     ]}}
     path = tmp_path / "lam.h5"
     write_legacy(path, config, {"dense": {"dense/kernel:0": np.ones((2, 2))}, "block": {}, "lam": {}})
+    with h5py.File(path, "r+") as f:
+        f.attrs["training_config"] = json.dumps({"loss": {"class_name": "my_losses>Focal", "config": {}}})
     result = inspector.inspect(path)
     assert {(f["type"], f["tensor"]) for f in result.summary["findings"]} == {
-        ("lambda", "block/lam"), ("custom_object", "block/gate")}
+        ("lambda", "block/lam"), ("custom_object", "block/gate"), ("custom_object", "(model)")}
     assert list(result.tensors["name"]) == ["dense/kernel"]
 
 

@@ -41,7 +41,9 @@ from .keras_zip import open_keras_zip
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 USERBLOCK_OFFSETS = (512, 1024, 2048)  # HDF5 also looks for its signature after a user block
 MAX_DEPTH = 32
-LAYER_CONTAINERS = ("layers", "_layer_checkpoint_dependencies")  # Keras 3; Keras 2.13-2.15 .keras
+# Groups holding a container's layers: Keras 3 keys them by class ("conv2d_1"), the ".keras" format
+# of Keras 2.13-2.15 (``_layer_checkpoint_dependencies``) by layer name.
+LAYER_CONTAINERS = ("layers", "_layer_checkpoint_dependencies")
 H5_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError, UnicodeError)
 
 
@@ -205,7 +207,7 @@ class KerasH5Source(OpenedSource):
         if isinstance(g, h5py.Group):
             n = []
             g.visititems(lambda _, obj: n.append(1) if isinstance(obj, h5py.Dataset) else None)
-            self.note(f"optimizer state in '{key}' not read ({len(n)} tensors)")
+            self.note(f"optimizer state in '{key}' not read ({len(n)} tensor{'s' if len(n) != 1 else ''})")
 
     # --- legacy Keras 1/2 layout -----------------------------------------------------------
 
@@ -214,16 +216,17 @@ class KerasH5Source(OpenedSource):
             for g in (root, child(root, "model_weights", self.where)):
                 if isinstance(g, h5py.Group) and key in g.attrs and key not in self.meta:
                     self.meta[key] = text(g.attrs[key])
-        if "model_config" not in root.attrs:
-            return
-        try:
-            config = json.loads(text(root.attrs["model_config"]))
-        except (ValueError, UnicodeError):
-            self.note("model_config attribute is not valid JSON: layer classes unknown")
-            return
-        if isinstance(config, dict):
-            self.tree = config_tree(config)
-            self.meta["findings"].extend(config_findings(config))
+        for key in ("model_config", "training_config"):
+            if key not in root.attrs:
+                continue
+            try:
+                config = json.loads(text(root.attrs[key]))
+            except (ValueError, UnicodeError):
+                self.note(f"{key} attribute is not valid JSON: not read")
+                continue
+            if isinstance(config, dict):
+                self.tree = config_tree(config) if key == "model_config" else self.tree
+                self.meta["findings"].extend(config_findings(config))
 
     def _legacy(self, g) -> None:
         names = str_list(g, "layer_names")
@@ -276,7 +279,7 @@ class KerasH5Source(OpenedSource):
             if key == "vars" or not isinstance(sub, h5py.Group) or (depth == 0 and key == "optimizer"):
                 continue
             if key in LAYER_CONTAINERS:
-                for k, name, n, c in self._children3(sub, node):
+                for k, name, n, c in self._children3(sub, node, by_name=key != "layers"):
                     self._walk3(sub[k], path + [name], n, c, depth + 1)
             else:  # a saveable held in an attribute: an RNN's cell, a wrapper's layer, ...
                 c = RNN_LAYERS.get(cls or "") if key == "cell" else None
@@ -284,20 +287,21 @@ class KerasH5Source(OpenedSource):
                 self._walk3(sub, path + [vars_name(sub) or key], n, c or class_of_key(vars_name(sub) or key),
                             depth + 1)
 
-    def _children3(self, container, node: Node | None) -> list[tuple]:
+    def _children3(self, container, node: Node | None, by_name: bool) -> list[tuple]:
         """(key, user name, config node, class) of a layer container's groups, in network order."""
-        order = {k: i for i, k in enumerate(node.by_key)} if node else {}
+        index = (node.by_name if by_name else node.by_key) if node else {}
+        order = {k: i for i, k in enumerate(index)}
         keys = sorted(container.keys(), key=lambda k: (order.get(k, len(order)), natural_key(k)))
         out = []
         for key in keys:
             if not isinstance(child(container, key, self.where), h5py.Group):
                 continue
-            cn = node.by_key.get(key) if node else None
+            cn = index.get(key)
             attr = vars_name(container[key])
             if cn is not None and attr not in (None, cn.name):
                 cn = None  # the file's own layer name wins over a config that does not match it
             name = attr or (cn.name if cn else key)
-            out.append((key, name, cn, cn.cls if cn else class_of_key(key)))
+            out.append((key, name, cn, cn.cls if cn else None if by_name else class_of_key(key)))
         names = [o[1] for o in out]
         return [(k, n if names.count(n) == 1 else k, cn, c) for k, n, cn, c in out]
 

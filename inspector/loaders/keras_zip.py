@@ -89,7 +89,7 @@ def open_keras_zip(path: Path) -> OpenedZip:
             if isinstance(md, dict):
                 meta = {k: str(md[k]) for k in ("keras_version", "backend") if k in md}
         weights, note = weights_file(path, f, z, members[WEIGHTS])
-    except zipfile.BadZipFile as e:
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, struct.error) as e:
         f.close()
         raise CorruptCheckpoint(f"{path}: not a readable zip archive ({e})") from None
     except BaseException:
@@ -121,7 +121,7 @@ def read_json(path: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo):
         if len(raw) > MAX_JSON_BYTES:
             raise CorruptCheckpoint(f"{path}: {info.filename} expands past {MAX_JSON_BYTES} bytes")
         return json.loads(raw)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, UnicodeError) as e:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, UnicodeError, NotImplementedError) as e:
         raise CorruptCheckpoint(f"{path}: {info.filename} is not readable JSON ({e})") from None
 
 
@@ -145,7 +145,7 @@ def weights_file(path: Path, f, z: zipfile.ZipFile, info: zipfile.ZipInfo):
     try:
         with z.open(info) as m:
             data = m.read(info.file_size + 1)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
         raise CorruptCheckpoint(f"{path}: cannot decompress {WEIGHTS} ({e})") from None
     if len(data) != info.file_size:
         raise CorruptCheckpoint(f"{path}: {WEIGHTS} holds {len(data)} bytes, not the {info.file_size} its header says")
