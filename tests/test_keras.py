@@ -13,13 +13,14 @@ from pathlib import Path
 import h5py
 import ml_dtypes
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
 import inspector
 from inspector.cli import main
 from inspector.errors import CorruptCheckpoint, UnsafeCheckpoint, UnsupportedSource
-from inspector.loaders import choose_loader, keras_zip
+from inspector.loaders import choose_loader, keras_zip, open_source
 from inspector.loaders.keras_config import kind_of, out_axis_of, var_names
 from inspector.loaders.keras_h5 import KerasH5Loader, KerasZipLoader, slabs
 
@@ -106,7 +107,7 @@ def test_every_tensor_equals_the_oracle(fixture):
     for name, kind, axis, cls, k3 in DIGITS:
         row = t.loc[name]
         assert row["kind"] == kind, name
-        assert (None if row["out_axis"] is inspector.api.pd.NA else int(row["out_axis"])) == axis, name
+        assert (None if pd.isna(row["out_axis"]) else int(row["out_axis"])) == axis, name
         no_config = fixture == "digits_keras_legacy_weights.h5"  # weights only: classes unknown
         assert row["module_type"] == (None if no_config else cls), name
         assert row["layer"] == name.rsplit("/", 1)[0]
@@ -155,6 +156,21 @@ def test_small_chunks_give_the_same_statistics():
     for col in ("neg_count", "zero_count", "pos_count", "min", "max"):
         assert list(whole[col]) == list(small[col])
     assert np.allclose(whole["std"], small["std"], rtol=1e-12) and np.allclose(whole["mean"], small["mean"], atol=1e-15)
+
+
+def test_records_read_datasets_in_bounded_slabs(tmp_path):
+    values = np.random.default_rng(4).normal(size=(30, 7, 5)).astype(np.float32)
+    path = tmp_path / "big.weights.h5"
+    write_keras3_weights(path, {"layers/conv1d/vars/0": values})
+    with open_source(str(path)) as src:
+        (rec,) = list(src.records())
+        sizes, parts = [], []
+        for chunk in rec.chunks(64):
+            sizes.append(chunk.size)
+            parts.append(chunk.copy())
+    assert max(sizes) <= 64 and sum(sizes) == values.size
+    assert np.array_equal(np.concatenate(parts), values.reshape(-1))
+    assert (rec.name, rec.out_axis, rec.module_type) == ("conv1d/kernel", 2, "Conv1D")
 
 
 @pytest.mark.parametrize("shape", [(), (0, 3), (5,), (4, 6), (3, 4, 5), (2, 1, 7, 3), (1, 100)])
@@ -304,7 +320,7 @@ def test_keras3_layer_classes_names_kinds_and_axes(tmp_path):
     for name, (kind, axis, cls, inner) in expect.items():
         row = t.loc[name]
         assert row["kind"] == kind, name
-        assert (None if row["out_axis"] is inspector.api.pd.NA else int(row["out_axis"])) == axis, name
+        assert (None if pd.isna(row["out_axis"]) else int(row["out_axis"])) == axis, name
         assert (row["module_type"] if isinstance(row["module_type"], str) else None) == cls, name
         assert_row_matches(row.to_dict() | {"name": name}, arrays[inner])
     assert t.loc["my_layer/vars/1", "layer"] == "my_layer"
@@ -497,7 +513,7 @@ def test_hdf5_that_is_not_keras_is_unsupported(tmp_path):
     assert res.exit_code == 1 and res.output.startswith("error: ") and "not a Keras checkpoint" in res.output
 
 
-def corrupt_variants(src: Path, tmp: Path):
+def corrupt_variants(src: Path):
     data = src.read_bytes()
     rng = np.random.default_rng(7)
     yield "empty-after-magic", data[:8]
@@ -513,7 +529,7 @@ def corrupt_variants(src: Path, tmp: Path):
 @pytest.mark.parametrize("fixture", ["digits_keras_legacy.h5", "digits_keras.weights.h5", "digits_keras.keras"])
 def test_corrupt_files_give_one_error_line(tmp_path, fixture):
     src = FIX / fixture
-    for label, data in corrupt_variants(src, tmp_path):
+    for label, data in corrupt_variants(src):
         path = tmp_path / f"{label}{''.join(src.suffixes)}"
         path.write_bytes(data)
         res = run_cli(path, "--quiet")
