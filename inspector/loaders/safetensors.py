@@ -160,7 +160,7 @@ class SafetensorsSource(OpenedSource):
                 shape=e.shape,
                 reader=file_reader(e.path, e.begin, e.dtype, math.prod(e.shape)),
                 range_reader=file_range_reader(e.path, e.begin, e.dtype),
-                out_axis=default_out_axis(kind, e.shape),
+                out_axis=default_out_axis(kind, e.shape, e.name),
                 nbytes=e.end - e.begin,
             )
 
