@@ -47,7 +47,7 @@ from ..dtypes import is_float
 from .exact import hist_counts, lerp, percentiles_and_hist, rank_positions
 
 CHUNK_ELEMS = 1 << 20
-BLOCK_ELEMS = 1 << 16  # values reduced together while they sit in cache
+BLOCK_ELEMS = 1 << 17  # values reduced together while they sit in cache
 PART_CHUNKS = 16  # moments are folded per part of this many chunks
 TABLE_MIN = 1 << 14  # 8/16-bit tensors larger than this use the value table
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
