@@ -178,6 +178,7 @@ class StatsAccumulator:
         self.counts = None if self.exact and not self.table else np.zeros(self.buckets.size, dtype=np.int64)
         self._kept: list[np.ndarray] = []  # finite values of a one-chunk tensor
         self.neg = self.zero = self.nan = self.inf = 0
+        self.neg_zero = 0  # -0.0 values, which sit in a negative bucket
         self.total, self.part = _Moments(), _Moments()
         self.min = math.inf
         self.max = -math.inf
@@ -259,13 +260,18 @@ class StatsAccumulator:
         t -= lo
         r = np.bincount(t)
         self.counts[lo : lo + r.size] += r
+        if lo <= 1:  # buckets 0 and 1 hold +0.0 and -0.0 (and the tiniest subnormals)
+            self.zero += int(np.count_nonzero(src == 0))
+            self.neg_zero += int(np.count_nonzero(np.signbit(src) & (src == 0)))
 
     def _moments(self, x: np.ndarray, scratch, src: np.ndarray, lo, hi) -> None:
         """Fold one block into the current part: ``x`` its finite values as float64 (overwritten),
-        ``src`` the same values in their own dtype, ``lo`` / ``hi`` their extremes."""
+        ``src`` the same values in their own dtype, ``lo`` / ``hi`` their extremes. Signs are
+        counted here unless bucket counts will give them (see :meth:`_count_buckets`)."""
         n = x.size
-        self.neg += int(np.count_nonzero(src < 0))
-        self.zero += int(np.count_nonzero(src == 0))
+        if self.counts is None:
+            self.neg += int(np.count_nonzero(src < 0))
+            self.zero += int(np.count_nonzero(src == 0))
         self.min = min(self.min, float(lo))
         self.max = max(self.max, float(hi))
         a = np.abs(x, out=scratch)
@@ -281,6 +287,7 @@ class StatsAccumulator:
         other._fold()
         self.total.add(other.total)
         self.neg += other.neg
+        self.neg_zero += other.neg_zero
         self.zero += other.zero
         self.nan += other.nan
         self.inf += other.inf
@@ -295,6 +302,8 @@ class StatsAccumulator:
         self._fold()
         if self.table:
             self._table_moments()
+        elif self.counts is not None:  # odd magnitude-major buckets are the negative values
+            self.neg = int(self.counts[1::2].sum()) - self.neg_zero
         numel = self.numel
         n, mean, m2 = self.n, self.mean, self.m2
         pos = n - self.neg - self.zero
