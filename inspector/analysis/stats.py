@@ -343,10 +343,10 @@ class StatsAccumulator:
         c, v = self._sorted
         if c.size == 0:
             return
-        cf = c.astype(np.float64)
+        cf = c.astype(np.float64)  # no np.dot: multithreaded BLAS is slow on such vectors
         n = int(c.sum())
-        mean = float(np.dot(cf, v)) / n
-        self.total = _Moments(n, mean, float(np.dot(cf, np.square(v - mean))), float(np.dot(cf, np.abs(v))))
+        mean = float((cf * v).sum()) / n
+        self.total = _Moments(n, mean, float((cf * np.square(v - mean)).sum()), float((cf * np.abs(v)).sum()))
         self.neg = int(c[v < 0].sum())
         self.zero = int(c[v == 0].sum())
         self.min, self.max = float(v[0]), float(v[-1])
