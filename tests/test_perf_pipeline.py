@@ -167,3 +167,30 @@ def test_safetensors_csv_imports_neither_torch_nor_matplotlib(tmp_path):
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert "heavy: []" in out.stdout
+
+
+def test_worker_processes_give_the_same_bits(tmp_path, monkeypatch):
+    import inspector.analysis.parallel as parallel
+
+    arrs = {k: v for k, v in tensors().items() if v.dtype != ml_dtypes.bfloat16}
+    path = tmp_path / "m.safetensors"
+    save_file(arrs, str(path))
+    with open_source(str(path)) as src:
+        recs = list(src.records())
+    assert all(getattr(r.range_reader, "portable", False) for r in recs)
+    rows1, hists1 = analyze_records(recs, CHUNK, workers=1)
+    monkeypatch.setattr(parallel, "PROCESS_MIN_BYTES", 0)
+    used = []
+    real = parallel.ProcessPoolExecutor
+
+    def spy(*a, **k):
+        used.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(parallel, "ProcessPoolExecutor", spy)
+    rows2, hists2 = analyze_records(recs, CHUNK, workers=2)
+    if sys.platform.startswith("linux"):
+        assert used, "no worker processes were started"
+    same_rows(rows1, rows2)
+    for name, (edges, counts) in hists1.items():
+        assert np.array_equal(counts, hists2[name][1])

@@ -1,22 +1,30 @@
-"""Reduce a stream of records on a pool of threads; results come back in stream order.
+"""Reduce a stream of records on several cores; results come back in stream order.
 
-numpy releases the GIL in file reads, casts and reductions, so threads share the
-cores; bucket counting (``bincount`` / ``ufunc.at``) holds it. Work items are whole
-tensors, or, for a large tensor whose record can read a range of its values and
-that has no extra reducers, its parts (:func:`~inspector.analysis.stats.part_ranges`),
-merged in order so that the result is the same bits whatever the number of threads.
-At most ``2 * workers`` items are in flight, so memory stays bounded by a few chunks
-and bucket tables per thread.
+Work items are whole tensors, or, for a large tensor whose record can read a range
+of its values and that has no extra reducers, its parts
+(:func:`~inspector.analysis.stats.part_ranges`), merged in order so that the result
+is the same bits whatever the number of workers. At most ``2 * workers`` items are
+in flight, so memory stays bounded by a few chunks and bucket tables per worker.
+
+numpy releases the GIL in file reads, casts and reductions but not in ``bincount``,
+where most of the time goes. So items whose range reader is plain data
+(``portable``: safetensors file ranges) go to worker processes, forked on Linux once
+``PROCESS_MIN_BYTES`` of such tensors have been seen; the rest (torch tensors,
+tensors with reducers) run on threads.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import sys
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Iterator
 
-from .stats import CHUNK_ELEMS, PART_CHUNKS, accumulate, analyze, part_ranges, row_of
+from .stats import CHUNK_ELEMS, PART_CHUNKS, StatsAccumulator, accumulate, analyze, part_ranges, row_of
+
+PROCESS_MIN_BYTES = 64 << 20
 
 
 def default_workers() -> int:
@@ -40,22 +48,64 @@ class _Done:
         return self.value
 
 
+def reduce_range(read_range, dtype, numel: int, chunk_elems: int, start: int, stop: int):
+    """The values [start, stop) of a tensor, read with a portable range reader: its stats row when
+    that is the whole tensor, else the accumulator of that part."""
+    acc = StatsAccumulator(dtype, numel, chunk_elems)
+    for chunk in read_range(start, stop, chunk_elems):
+        acc.update(chunk)
+    if (start, stop) == (0, numel):
+        return acc.result()
+    acc.drop_buffers()
+    return acc
+
+
+class _Pools:
+    """A thread pool, and a process pool for portable items once they are worth it."""
+
+    def __init__(self, workers: int, processes: bool):
+        self.workers = workers
+        self.threads = ThreadPoolExecutor(workers, thread_name_prefix="winspect") if workers > 1 else None
+        self.processes = None
+        self.allow_processes = processes and workers > 1 and sys.platform.startswith("linux")
+        self.portable_bytes = 0
+
+    def submit(self, rec, fn, args, span: tuple[int, int], reducers: list) -> object:
+        portable = getattr(rec.range_reader, "portable", False) and not reducers
+        if portable and self.allow_processes and self.processes is None:
+            self.portable_bytes += rec.nbytes or 0
+            if self.portable_bytes >= PROCESS_MIN_BYTES:
+                ctx = multiprocessing.get_context("fork")
+                self.processes = ProcessPoolExecutor(self.workers, mp_context=ctx)
+        if portable and self.processes is not None:
+            return self.processes.submit(reduce_range, rec.range_reader, rec.np_dtype, rec.numel, args[1], *span)
+        return self.threads.submit(fn, *args) if self.threads else _Done(fn(*args))
+
+    def shutdown(self, pending) -> None:
+        for *_, fut in pending:
+            if isinstance(fut, Future):
+                fut.cancel()
+        for pool in (self.threads, self.processes):
+            if pool:
+                pool.shutdown(wait=True)
+
+
 def _work_items(rec, chunk_elems: int, reducers: list):
-    """(fn, args) items for one record: its parts, or the whole tensor."""
+    """(fn, args, (start, stop)) items for one record: its parts, or the whole tensor."""
     if not reducers and rec.range_reader is not None and rec.numel > chunk_elems * PART_CHUNKS:
-        return [(accumulate, (rec, chunk_elems, (), a, b)) for a, b in part_ranges(rec.numel, chunk_elems)]
-    return [(analyze, (rec, chunk_elems, reducers))]
+        return [(accumulate, (rec, chunk_elems, (), a, b), (a, b)) for a, b in part_ranges(rec.numel, chunk_elems)]
+    return [(analyze, (rec, chunk_elems, reducers), (0, rec.numel))]
 
 
 def analyze_stream(records, chunk_elems: int = CHUNK_ELEMS, reducer_factories=(), workers: int | None = None,
-                   skip=lambda rec: False, on_part=None) -> Iterator[tuple[object, dict | None]]:
+                   skip=lambda rec: False, on_part=None, processes: bool = True) -> Iterator[tuple[object, dict | None]]:
     """Yield (record, stats row) in record order; (record, None) for records that ``skip`` says to pass over.
 
     Reducer factories are called in order, on the calling thread; so is ``on_part(record, elems)``
-    after each part of a tensor reduced in parts.
+    after each part of a tensor reduced in parts. ``processes=False`` keeps all work on threads.
     """
     workers = default_workers() if workers is None else workers
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="winspect") if workers > 1 else None
+    pools = _Pools(workers, processes)
     window = 2 * workers
     pending: deque = deque()  # (record, reducers, item index, item count, future), in submission order
     merged: dict = {}  # id(record) -> accumulator of its parts so far
@@ -66,19 +116,14 @@ def analyze_stream(records, chunk_elems: int = CHUNK_ELEMS, reducer_factories=()
                 continue
             reducers = [r for r in (f(rec) for f in reducer_factories) if r is not None]
             items = _work_items(rec, chunk_elems, reducers)
-            for i, (fn, args) in enumerate(items):
+            for i, (fn, args, span) in enumerate(items):
                 while len(pending) >= window:
                     yield from _finish_oldest(pending, merged, on_part)
-                fut = pool.submit(fn, *args) if pool else _Done(fn(*args))
-                pending.append((rec, reducers, i, len(items), fut))
+                pending.append((rec, reducers, i, len(items), pools.submit(rec, fn, args, span, reducers)))
         while pending:
             yield from _finish_oldest(pending, merged, on_part)
     finally:
-        if pool:
-            for *_, fut in pending:
-                if isinstance(fut, Future):
-                    fut.cancel()
-            pool.shutdown(wait=True)
+        pools.shutdown(pending)
 
 
 def _finish_oldest(pending: deque, merged: dict, on_part):

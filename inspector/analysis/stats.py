@@ -281,6 +281,10 @@ class StatsAccumulator:
         block.m2 = float(x.sum())
         self.part.add(block)
 
+    def drop_buffers(self) -> None:
+        """Free the scratch buffers (before sending the accumulator to another process)."""
+        self._buf = None
+
     def merge(self, other: "StatsAccumulator") -> None:
         """Add the statistics of the next part of the same tensor (see :func:`part_ranges`)."""
         self._fold()

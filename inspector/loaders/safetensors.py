@@ -121,13 +121,18 @@ def file_reader(path: Path, begin: int, dtype: np.dtype, numel: int):
     return read
 
 
-def file_range_reader(path: Path, begin: int, dtype: np.dtype):
-    """Range reader (see TensorRecord.range_chunks) over values stored from byte ``begin`` of a file."""
+@dataclass(frozen=True)
+class FileRange:
+    """Range reader (see TensorRecord.range_chunks) over values stored from byte ``begin`` of a
+    file. Plain data: it can be sent to another process (``portable``)."""
 
-    def read(start: int, stop: int, max_elems: int) -> Iterator[np.ndarray]:
-        return file_reader(path, begin + start * dtype.itemsize, dtype, stop - start)(max_elems)
+    path: Path
+    begin: int
+    dtype: np.dtype
+    portable = True
 
-    return read
+    def __call__(self, start: int, stop: int, max_elems: int) -> Iterator[np.ndarray]:
+        return file_reader(self.path, self.begin + start * self.dtype.itemsize, self.dtype, stop - start)(max_elems)
 
 
 class SafetensorsSource(OpenedSource):
@@ -159,7 +164,7 @@ class SafetensorsSource(OpenedSource):
                 np_dtype=e.dtype,
                 shape=e.shape,
                 reader=file_reader(e.path, e.begin, e.dtype, math.prod(e.shape)),
-                range_reader=file_range_reader(e.path, e.begin, e.dtype),
+                range_reader=FileRange(e.path, e.begin, e.dtype),
                 out_axis=default_out_axis(kind, e.shape, e.name),
                 nbytes=e.end - e.begin,
             )
