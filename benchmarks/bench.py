@@ -35,11 +35,17 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import ml_dtypes
 import numpy as np
+
+try:
+    import psutil
+except ImportError:  # the summed RSS of the process tree is then not reported
+    psutil = None
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -175,15 +181,43 @@ def numpy_sum_pass(files: list[Path]) -> tuple[float, int]:
     return time.perf_counter() - t0, total
 
 
-def run_child(args: list[str], env_extra: dict | None = None, quiet_out: bool = True) -> dict:
-    """Run a command; wall seconds, exit status and peak RSS (MB) of that child alone."""
+def tree_rss_sampler(pid: int, peak: list) -> threading.Thread:
+    """Samples the summed RSS of a process and its descendants every 50 ms into peak[0] (bytes)."""
+
+    def sample():
+        try:
+            proc = psutil.Process(pid)
+            while proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                total = 0
+                for p in [proc, *proc.children(recursive=True)]:
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                peak[0] = max(peak[0], total)
+                time.sleep(0.05)
+        except psutil.Error:
+            pass
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    return th
+
+
+def run_child(args: list[str], env_extra: dict | None = None) -> dict:
+    """Run a command: wall and CPU seconds (its workers included), exit status, peak RSS (MB) of the
+    largest of its processes (from the OS), and the peak of their summed RSS (sampled)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL if quiet_out else subprocess.PIPE)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL)
+    peak = [0]
+    sampler = tree_rss_sampler(proc.pid, peak) if psutil else None
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
+    if sampler:
+        sampler.join(1)
     return {"seconds": wall, "status": os.waitstatus_to_exitcode(status), "peak_rss_mb": usage.ru_maxrss / 1024,
-            "cpu_s": usage.ru_utime + usage.ru_stime}
+            "cpu_s": usage.ru_utime + usage.ru_stime, "tree_rss_mb": peak[0] / 2**20 if psutil else None}
 
 
 def winspect_cmd(source: Path, *extra: str) -> list[str]:
@@ -236,11 +270,14 @@ def measure_checkpoint(label: str, source: Path, files: list[Path], tmp: Path, t
     tool = run_child(winspect_cmd(source, "--csv", str(tmp / f"{label}.csv"), "--quiet"), env)
     ref2, _ = numpy_sum_pass(files)
     ref = min(ref1, ref2)
-    out = {"bytes": nbytes, "numpy_sum_s": ref, "numpy_sum_gbps": nbytes / ref / GB, **tool,
-           "gbps": nbytes / tool["seconds"] / GB, "ratio_to_numpy_sum": tool["seconds"] / ref}
-    print(f"{label:10s} {nbytes / GB:6.2f} GB  winspect {tool['seconds']:7.2f} s {out['gbps']:5.2f} GB/s  "
-          f"numpy.sum {ref:6.2f} s {out['numpy_sum_gbps']:5.2f} GB/s  ratio {out['ratio_to_numpy_sum']:4.2f}x  "
-          f"peak RSS {tool['peak_rss_mb']:6.0f} MB  exit {tool['status']}")
+    out = {"bytes": nbytes, "workers": threads or "default", "numpy_sum_s": ref, "numpy_sum_gbps": nbytes / ref / GB,
+           **tool, "gbps": nbytes / tool["seconds"] / GB, "ratio_to_numpy_sum": tool["seconds"] / ref,
+           "cpu_ratio_to_numpy_sum": tool["cpu_s"] / ref}
+    tree = f" (all processes {tool['tree_rss_mb']:.0f} MB)" if tool["tree_rss_mb"] else ""
+    print(f"{label:10s} {nbytes / GB:6.2f} GB  winspect {tool['seconds']:6.2f} s ({tool['cpu_s']:.2f} s CPU) "
+          f"{out['gbps']:5.2f} GB/s  numpy.sum {ref:5.2f} s {out['numpy_sum_gbps']:5.2f} GB/s  "
+          f"ratio {out['ratio_to_numpy_sum']:4.1f}x (CPU {out['cpu_ratio_to_numpy_sum']:4.1f}x)  "
+          f"peak RSS {tool['peak_rss_mb']:4.0f} MB{tree}  exit {tool['status']}")
     return out
 
 
@@ -276,7 +313,9 @@ def main(argv=None) -> int:
     ap.add_argument("--small-mb", type=float, default=90.0, help="small float32 model size (MB)")
     ap.add_argument("--pt-gb", type=float, default=1.5, help="PyTorch zip checkpoint size (GB); 0 to skip")
     ap.add_argument("--straight-gb", type=float, default=0.5, help="bytes of tensors for the straightforward run")
-    ap.add_argument("--threads", help="WINSPECT_THREADS for the winspect runs (default: one per CPU)")
+    ap.add_argument("--threads", default="default,1",
+                    help="comma-separated WINSPECT_THREADS values to run the big checkpoints with "
+                         "('default': one worker per CPU)")
     ap.add_argument("--dir", help="where to make the temporary directory (default: the system's)")
     ap.add_argument("--json", help="also write the results to this JSON file")
     a = ap.parse_args(argv)
@@ -296,9 +335,12 @@ def main(argv=None) -> int:
         pt = make_pt(tmp / "model.pt", int(a.pt_gb * GB)) if a.pt_gb > 0 else None
         print(f"made the checkpoints in {time.perf_counter() - t0:.0f} s")
         results["small"] = measure_small(small, tmp)
-        results["sharded"] = measure_checkpoint("sharded", sharded, data_files(sharded), tmp, a.threads)
-        if pt:
-            results["pytorch_zip"] = measure_checkpoint("pytorch", pt, [pt], tmp, a.threads)
+        for th in a.threads.split(","):
+            th = None if th == "default" else th
+            key = "" if th is None else f"_workers{th}"
+            results["sharded" + key] = measure_checkpoint("sharded", sharded, data_files(sharded), tmp, th)
+            if pt:
+                results["pytorch_zip" + key] = measure_checkpoint("pytorch", pt, [pt], tmp, th)
         s = compare_straightforward(sharded, int(a.straight_gb * GB))
         results["straightforward"] = s
         print(f"subset     {s['bytes'] / GB:6.2f} GB ({s['tensors']} tensors)  winspect {s['winspect_gbps']:5.2f} GB/s  "
