@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Iterator
@@ -17,7 +18,9 @@ from typing import Iterator
 import numpy as np
 
 from ..dtypes import torch_to_numpy
-from ..errors import CorruptCheckpoint, UnsafeCheckpoint, UnsupportedSource
+from ..errors import CorruptCheckpoint, UnsupportedSource
+from ..safety.pickle_scan import refusal
+from ..safety.zipcheck import check_zip
 from ..records import TensorRecord, default_out_axis, infer_kinds
 from . import Loader, LoadOptions, OpenedSource, register
 
@@ -49,23 +52,27 @@ def is_torch_zip(path: Path) -> bool:
 
 
 def load_pickle(path: Path, options: LoadOptions):
-    """torch.load with weights_only=True (memory-mapped for zip files)."""
+    """torch.load with weights_only=True (memory-mapped for zip files); a refusal names what the pickle imports."""
     import torch
 
     zipped = is_torch_zip(path)
+    if zipped:
+        check_zip(path).close()
     try:
-        if options.unsafe_load:
-            return torch.load(path, map_location="cpu", weights_only=False, mmap=zipped)
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=not options.unsafe_load, mmap=zipped)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UnsafeCheckpoint(
-            f"{path}: refused to load: the pickle needs more than tensors and plain containers "
-            f"({first[:300]}); it may run code when loaded. Use --unsafe-load only for a file you made yourself"
-        ) from None
-    except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, TypeError, AttributeError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CorruptCheckpoint(f"{path}: not a readable PyTorch checkpoint ({msg[:300]})") from None
+        if options.unsafe_load:
+            raise _unreadable(path, e) from None
+        raise refusal(path, str(e)) from None
+    except Exception as e:  # torch.load on hostile bytes raises many types; none may escape as a crash
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path: Path, e: Exception) -> CorruptCheckpoint:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return CorruptCheckpoint(f"{path}: not a readable PyTorch checkpoint ({msg[:300]})")
 
 
 def find_state_dict(obj, source: str) -> tuple[dict, str | None]:
