@@ -8,7 +8,7 @@ pickle is actually opened.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import pickle
 import warnings
 import zipfile
@@ -44,10 +44,14 @@ STRIP_PREFIXES = ("module.", "_orig_mod.")
 
 
 def is_torch_zip(path: Path) -> bool:
+    """A zip checkpoint as torch.load sees it: zip magic at byte 0 and a ``data.pkl`` member."""
     try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                return False
         with zipfile.ZipFile(path) as z:
             return any(n.endswith("data.pkl") for n in z.namelist()[:4096])
-    except (zipfile.BadZipFile, OSError, ValueError):
+    except Exception:  # a sniff never raises: any unreadable zip is simply not one
         return False
 
 
@@ -59,20 +63,35 @@ def load_pickle(path: Path, options: LoadOptions):
     if zipped:
         check_zip(path).close()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _torch_input(path, zipped) as f:
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=not options.unsafe_load, mmap=zipped)
+            return torch.load(f, map_location="cpu", weights_only=not options.unsafe_load, mmap=f is path)
     except pickle.UnpicklingError as e:
         if options.unsafe_load:
             raise _unreadable(path, e) from None
-        raise refusal(path, str(e)) from None
+        raise refusal(path, str(e), zipped) from None
     except Exception as e:  # torch.load on hostile bytes raises many types; none may escape as a crash
         raise _unreadable(path, e) from None
 
 
+@contextlib.contextmanager
+def _torch_input(path: Path, zipped: bool):
+    """The path itself for zip files (memory-mapped), else an open file: torch.load must not pick its
+    reader from the name (it hands any ``*.safetensors`` path to safetensors)."""
+    if zipped and not path.name.endswith(".safetensors"):
+        yield path
+        return
+    with open(path, "rb") as f:
+        yield f
+
+
 def _unreadable(path: Path, e: Exception) -> CorruptCheckpoint:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return CorruptCheckpoint(f"{path}: not a readable PyTorch checkpoint ({msg[:300]})")
+    if isinstance(e, EOFError):
+        why = "the file ends early; truncated?"
+    else:
+        text = str(e).strip()
+        why = text.splitlines()[0].split(". ")[0][:300] if text else type(e).__name__
+    return CorruptCheckpoint(f"{path}: not a readable PyTorch checkpoint ({why})")
 
 
 def find_state_dict(obj, source: str) -> tuple[dict, str | None]:
@@ -244,13 +263,7 @@ class TorchPickleLoader(Loader):
             if not path.is_file():
                 path = path.with_name("pytorch_model.bin.index.json")
         if path.name.endswith(".index.json"):
-            try:
-                names = set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values())
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-                raise CorruptCheckpoint(f"{path}: not a valid shard index ({e})") from None
-            files = [path.parent / n for n in sorted(names)]
-            missing = [str(f) for f in files if not f.is_file()]
-            if missing:
-                raise CorruptCheckpoint(f"{path}: shard {missing[0]} is missing")
-            return _MultiSource(source, files, options)
+            from .safetensors import shards_of_index
+
+            return _MultiSource(source, shards_of_index(path), options)
         return open_state_dict_file(source, path, options)

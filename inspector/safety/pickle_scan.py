@@ -196,11 +196,18 @@ def scan_sequence(f, end: int, result: ScanResult, where: str) -> None:
             return  # torch stops after a first pickle that is not its magic number
 
 
-def scan_file(path) -> ScanResult:
-    """The globals every pickle in a PyTorch checkpoint (zip or legacy) or pickle file would import."""
+def scan_file(path, zipped: bool | None = None) -> ScanResult:
+    """The globals every pickle in a PyTorch checkpoint (zip or legacy) or pickle file would import.
+
+    ``zipped`` says whether the file is read as a zip (default: it starts with a zip local header and
+    has a central directory, as torch.load decides).
+    """
     path = Path(path)
     result = ScanResult(str(path))
-    if zipfile.is_zipfile(path):
+    if zipped is None:
+        with open(path, "rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04" and zipfile.is_zipfile(path)
+    if zipped:
         with check_zip(path) as zf:
             for name in [n for n in zf.namelist() if n.endswith(".pkl")]:
                 data = read_member(zf, name, MAX_PKL_MEMBER, path)
@@ -222,10 +229,10 @@ class UnsafePickle(UnsafeCheckpoint):
 ADVICE = "Nothing was executed. Use a safetensors export, or --unsafe-load only for a file you made yourself"
 
 
-def refusal(path, torch_message: str) -> InspectorError:
+def refusal(path, torch_message: str, zipped: bool | None = None) -> InspectorError:
     """The error for a pickle torch refused to load with weights_only=True, from a static scan of it."""
     try:
-        scan = scan_file(path)
+        scan = scan_file(path, zipped)
     except OSError as e:
         return CorruptCheckpoint(f"{path}: cannot read ({e.strerror or e})")
     if scan.unsafe:
