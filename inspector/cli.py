@@ -1,7 +1,7 @@
 """The ``winspect`` command. The only module that prints or exits.
 
 Exit codes: 0 success; 1 bad input (missing, unknown, unsupported, unsafe or unreadable
-source; unwritable output); 2 usage errors.
+source; unwritable output); 2 usage errors; 3 ``audit`` found what --fail-on lists.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from .analysis.findings import DEFAULT_FAIL_ON, FINDING_TYPES
 from .errors import InspectorError, OutputError
 
 
@@ -116,3 +117,36 @@ def inspect_cmd(source, weights, csv_path, layers_csv, json_path, unsafe_load, q
         from .report.terminal import render
 
         render(result)
+
+
+@main.command("audit")
+@click.argument("source")
+@click.option("--fail-on", default=",".join(DEFAULT_FAIL_ON), show_default=True,
+              help=f"Finding types that make the command exit 3 ({', '.join(FINDING_TYPES)}; all; none).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Write {source, findings, failed_on} as JSON.")
+@click.option("--weights", default="DEFAULT", show_default=True, help="For torchvision names, as for inspect.")
+@common_options
+@handle_errors
+def audit_cmd(source, fail_on, json_path, weights, quiet, debug):
+    """Findings (NaN/Inf, zero and tied tensors, unsafe pickles, ...): exit 3 when one listed in --fail-on is
+    present, 0 when none is, 1 on bad input. A refused pickle is never executed."""
+    from .audit import UnknownFinding, audit, parse_fail_on
+
+    try:
+        gate = parse_fail_on(fail_on)
+    except UnknownFinding as e:
+        raise click.BadParameter(str(e).removeprefix("--fail-on: "), param_hint="--fail-on") from None
+    check_outputs([source], [json_path])
+    result = audit(source, weights=weights)
+    failed = result.failed_on(gate)
+    if json_path:
+        result.to_json(json_path, gate)
+    if not quiet:
+        from .report.findings import render_audit
+
+        render_audit(result, failed, gate)
+    if failed:
+        raise click.exceptions.Exit(3)
+    if result.refused:  # the tensors could not be checked for what --fail-on asks
+        raise InspectorError(result.refused)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def tensor_findings(tensors: pd.DataFrame) -> list[dict]:
@@ -18,3 +21,28 @@ def tensor_findings(tensors: pd.DataFrame) -> list[dict]:
         if isinstance(r.tied_to, str):
             out.append({"type": "tied", "tensor": r.name, "detail": f"shares storage with {r.tied_to}"})
     return out
+
+
+# Every finding type, with what it means. Loaders and analyses add findings of these types to
+# ``meta["findings"]``; ``winspect audit --fail-on`` accepts exactly these names.
+FINDING_TYPES = {
+    "nan": "NaN values in a tensor",
+    "inf": "infinite values in a tensor",
+    "zero": "a learned tensor whose values are all zero",
+    "tied": "a tensor sharing storage with another",
+    "dead_relu": "units that never activate (dead-ReLU candidates)",
+    "lambda": "a Keras Lambda layer (code that runs when the model is loaded)",
+    "custom_object": "a Keras layer or object of a custom class",
+    "unsafe": "a pickle that imports code (refused; nothing was executed)",
+}
+DEFAULT_FAIL_ON = ("nan", "inf", "unsafe")
+
+
+def unsafe_findings(scan) -> list[dict]:
+    """One ``unsafe`` finding per dangerous or unknown global of a refused pickle's scan."""
+    from ..safety.pickle_scan import classify
+
+    return [
+        {"type": "unsafe", "global": g, "class": classify(g), "detail": f"pickle imports {classify(g)} global {g}"}
+        for g in scan.unsafe
+    ]

@@ -32,9 +32,11 @@ def _fail(path, problem: str) -> CorruptCheckpoint:
     return CorruptCheckpoint(f"{path}: refused zip archive: {problem}")
 
 
-def check_zip(path, limits: ZipLimits = DEFAULT_LIMITS) -> zipfile.ZipFile:
-    """An open ZipFile whose central directory is within ``limits``; CorruptCheckpoint otherwise."""
+def check_zip(path, limits: ZipLimits | None = None) -> zipfile.ZipFile:
+    """An open ZipFile whose central directory is within ``limits`` (default DEFAULT_LIMITS);
+    CorruptCheckpoint otherwise."""
     path = Path(path)
+    limits = limits or DEFAULT_LIMITS
     try:
         archive_size = path.stat().st_size
         zf = zipfile.ZipFile(path)

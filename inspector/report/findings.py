@@ -1,0 +1,25 @@
+"""Terminal report of an audit: the findings, then the verdict."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from .terminal import safe
+
+
+def render_audit(audit, failed: list[str], fail_on, console: Console | None = None) -> None:
+    console = console or Console()
+    n = len(audit.findings)
+    console.print(f"[bold]winspect audit[/bold] {safe(audit.source)}: {n} finding{'s' if n != 1 else ''}")
+    if audit.refused:
+        console.print("  note: the pickle was refused, so its tensors were not checked; nothing was executed")
+    for f in audit.findings:
+        where = f.get("tensor") or f.get("global") or ""
+        console.print(f"[yellow]{safe(f['type'])}[/yellow] {safe(where)}: {safe(f['detail'])}")
+    gate = ", ".join(fail_on) or "nothing"
+    if failed:
+        console.print(f"[bold red]FAIL[/bold red]: found {', '.join(failed)} (--fail-on {gate})")
+    elif audit.refused:
+        console.print(f"[bold red]not checked[/bold red]: {gate} cannot be ruled out in a refused pickle")
+    else:
+        console.print(f"[green]ok[/green]: none of {gate} found")
