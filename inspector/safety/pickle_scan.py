@@ -14,6 +14,7 @@ its pickles as ``*.pkl`` members.
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import pickletools
 import re
@@ -150,6 +151,7 @@ def scan_one(f, result: ScanResult, where: str) -> list:
     """Scan one pickle from ``f`` (up to its STOP) into ``result``; returns the values it pushed last."""
     recent: list = []  # the most recent stack values, strings where known
     memo: dict = {}
+    proto = 0
     for count, (op, arg, _pos) in enumerate(pickletools.genops(f)):
         if count >= MAX_OPS:
             raise ValueError(f"more than {MAX_OPS} opcodes")
@@ -160,9 +162,11 @@ def scan_one(f, result: ScanResult, where: str) -> list:
             recent.append(memo.get(arg, _OTHER))
         elif name in _PUT_OPS:
             memo[len(memo) if name == "MEMOIZE" else arg] = recent[-1] if recent else _OTHER
+        elif name == "PROTO":
+            proto = arg
         elif name in ("GLOBAL", "INST"):
             module, _, attr = str(arg).partition(" ")
-            result.add(f"{module}.{attr}")
+            result.add(_python3_name(module, attr) if proto < 3 else f"{module}.{attr}")
             recent.append(_OTHER)
         elif name == "STACK_GLOBAL":
             module, attr = (recent[-2:] if len(recent) >= 2 else [_OTHER, _OTHER])
@@ -178,6 +182,15 @@ def scan_one(f, result: ScanResult, where: str) -> list:
             recent.append(arg if name in ("LONG1", "LONG4") else _OTHER)
         del recent[:-8]
     return recent
+
+
+def _python3_name(module: str, attr: str) -> str:
+    """The name Python 3 imports for a protocol 0-2 global (``__builtin__.exec`` -> ``builtins.exec``)."""
+    if (module, attr) in _compat_pickle.NAME_MAPPING:
+        module, attr = _compat_pickle.NAME_MAPPING[(module, attr)]
+    elif module in _compat_pickle.IMPORT_MAPPING:
+        module = _compat_pickle.IMPORT_MAPPING[module]
+    return f"{module}.{attr}"
 
 
 def scan_sequence(f, end: int, result: ScanResult, where: str) -> None:
