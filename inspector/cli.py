@@ -21,7 +21,9 @@ class _Fail(click.ClickException):
     exit_code = 1
 
     def show(self, file=None) -> None:
-        click.echo(f"error: {self.message}", err=True)
+        from .report.terminal import visible
+
+        click.echo(f"error: {visible(self.message)}", err=True)
 
 
 def handle_errors(fn):
@@ -57,8 +59,9 @@ def common_options(fn):
 
 
 def check_outputs(inputs, outputs) -> None:
-    """Refuse to write an output over an input file."""
-    ins = [Path(i) for i in inputs if i and Path(i).exists()]
+    """Refuse to write an output over an input file, or over a checkpoint file that a directory or
+    shard-index input reads (by path, relative path, symlink or hard link)."""
+    ins = [p for i in inputs if i and Path(i).exists() for p in _read_paths(Path(i))]
     for out in outputs:
         if not out:
             continue
@@ -66,6 +69,17 @@ def check_outputs(inputs, outputs) -> None:
         for i in ins:
             if o.exists() and o.samefile(i) or o.resolve() == i.resolve():
                 raise OutputError(f"{out}: is an input of this command; refusing to overwrite it")
+
+
+def _read_paths(path: Path) -> list[Path]:
+    """The input itself and, for a directory or shard index, the checkpoint files beside it."""
+    from .loaders import LOADERS
+
+    folder = path if path.is_dir() else path.parent if path.name.endswith(".index.json") else None
+    if folder is None:
+        return [path]
+    suffixes = tuple(s for lo in LOADERS for s in lo.suffixes)
+    return [path, *(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(suffixes))]
 
 
 class DefaultGroup(click.Group):

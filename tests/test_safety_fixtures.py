@@ -157,3 +157,7 @@ def reference_counts(sd: dict) -> dict[str, tuple[int, int]]:
 def inspected_counts(inspection) -> dict[str, tuple[int, int]]:
     t = inspection.tensors
     return {r.name: (int(r.numel), int(r.neg_count)) for r in t.itertuples()}
+
+
+# Formats whose checkpoint is one self-contained file: renamed to any suffix, it must still be read.
+SELF_CONTAINED = ["safetensors", "pytorch-zip", "pytorch-legacy"]

@@ -190,6 +190,14 @@ def _natural_key(s: str):
 MAX_INDEX = 64 * 1024 * 1024
 
 
+def is_json_index(path: Path) -> bool:
+    """A shard index by name and content (a checkpoint merely named ``*.index.json`` is not one)."""
+    if not path.name.endswith(".index.json"):
+        return False
+    with open(path, "rb") as f:
+        return f.read(64).lstrip()[:1] == b"{"
+
+
 def shards_of_index(index: Path) -> list[Path]:
     """Shard files named by a shard index (``*.safetensors.index.json``, ``*.bin.index.json``), in order."""
     try:
@@ -248,7 +256,7 @@ class SafetensorsLoader(Loader):
         path = Path(source)
         if path.is_dir():
             path = cls._dir_target(path)
-        if path.name.endswith(".index.json"):
+        if is_json_index(path):
             files = shards_of_index(path)
             src = SafetensorsSource(source, files, "safetensors-sharded")
             src.note(f"{len(files)} shards from {path.name}")

@@ -262,8 +262,8 @@ class TorchPickleLoader(Loader):
             path = path / "pytorch_model.bin"
             if not path.is_file():
                 path = path.with_name("pytorch_model.bin.index.json")
-        if path.name.endswith(".index.json"):
-            from .safetensors import shards_of_index
+        from .safetensors import is_json_index, shards_of_index
 
+        if is_json_index(path):
             return _MultiSource(source, shards_of_index(path), options)
         return open_state_dict_file(source, path, options)
