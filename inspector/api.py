@@ -69,7 +69,7 @@ def analyze_records(
         else:
             reducers = [r for r in (f(rec) for f in reducer_factories) if r is not None]
             stats = analyze(rec, chunk_elems, reducers)
-        by_name[rec.name] = stats
+        by_name[rec.name] = dict(stats)
         hists[rec.name] = (stats.pop("hist_edges"), stats.pop("hist_counts"))
         stats.pop("sum_sq", None)
         rows.append({
