@@ -2,24 +2,30 @@
 
 Each format in ``FORMATS`` (test_safety_fixtures) gets a few hundred derandomised cases of
 truncation, byte flips (concentrated on headers) and, where the format has them, rewritten
-header fields. Every case runs the whole pipeline in-process (open, every record, every
-chunk analysed); a handful also run through the real command in a fresh interpreter to show
-there is no crash, no traceback and exit 1. A per-case alarm turns a hang into a failure.
+header fields. Every case runs the whole pipeline through ``inspector.inspect`` (open, every
+record, every chunk analysed), all cases of a format in one child interpreter so that a native
+crash fails the test instead of ending the run; a handful also run through the real command
+to show exit 1, one error line and no traceback. A per-case alarm turns a hang into a failure.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
+import os
 import signal
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inspector import InspectorError, inspect
-from test_safety_fixtures import FORMAT_IDS, FORMATS, assert_clean_error, run_cli
+from tests.test_safety_fixtures import FORMAT_IDS, FORMATS, ROOT, assert_clean_error, run_cli
 
 CASES_PER_FORMAT = 200
 CASE_ALARM_S = 60  # a hang detector, far above any honest case
@@ -31,17 +37,6 @@ class Hang(Exception):
 
 def _alarm(signum, frame):
     raise Hang(f"one fuzz case ran longer than {CASE_ALARM_S} s")
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    """format name -> (directory, file to mutate, its bytes), built once per module."""
-    out = {}
-    for name, maker in FORMATS:
-        d = tmp_path_factory.mktemp(name)
-        path = maker(d)
-        out[name] = (d, path, path.read_bytes())
-    return out
 
 
 # --- mutations ----------------------------------------------------------------------------
@@ -121,6 +116,7 @@ FIELD_MUTATORS = {
     "safetensors": mutate_safetensors_header,
     "safetensors-index": mutate_index,
     "pytorch-zip": mutate_zip_directory,
+    "keras-zip": mutate_zip_directory,
 }
 
 
@@ -138,44 +134,71 @@ def mutated(draw, data: bytes, fmt: str):
 _counter = itertools.count()
 
 
-def inspect_or_clean_error(d, original, data: bytes) -> None:
+def inspect_or_clean_error(d: Path, original: Path, data: bytes) -> str:
+    """Inspect the mutated bytes; return "ok" or the error class. Anything else propagates."""
     path = d / f"case{next(_counter)}_{original.name}"
     path.write_bytes(data)
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(CASE_ALARM_S)
     try:
         inspect(path)  # opens, reads every record, analyses every chunk
+        return "ok"
     except InspectorError as e:
-        assert str(e) and "\n" not in str(e).strip()
+        assert str(e) and "\n" not in str(e).strip(), repr(str(e))
+        return type(e).__name__
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
         path.unlink()
 
 
-@pytest.mark.parametrize("fmt", FORMAT_IDS)
-def test_fuzz_in_process(pristine, fmt):
-    d, original, data = pristine[fmt]
+def fuzz_format(fmt: str, workdir: str, cases: int) -> collections.Counter:
+    """Run ``cases`` derandomised mutations of one format's fixture through the whole pipeline."""
+    d = Path(workdir)
+    original = dict(FORMATS)[fmt](d)
+    data = original.read_bytes()
+    outcomes: collections.Counter = collections.Counter()
 
-    @settings(max_examples=CASES_PER_FORMAT, derandomize=True, deadline=None, database=None,
+    @settings(max_examples=cases, derandomize=True, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(st.data())
     def run(draw_data):
-        inspect_or_clean_error(d, original, draw_data.draw(mutated(data, fmt)))
+        outcomes[inspect_or_clean_error(d, original, draw_data.draw(mutated(data, fmt)))] += 1
 
     run()
+    return outcomes
+
+
+CHILD = """
+import sys
+from tests.test_fuzz import fuzz_format
+outcomes = fuzz_format(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+print("FUZZ OK", sys.argv[1], sum(outcomes.values()), dict(outcomes))
+"""
 
 
 @pytest.mark.parametrize("fmt", FORMAT_IDS)
-def test_fuzz_through_the_command(pristine, fmt, tmp_path):
+def test_fuzz(fmt, tmp_path):
+    """The hypothesis run of one format, in a child interpreter so that even a native crash
+    (HDF5, torch) is a test failure rather than the end of the test run."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", CHILD, fmt, str(tmp_path), str(CASES_PER_FORMAT)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert f"FUZZ OK {fmt} " in proc.stdout
+
+
+@pytest.mark.parametrize("fmt", FORMAT_IDS)
+def test_fuzz_through_the_command(fmt, tmp_path):
     """Truncated and header-scrambled files through the real command: exit 1, one error line, no crash."""
-    d, original, data = pristine[fmt]
+    original = dict(FORMATS)[fmt](tmp_path)
+    data = original.read_bytes()
     cases = {
         "truncated": data[: len(data) // 2],
         "scrambled": bytes(b ^ 0x5A for b in data[:16]) + data[16:],
     }
     for label, blob in cases.items():
-        path = d / f"{label}_{original.name}"
+        path = tmp_path / f"{label}_{original.name}"
         path.write_bytes(blob)
         proc = run_cli("-q", str(path))
         assert proc.returncode >= 0, f"{fmt} {label}: killed by signal {-proc.returncode}"

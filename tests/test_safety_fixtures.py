@@ -13,6 +13,7 @@ import builtins
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,11 +73,24 @@ def make_safetensors_index(d: Path) -> Path:
     return index
 
 
+def committed(name: str):
+    """A maker that copies a committed fixture (the Keras ones are made by fixtures/make_keras_fixtures.py)."""
+
+    def make(d: Path) -> Path:
+        shutil.copy(ROOT / "fixtures" / name, d / name)
+        return d / name
+
+    return make
+
+
 FORMATS = [
     ("safetensors", make_safetensors),
     ("pytorch-zip", make_torch_zip),
     ("pytorch-legacy", make_torch_legacy),
     ("safetensors-index", make_safetensors_index),
+    ("keras-legacy-h5", committed("digits_keras_legacy.h5")),
+    ("keras-weights-h5", committed("digits_keras.weights.h5")),
+    ("keras-zip", committed("digits_keras.keras")),
 ]
 FORMAT_IDS = [name for name, _ in FORMATS]
 
@@ -160,4 +174,5 @@ def inspected_counts(inspection) -> dict[str, tuple[int, int]]:
 
 
 # Formats whose checkpoint is one self-contained file: renamed to any suffix, it must still be read.
-SELF_CONTAINED = ["safetensors", "pytorch-zip", "pytorch-legacy"]
+SELF_CONTAINED = ["safetensors", "pytorch-zip", "pytorch-legacy", "keras-legacy-h5", "keras-weights-h5",
+                  "keras-zip"]

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from inspector import CorruptCheckpoint, InspectorError, SourceNotFound, UnsupportedSource, inspect
 from inspector.cli import main
 from inspector.loaders import LOADERS
-from test_safety_fixtures import (
+from tests.test_safety_fixtures import (
     FORMAT_IDS,
     FORMATS,
     SELF_CONTAINED,
@@ -73,7 +73,15 @@ def test_misnamed_file_is_sniffed_and_read_correctly(tmp_path, fmt, suffix):
     original = MAKERS[fmt](tmp_path)
     renamed = tmp_path / f"renamed{suffix}"
     shutil.copy(original, renamed)
-    assert inspected_counts(inspect(renamed)) == reference_counts(state_dict())
+    expected = inspect(original)
+    got = inspect(renamed)
+    assert got.meta["format"] == expected.meta["format"]
+    assert inspected_counts(got) == inspected_counts(expected)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pytorch-zip", "pytorch-legacy", "safetensors-index"])
+def test_generated_fixtures_read_as_numpy_says(tmp_path, fmt):
+    assert inspected_counts(inspect(MAKERS[fmt](tmp_path))) == reference_counts(state_dict())
 
 
 def test_safetensors_named_pth_and_zip_named_safetensors(tmp_path):

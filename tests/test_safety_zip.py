@@ -12,7 +12,7 @@ import pytest
 from inspector import CorruptCheckpoint, inspect
 from inspector.safety import zipcheck
 from inspector.safety.zipcheck import ZipLimits, check_zip, read_member
-from test_safety_fixtures import make_torch_zip
+from tests.test_safety_fixtures import make_torch_zip
 
 
 def keras_like(path, weights: bytes = b"\0" * (2 << 20)) -> bytes:
@@ -106,4 +106,16 @@ def test_torch_zip_bounds_apply_before_torch_reads(tmp_path, monkeypatch):
     n = len(zipfile.ZipFile(path).namelist())
     monkeypatch.setattr(zipcheck, "DEFAULT_LIMITS", ZipLimits(max_members=3))
     with pytest.raises(CorruptCheckpoint, match=f"refused zip archive: {n} members, more than the limit of 3"):
+        inspect(path)
+
+
+def test_keras_archive_with_overlapping_entries_is_refused(tmp_path):
+    path = tmp_path / "m.keras"
+    data = keras_like(path, b"x" * 5000)
+    first = central_records(data)[0]  # config.json; point model.weights.h5's record at the same bytes
+    last = central_records(data)[-1]
+    offset = int.from_bytes(data[first + 42 : first + 46], "little")
+    forged = patch(patch(data, last + 42, offset), last + 20, len(data) - 10)
+    path.write_bytes(forged)
+    with pytest.raises(CorruptCheckpoint, match=r"m.keras: refused zip archive: members claim \d+ compressed bytes"):
         inspect(path)
