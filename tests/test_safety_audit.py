@@ -129,3 +129,20 @@ def test_loader_findings_reach_the_gate(tmp_path, monkeypatch):
     assert run(str(path)).exit_code == 0
     res = run(str(path), "--fail-on", "lambda,nan")
     assert res.exit_code == 3 and "lambda model/lambda: Lambda layer" in res.stdout
+
+
+def test_keras_lambda_layer_gates_audit(tmp_path):
+    from tests.test_keras import write_legacy
+
+    config = {"class_name": "Sequential", "config": {"name": "m", "layers": [
+        {"class_name": "Dense", "config": {"name": "dense"}},
+        {"class_name": "Lambda", "config": {"name": "lam", "function": ["4wEAAA==", None, None],
+                                             "function_type": "lambda"}},
+    ]}}
+    path = tmp_path / "lam.h5"
+    write_legacy(path, config, {"dense": {"dense/kernel:0": np.ones((2, 2))}, "lam": {}})
+    assert run(str(path), "-q").exit_code == 0  # lambda is not in the default gate
+    res = run(str(path), "--fail-on", "lambda", "--json", str(tmp_path / "a.json"))
+    assert res.exit_code == 3 and "lambda lam:" in res.stdout
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert data["failed_on"] == ["lambda"] and data["findings"][0]["tensor"] == "lam"

@@ -226,3 +226,12 @@ def test_every_pkl_member_of_a_zip_is_scanned(tmp_path):
         z.writestr("m/extra.pkl", b"\x80\x02csubprocess\nPopen\n)R.")
     (tmp_path / "z.pt").write_bytes(buf.getvalue())
     assert scan_file(tmp_path / "z.pt").of_class("dangerous") == ["subprocess.Popen"]
+
+
+def test_unsafe_load_unpickles_only_files_the_safe_loader_refuses(hostile, tmp_path):
+    files, marker = hostile
+    safe_file = make_torch_zip(tmp_path)
+    assert not any("--unsafe-load" in n for n in inspect(safe_file, unsafe_load=True).meta["notes"])
+    result = inspect(files["legacy-system"][0], unsafe_load=True)
+    assert marker.exists() and any("fully unpickled" in n for n in result.meta["notes"])
+    marker.unlink()

@@ -57,19 +57,35 @@ def is_torch_zip(path: Path) -> bool:
 
 def load_pickle(path: Path, options: LoadOptions):
     """torch.load with weights_only=True (memory-mapped for zip files); a refusal names what the pickle imports."""
-    import torch
+    return load_pickle_reporting(path, options)[0]
 
+
+def load_pickle_reporting(path: Path, options: LoadOptions):
+    """(object, whether it was fully unpickled). The full unpickler runs only when the restricted one
+    refused the file and the user asked for it with ``unsafe_load``; otherwise the refusal is raised."""
     zipped = is_torch_zip(path)
     if zipped:
         check_zip(path).close()
     try:
+        return _torch_load(path, zipped, weights_only=True), False
+    except pickle.UnpicklingError as e:
+        if not options.unsafe_load:
+            raise refusal(path, str(e), zipped) from None
+    try:
+        return _torch_load(path, zipped, weights_only=False), True
+    except Exception as e:
+        raise _unreadable(path, e) from None
+
+
+def _torch_load(path: Path, zipped: bool, weights_only: bool):
+    import torch
+
+    try:
         with warnings.catch_warnings(), _torch_input(path, zipped) as f:
             warnings.simplefilter("ignore")
-            return torch.load(f, map_location="cpu", weights_only=not options.unsafe_load, mmap=f is path)
-    except pickle.UnpicklingError as e:
-        if options.unsafe_load:
-            raise _unreadable(path, e) from None
-        raise refusal(path, str(e), zipped) from None
+            return torch.load(f, map_location="cpu", weights_only=weights_only, mmap=f is path)
+    except pickle.UnpicklingError:
+        raise
     except Exception as e:  # torch.load on hostile bytes raises many types; none may escape as a crash
         raise _unreadable(path, e) from None
 
@@ -213,15 +229,15 @@ def _storage_key(t):
 
 
 def open_state_dict_file(source: str, path: Path, options: LoadOptions, module_info=None) -> StateDictSource:
-    obj = load_pickle(path, options)
+    obj, unpickled = load_pickle_reporting(path, options)
     sd, key = find_state_dict(obj, source)
     fmt = "pytorch-zip" if is_torch_zip(path) else "pytorch-legacy"
     src = StateDictSource(source, fmt, sd, module_info)
     if key:
         src.note(f"state dict taken from the checkpoint's {key!r} entry")
         src.meta["nested_key"] = key
-    if options.unsafe_load:
-        src.note("loaded with --unsafe-load: the file was fully unpickled")
+    if unpickled:
+        src.note("loaded with --unsafe-load: the restricted loader refused the file, so it was fully unpickled")
     return src
 
 
