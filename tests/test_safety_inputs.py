@@ -143,3 +143,33 @@ def test_control_characters_in_file_name_stay_on_one_line(tmp_path):
     path.write_bytes(b"")
     line = cli_error(str(path))
     assert "\x1b" not in line and "\\x1b[2J\\nname.pth: file is empty" in line
+
+
+def _claim_huge(data: bytes, small: bytes) -> bytes:
+    """Replace the first BININT1 ``small`` (a tensor's element count) by 2**31 - 1."""
+    at = data.index(small)
+    return data[:at] + b"J" + (2**31 - 1).to_bytes(4, "little") + data[at + 2 :]
+
+
+def test_torch_checkpoints_claiming_huge_tensors_fail_cleanly(tmp_path):
+    import zipfile
+
+    import torch
+
+    sd = {"w": torch.arange(6, dtype=torch.float32)}
+    torch.save(sd, tmp_path / "l.pt", _use_new_zipfile_serialization=False)
+    data = (tmp_path / "l.pt").read_bytes()
+    cpu = data.index(b"X\x03\x00\x00\x00cpu")  # ('storage', FloatStorage, key, 'cpu', 6)
+    (tmp_path / "l.pt").write_bytes(data[:cpu] + _claim_huge(data[cpu:], b"K\x06"))
+    with pytest.raises(CorruptCheckpoint, match="l.pt: not a readable PyTorch checkpoint"):
+        inspect(tmp_path / "l.pt")
+    torch.save(sd, tmp_path / "z.pt")
+    with zipfile.ZipFile(tmp_path / "z.pt") as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    pkl = next(n for n in members if n.endswith("data.pkl"))
+    members[pkl] = _claim_huge(members[pkl], b"K\x06\x85")  # the size tuple (6,)
+    with zipfile.ZipFile(tmp_path / "z.pt", "w") as z:
+        for name, blob in members.items():
+            z.writestr(name, blob)
+    with pytest.raises(CorruptCheckpoint, match="z.pt: not a readable PyTorch checkpoint"):
+        inspect(tmp_path / "z.pt")

@@ -12,7 +12,7 @@ def render_audit(audit, failed: list[str], fail_on, console: Console | None = No
     n = len(audit.findings)
     console.print(f"[bold]winspect audit[/bold] {safe(audit.source)}: {n} finding{'s' if n != 1 else ''}")
     if audit.refused:
-        console.print("  note: the pickle was refused, so its tensors were not checked; nothing was executed")
+        console.print("  note: pickle refused (nothing executed); its tensors were not checked")
     for f in audit.findings:
         where = f.get("tensor") or f.get("global") or ""
         console.print(f"[yellow]{safe(f['type'])}[/yellow] {safe(where)}: {safe(f['detail'])}")
