@@ -253,8 +253,8 @@ def refusal(path, torch_message: str, zipped: bool | None = None) -> InspectorEr
     if scan.problems:
         return CorruptCheckpoint(f"{path}: not a readable PyTorch checkpoint ({scan.problems[0]})")
     return UnsafePickle(
-        f"{path}: refused: torch's weights-only loader does not accept this pickle ({torch_reason(torch_message)}); "
-        f"it imports {scan.describe()}. {ADVICE}",
+        f"{path}: refused: torch's weights-only loader does not accept this pickle ({torch_reason(torch_message)}), "
+        f"although every global it imports is harmless by winspect's list. {ADVICE}",
         scan,
     )
 
@@ -263,4 +263,4 @@ def torch_reason(message: str) -> str:
     """The informative line of torch's long weights-only error message."""
     found = re.search(r"(Unsupported[^\n]*|Trying to [^\n]*|Can only [^\n]*)", message)
     line = found.group(1) if found else (message.strip().splitlines() or ["unknown reason"])[0]
-    return line.strip().rstrip(".")[:200]
+    return line.split(". ")[0].strip().rstrip(".")[:200]
