@@ -11,7 +11,9 @@ from typing import Callable
 import pandas as pd
 
 from .analysis.findings import tensor_findings
+from .analysis.init_baseline import baseline_columns
 from .analysis.stats import CHUNK_ELEMS, analyze
+from .analysis.units import bias_signs, dead_relu_findings, dead_relu_layers, resolve_dead_relu, unit_signs
 from .loaders import LoadOptions, open_source
 from .records import TensorRecord
 from .report.export import write_csv, write_json
@@ -20,6 +22,11 @@ from .report.table import layer_frame, shape_str, summarize, tensor_frame
 ProgressFn = Callable[[TensorRecord], None]
 # A reducer factory looks at a record and returns a reducer for it (or None): see analysis.stats.analyze.
 ReducerFactory = Callable[[TensorRecord], object]
+# A row function adds columns computed from a record and its finished statistics.
+RowFunction = Callable[[TensorRecord, dict], dict]
+# The tensor table's analyses beyond the core statistics (per-unit signs, init baseline).
+TABLE_REDUCERS: tuple[ReducerFactory, ...] = (unit_signs, bias_signs)
+TABLE_ROW_FUNCTIONS: tuple[RowFunction, ...] = (baseline_columns,)
 
 
 class Inspection:
@@ -37,7 +44,9 @@ class Inspection:
         self.layers = layer_frame(tensors)
         self.histograms = histograms
         self.summary = summarize(tensors, self.layers, {**meta, "source": source})
+        self.summary["dead_relu_layers"] = dead_relu_layers(tensors)
         self.summary["findings"] = list(meta.get("findings", [])) + tensor_findings(tensors)
+        self.summary["findings"] += dead_relu_findings(self.summary["dead_relu_layers"])
 
     def to_csv(self, path) -> Path:
         return write_csv(self.tensors, path)
@@ -60,15 +69,19 @@ def analyze_records(
     chunk_elems: int = CHUNK_ELEMS,
     progress: ProgressFn | None = None,
     reducer_factories: tuple[ReducerFactory, ...] = (),
+    row_functions: tuple[RowFunction, ...] = (),
 ):
     """Stats rows and histograms for a stream of records (tied tensors are not read twice)."""
     rows, hists, by_name = [], {}, {}
     for rec in records:
         if rec.tied_to and rec.tied_to in by_name:
             stats = dict(by_name[rec.tied_to])
+            stats["hist_edges"], stats["hist_counts"] = hists[rec.tied_to]
         else:
             reducers = [r for r in (f(rec) for f in reducer_factories) if r is not None]
             stats = analyze(rec, chunk_elems, reducers)
+            for fn in row_functions:
+                stats.update(fn(rec, stats))
         by_name[rec.name] = stats
         hists[rec.name] = (stats.pop("hist_edges"), stats.pop("hist_counts"))
         stats.pop("sum_sq", None)
@@ -88,6 +101,13 @@ def analyze_records(
     return rows, hists
 
 
+def table_rows(records, chunk_elems: int = CHUNK_ELEMS, progress: ProgressFn | None = None):
+    """Rows of the tensor table: core statistics, per-unit signs and the init baseline, one pass."""
+    rows, hists = analyze_records(records, chunk_elems, progress, TABLE_REDUCERS, TABLE_ROW_FUNCTIONS)
+    resolve_dead_relu(rows)
+    return rows, hists
+
+
 def inspect(
     source,
     weights: str = "DEFAULT",
@@ -98,9 +118,9 @@ def inspect(
 ) -> Inspection:
     """Inspect a torchvision model name, a checkpoint file or a model directory."""
     with open_source(str(source), LoadOptions(weights=weights, unsafe_load=unsafe_load)) as src:
-        rows, hists = analyze_records(src.records(), chunk_elems, progress)
+        rows, hists = table_rows(src.records(), chunk_elems, progress)
         meta = dict(src.meta)
     return Inspection(str(source), tensor_frame(rows), meta, hists)
 
 
-__all__ = ["inspect", "Inspection", "analyze_records"]
+__all__ = ["inspect", "Inspection", "analyze_records", "table_rows"]
