@@ -116,3 +116,85 @@ def inspect_cmd(source, weights, csv_path, layers_csv, json_path, unsafe_load, q
         from .report.terminal import render
 
         render(result)
+
+
+_csv_option = click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the table as CSV.")
+_json_option = click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write everything as JSON.")
+_out_option = click.option("--out", "out_dir", type=click.Path(file_okay=False),
+                           help="Directory for the CSV tables and plots.")
+_weights_option = click.option("--weights", default="DEFAULT", show_default=True,
+                               help="For torchvision names: DEFAULT, a weights enum member or none (untrained).")
+
+
+def _write(result, inputs, csv_path, json_path, out_dir, out_names) -> None:
+    outs = [csv_path, json_path] + ([str(Path(out_dir) / n) for n in out_names] if out_dir else [])
+    check_outputs(inputs, outs)
+    if csv_path:
+        result.to_csv(csv_path)
+    if json_path:
+        result.to_json(json_path)
+    if out_dir:
+        result.save(out_dir)
+
+
+@main.command("diff")
+@click.argument("a")
+@click.argument("b")
+@_csv_option
+@_json_option
+@_out_option
+@_weights_option
+@common_options
+@handle_errors
+def diff_cmd(a, b, csv_path, json_path, out_dir, weights, quiet, debug):
+    """How each tensor changed from checkpoint A to checkpoint B (matched by name)."""
+    from .multi import diff
+
+    check_outputs([a, b], [csv_path, json_path])
+    result = diff(a, b, weights=weights)
+    _write(result, [a, b], csv_path, json_path, out_dir, ["diff.csv", "diff_change.png"])
+    if not quiet:
+        from .report.change_terminal import render_diff
+
+        render_diff(result)
+
+
+@main.command("track")
+@click.argument("sources", nargs=-1, required=True)
+@_csv_option
+@_json_option
+@_out_option
+@common_options
+@handle_errors
+def track_cmd(sources, csv_path, json_path, out_dir, quiet, debug):
+    """Statistics across the checkpoints of one run (paths or globs, put in natural order)."""
+    from .multi import track
+
+    check_outputs(sources, [csv_path, json_path])
+    result = track(sources)
+    _write(result, result.checkpoints, csv_path, json_path, out_dir, ["track.csv", "track_steps.csv"])
+    if not quiet:
+        from .report.change_terminal import render_track
+
+        render_track(result)
+
+
+@main.command("compare")
+@click.argument("sources", nargs=-1, required=True)
+@_csv_option
+@_json_option
+@_out_option
+@_weights_option
+@common_options
+@handle_errors
+def compare_cmd(sources, csv_path, json_path, out_dir, weights, quiet, debug):
+    """Several models side by side: per model and kind, sign fractions, abs mean, std."""
+    from .multi import compare
+
+    check_outputs(sources, [csv_path, json_path])
+    result = compare(sources, weights=weights)
+    _write(result, sources, csv_path, json_path, out_dir, ["compare.csv"])
+    if not quiet:
+        from .report.change_terminal import render_compare
+
+        render_compare(result)
