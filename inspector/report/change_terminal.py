@@ -57,7 +57,7 @@ def render_track(result, console: Console | None = None) -> None:
     console.print(f"[bold]winspect track[/bold] {len(result.checkpoints)} checkpoints, in this order:")
     t = Table(title_justify="left")
     for col in ("step", "checkpoint", "weight neg", "weight std", "rel change", "sign flips"):
-        t.add_column(col, justify="left" if col == "checkpoint" else "right")
+        t.add_column(col, justify="left" if col == "checkpoint" else "right", overflow="fold")
     for r in result.steps.itertuples():
         flips = "—" if pd.isna(r.weight_sign_flips) else f"{int(r.weight_sign_flips):,}"
         t.add_row(str(r.step), safe(r.checkpoint), pct(r.weight_neg_frac), num(r.weight_std),
