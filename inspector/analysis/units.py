@@ -25,7 +25,7 @@ import math
 import numpy as np
 import pandas as pd
 
-MIN_RUN = 16  # below this many consecutive elements per unit, count by unit ids instead of runs
+MIN_RUN = 16  # below this many consecutive elements per unit, count by periods instead of runs
 _UNIT_MASK = "_nonpos_units"  # private row keys, consumed by resolve_dead_relu
 _BIAS_MASK = "_bias_nonpos"
 
@@ -50,9 +50,7 @@ class UnitSigns:
         if self.inner >= MIN_RUN:
             self._add_runs(neg, pos, n)
         else:
-            ids = (np.arange(self.offset, self.offset + n, dtype=np.int64) // self.inner) % self.units
-            self.neg += np.bincount(ids[neg], minlength=self.units)
-            self.pos += np.bincount(ids[pos], minlength=self.units)
+            self._add_periods(neg, pos, n)
         self.offset += n
 
     def _add_runs(self, neg: np.ndarray, pos: np.ndarray, n: int) -> None:
@@ -63,6 +61,26 @@ class UnitSigns:
         ids = np.arange(first, first + starts.size, dtype=np.int64) % self.units
         np.add.at(self.neg, ids, np.add.reduceat(neg, starts, dtype=np.int64))
         np.add.at(self.pos, ids, np.add.reduceat(pos, starts, dtype=np.int64))
+
+    def _add_periods(self, neg: np.ndarray, pos: np.ndarray, n: int) -> None:
+        """Short runs (e.g. Keras kernels, output axis last): the unit pattern repeats every
+        ``units * inner`` elements, so whole periods are summed as a (periods, units, inner) grid."""
+        period = self.units * self.inner
+        head = min(n, -self.offset % period)
+        body = (n - head) // period * period
+        if head:
+            self._add_ids(neg[:head], pos[:head], self.offset)
+        if body:
+            grid = (-1, self.units, self.inner)
+            self.neg += np.count_nonzero(neg[head : head + body].reshape(grid), axis=(0, 2))
+            self.pos += np.count_nonzero(pos[head : head + body].reshape(grid), axis=(0, 2))
+        if head + body < n:
+            self._add_ids(neg[head + body :], pos[head + body :], self.offset + head + body)
+
+    def _add_ids(self, neg: np.ndarray, pos: np.ndarray, start: int) -> None:
+        ids = (np.arange(start, start + neg.size, dtype=np.int64) // self.inner) % self.units
+        self.neg += np.bincount(ids[neg], minlength=self.units)
+        self.pos += np.bincount(ids[pos], minlength=self.units)
 
     def result(self) -> dict:
         frac = self.neg / self.unit_size
