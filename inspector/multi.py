@@ -131,24 +131,27 @@ def diff(a, b, weights: str = "DEFAULT", *, chunk_elems: int = CHUNK_ELEMS) -> D
 
 def track(sources, weights: str = "DEFAULT", *, chunk_elems: int = CHUNK_ELEMS,
           progress: ProgressFn | None = None) -> TrackResult:
-    """Core statistics of each checkpoint of a run, in natural order, and the change between consecutive ones."""
+    """Core statistics of each checkpoint of a run, in natural order, and the change between consecutive ones.
+
+    Only two checkpoints are open at a time: the current one and the previous one it is compared with.
+    """
     checkpoints = ordered_sources(sources)
     options = LoadOptions(weights=weights)
     frames, steps, notes, prev, prev_src = [], [], [], [], None
     try:
         for step, path in enumerate(checkpoints):
             src = open_source(path, options)
-            records = list(src.records())
-            factory, aligned = change_factory(prev, records, chunk_elems)
-            rows, _ = analyze_records(records, chunk_elems, progress, (factory,))
-            notes += [f"{path}: {n}" for n in list(src.meta["notes"]) + (aligned if step else [])]
-            df = tensor_frame(rows, extra=CHANGE_COLUMNS)
-            for c in ("sign_flips", "became_neg", "became_pos"):
-                df[c] = df[c].astype("Int64")
+            try:
+                records = list(src.records())
+                df, step_notes = _track_step(path, src, prev, records, chunk_elems, progress)
+            except BaseException:
+                src.close()
+                raise
             steps.append(_step_row(step, path, df))
             df.insert(0, "step", step)
             df.insert(0, "checkpoint", path)
             frames.append(df[TRACK_COLUMNS])
+            notes += step_notes
             if prev_src is not None:
                 prev_src.close()
             prev, prev_src = records, src
@@ -161,6 +164,16 @@ def track(sources, weights: str = "DEFAULT", *, chunk_elems: int = CHUNK_ELEMS,
         steps_df[c] = steps_df[c].astype("Int64")
     summary = {"checkpoints": checkpoints, "steps": steps, "notes": notes}
     return TrackResult(checkpoints, tensors, steps_df, summary)
+
+
+def _track_step(path: str, src, prev: list, records: list, chunk_elems: int, progress):
+    """One checkpoint's tensor table with the change from the previous checkpoint, and its notes."""
+    factory, aligned = change_factory(prev, records, chunk_elems)
+    rows, _ = analyze_records(records, chunk_elems, progress, (factory,))
+    df = tensor_frame(rows, extra=CHANGE_COLUMNS)
+    for c in ("sign_flips", "became_neg", "became_pos"):
+        df[c] = df[c].astype("Int64")
+    return df, [f"{path}: {n}" for n in list(src.meta["notes"]) + aligned]
 
 
 def _step_row(step: int, path: str, df: pd.DataFrame) -> dict:

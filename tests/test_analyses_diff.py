@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import random
 
 import numpy as np
@@ -212,7 +211,8 @@ def test_track_table_and_flips_between_consecutive_checkpoints(tmp_path):
         ((a["conv.weight"] < 0).sum() + base_neg + (1 if a["fc.weight"].flat[0] > 0 else -1))
         / (a["conv.weight"].size + a["fc.weight"].size))
     paths_out = t.save(tmp_path / "out")
-    assert {p.name for p in paths_out} == {"track.csv", "track_steps.csv", "track_trends_01.png", "track_sign_flips.png"}
+    assert {p.name for p in paths_out} == {
+        "track.csv", "track_steps.csv", "track_trends_01.png", "track_sign_flips.png"}
 
 
 # --- compare --------------------------------------------------------------------------
