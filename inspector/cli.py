@@ -164,14 +164,15 @@ def diff_cmd(a, b, csv_path, json_path, out_dir, weights, quiet, debug):
 @_csv_option
 @_json_option
 @_out_option
+@_weights_option
 @common_options
 @handle_errors
-def track_cmd(sources, csv_path, json_path, out_dir, quiet, debug):
+def track_cmd(sources, csv_path, json_path, out_dir, weights, quiet, debug):
     """Statistics across the checkpoints of one run (paths or globs, put in natural order)."""
     from .multi import track
 
     check_outputs(sources, [csv_path, json_path])
-    result = track(sources)
+    result = track(sources, weights=weights)
     _write(result, result.checkpoints, csv_path, json_path, out_dir, ["track.csv", "track_steps.csv"])
     if not quiet:
         from .report.change_terminal import render_track

@@ -279,3 +279,30 @@ def test_cli_track_and_compare(tmp_path):
     r = run("compare", "resnet181")
     assert r.exit_code == 1 and "resnet18" in r.output
     assert run("compare").exit_code == 2
+
+
+# --- torchvision names ------------------------------------------------------------------
+
+
+def squeezenet_twice(tmp_path):
+    """The state dict `--weights none` gives for squeezenet1_1 (seed 0), doubled, in a file."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    sd = torchvision.models.squeezenet1_1().state_dict()
+    return save_torch(tmp_path / "twice.pt", {k: 2 * v.numpy() for k, v in sd.items()})
+
+
+def test_diff_and_track_with_a_torchvision_name(tmp_path):
+    path = squeezenet_twice(tmp_path)
+    d = inspector.diff("squeezenet1_1", path, weights="none")
+    w = d.tensors[d.tensors["kind"] == "weight"]
+    assert len(w) == 26 and (w["rel_change"] == 1.0).all() and (w["sign_flips"] == 0).all()
+    assert d.summary["only_in_a"] == d.summary["only_in_b"] == []
+    r = run("track", "squeezenet1_1", path, "--weights", "none", "--csv", tmp_path / "t.csv", "-q")
+    assert r.exit_code == 0, r.output
+    t = pd.read_csv(tmp_path / "t.csv")
+    assert list(t.drop_duplicates("step")["checkpoint"]) == [str(path), "squeezenet1_1"]
+    w1 = t[(t["step"] == 1) & (t["kind"] == "weight")]
+    assert np.allclose(w1["rel_change"], 0.5, rtol=1e-12) and (w1["sign_flips"] == 0).all()
