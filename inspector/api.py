@@ -76,13 +76,12 @@ def analyze_records(
     for rec in records:
         if rec.tied_to and rec.tied_to in by_name:
             stats = dict(by_name[rec.tied_to])
-            stats["hist_edges"], stats["hist_counts"] = hists[rec.tied_to]
         else:
             reducers = [r for r in (f(rec) for f in reducer_factories) if r is not None]
             stats = analyze(rec, chunk_elems, reducers)
             for fn in row_functions:
                 stats.update(fn(rec, stats))
-        by_name[rec.name] = stats
+        by_name[rec.name] = dict(stats)
         hists[rec.name] = (stats.pop("hist_edges"), stats.pop("hist_counts"))
         stats.pop("sum_sq", None)
         rows.append({

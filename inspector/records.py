@@ -128,8 +128,16 @@ def _kind_of(name: str, shape: tuple[int, ...], norm_layers: set[str]) -> str:
     return "other"
 
 
-def default_out_axis(kind: str, shape: tuple[int, ...]) -> int | None:
-    """PyTorch convention: linear (out, in) and conv (out, in, kh, kw) have outputs on axis 0."""
-    if kind == "weight" and len(shape) >= 2:
-        return 0
-    return None
+_EMBEDDING_HINTS = ("embed", "wte", "wpe", "word_embeddings", "position_embeddings", "token_type_embeddings")
+
+
+def default_out_axis(kind: str, shape: tuple[int, ...], name: str = "") -> int | None:
+    """PyTorch convention: linear (out, in) and conv (out, in, kh, kw) have outputs on axis 0.
+
+    Embedding tables (rows are tokens, not units) have none.
+    """
+    if kind != "weight" or len(shape) < 2:
+        return None
+    if any(h in name.lower() for h in _EMBEDDING_HINTS):
+        return None
+    return 0

@@ -66,16 +66,16 @@ class _Buckets:
         return _Buckets(1 << 20, False)
 
 
-def _bucket_keys(chunk: np.ndarray, as_f64: np.ndarray) -> np.ndarray:
-    """Bucket index of every value of a chunk (see module docstring)."""
-    dt = chunk.dtype
+def _bucket_keys(values: np.ndarray) -> np.ndarray:
+    """Bucket index of every value (see module docstring); float64 for wide types."""
+    dt = values.dtype
     if dt.itemsize == 1:
-        return chunk.view(np.uint8)
+        return values.view(np.uint8)
     if dt.itemsize == 2:
-        return chunk.view(np.uint16)
+        return values.view(np.uint16)
     if dt == np.float32:
-        return chunk.view(np.uint32) >> _F32_SHIFT
-    return (as_f64.view(np.uint64) >> np.uint64(_F64_SHIFT)).astype(np.intp)
+        return values.view(np.uint32) >> _F32_SHIFT
+    return (values.view(np.uint64) >> np.uint64(_F64_SHIFT)).astype(np.intp)
 
 
 def _bucket_bounds(dtype: np.dtype, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -162,13 +162,12 @@ class StatsAccumulator:
         self.n = total
 
     def _histogram(self, chunk: np.ndarray, x: np.ndarray, finite) -> None:
-        key_src = chunk if chunk.dtype == self.key_dtype else None
-        if key_src is None:
-            keys = _bucket_keys(x, x) if self.key_dtype == np.float64 else None
-        else:
-            keys = _bucket_keys(key_src, x)
+        if chunk.dtype == self.key_dtype:
+            keys = _bucket_keys(chunk)
             if finite is not None:
                 keys = keys[finite]
+        else:  # wide integers: keyed on their (finite) float64 values
+            keys = _bucket_keys(x)
         self.counts += np.bincount(keys, minlength=self.buckets.size)[: self.buckets.size]
 
     # -- result ------------------------------------------------------------------

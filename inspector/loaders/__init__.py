@@ -150,3 +150,4 @@ def open_source(source: str, options: LoadOptions | None = None) -> OpenedSource
 from . import safetensors as _safetensors  # noqa: E402,F401
 from . import torch_pickle as _torch_pickle  # noqa: E402,F401
 from . import torchvision_zoo as _torchvision_zoo  # noqa: E402,F401
+from . import keras_h5 as _keras_h5  # noqa: E402,F401

@@ -147,7 +147,7 @@ class SafetensorsSource(OpenedSource):
                 np_dtype=e.dtype,
                 shape=e.shape,
                 reader=file_reader(e.path, e.begin, e.dtype, math.prod(e.shape)),
-                out_axis=default_out_axis(kind, e.shape),
+                out_axis=default_out_axis(kind, e.shape, e.name),
                 nbytes=e.end - e.begin,
             )
 

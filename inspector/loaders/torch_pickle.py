@@ -165,7 +165,7 @@ class StateDictSource(OpenedSource):
             info = self.module_info.get(name)
             kind = info["kind"] if info else self.kinds[name]
             shape = tuple(t.shape)
-            out_axis = info["out_axis"] if info else default_out_axis(kind, shape)
+            out_axis = info["out_axis"] if info else default_out_axis(kind, shape, name)
             yield TensorRecord(
                 name=name,
                 kind=kind,

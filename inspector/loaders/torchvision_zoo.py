@@ -103,13 +103,29 @@ def _weights_member(name: str, weights: str):
 
 
 def _build(name: str, device: str):
+    """The architecture with no weights at all (no pretrained backbone either)."""
+    import inspect as pyinspect
+
     import torch
     import torchvision.models as tvm
 
+    kwargs = {"weights": None}
+    if "weights_backbone" in pyinspect.signature(tvm.get_model_builder(name)).parameters:
+        kwargs["weights_backbone"] = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.device(device):
-            return tvm.get_model(name, weights=None)
+            return tvm.get_model(name, **kwargs)
+
+
+def _module_info_for(name: str) -> dict:
+    """Module types of every tensor, from the architecture built on the meta device (CPU if it must)."""
+    for device in ("meta", "cpu"):
+        try:
+            return module_info(_build(name, device))
+        except Exception:  # some constructors compute with tensors and cannot run on meta
+            continue
+    return {}
 
 
 def _fetch(name: str, member) -> Path:
@@ -158,11 +174,7 @@ class TorchvisionLoader(Loader):
         member = _weights_member(name, weights)
         path = _fetch(name, member)
         sd, key = find_state_dict(load_pickle(path, LoadOptions()), str(path))
-        try:
-            info = module_info(_build(name, "meta"))
-        except Exception:  # an architecture that cannot be built on meta: fall back to names
-            info = {}
-        src = StateDictSource(source, "torchvision", sd, info)
+        src = StateDictSource(source, "torchvision", sd, _module_info_for(name))
         src.meta.update(
             model=name, weights=str(member), trained=True, checkpoint=str(path),
             weights_meta={k: v for k, v in member.meta.items() if isinstance(v, (str, int, float))},

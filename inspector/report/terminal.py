@@ -36,6 +36,9 @@ def render(inspection, console: Console | None = None, max_rows: int = MAX_LAYER
     console.print(f"[bold]winspect[/bold] {safe(inspection.source)}  ({safe(s['format'])})")
     if s.get("trained") is False:
         console.print("[bold red]UNTRAINED[/bold red]: freshly initialised weights, not a trained model")
+    keras = [f"{k} {s[v]}" for k, v in (("keras", "keras_version"), ("backend", "backend")) if s.get(v)]
+    if keras:
+        console.print(f"  {safe(', '.join(keras))}")
     for note in s["notes"]:
         console.print(f"  note: {safe(note)}")
     console.print(

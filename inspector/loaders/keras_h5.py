@@ -1,0 +1,421 @@
+"""Keras checkpoints read with h5py alone: no TensorFlow, Keras or torch, no model deserialised.
+
+Forms: legacy full-model HDF5 (``model_weights`` group, ``layer_names`` / ``weight_names``
+attributes, possibly split into ``layer_names0``, ``layer_names1`` ... chunks), legacy
+weights-only HDF5 (layer groups at the root), Keras 3 ``.weights.h5`` (``layers/<key>/vars/N``)
+and Keras 3 ``.keras`` zips, whose ``model.weights.h5`` is read in place from the archive.
+Optimizer state (``optimizer_weights`` / ``optimizer``) is never read. Datasets are read in
+slabs of at most ``max_elems`` values, so a tensor of any size needs one chunk of memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import ml_dtypes
+import numpy as np
+
+from ..errors import CorruptCheckpoint, InspectorError, UnsafeCheckpoint, UnsupportedSource
+from ..records import TensorRecord
+from . import Loader, LoadOptions, OpenedSource, register
+from .keras_config import (
+    RNN_LAYERS,
+    Node,
+    class_of_key,
+    config_findings,
+    config_tree,
+    kind_of,
+    out_axis_of,
+    var_names,
+)
+from .keras_zip import open_keras_zip
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+USERBLOCK_OFFSETS = (512, 1024, 2048)  # HDF5 also looks for its signature after a user block
+MAX_DEPTH = 32
+# Groups holding a container's layers: Keras 3 keys them by class ("conv2d_1"), the ".keras" format
+# of Keras 2.13-2.15 (``_layer_checkpoint_dependencies``) by layer name.
+LAYER_CONTAINERS = ("layers", "_layer_checkpoint_dependencies")
+H5_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError, UnicodeError)
+
+
+@contextlib.contextmanager
+def h5_errors(where: str, what: str):
+    """Turn h5py/HDF5 errors into CorruptCheckpoint naming the file and what was being read."""
+    try:
+        yield
+    except InspectorError:
+        raise
+    except H5_ERRORS as e:
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise CorruptCheckpoint(f"{where}: {what} failed ({msg}); the HDF5 file is damaged or truncated") from None
+
+
+def has_hdf5_magic(path: Path, head: bytes) -> bool:
+    if head.startswith(HDF5_MAGIC):
+        return True
+    try:
+        with open(path, "rb") as f:
+            for off in USERBLOCK_OFFSETS:
+                f.seek(off)
+                if f.read(len(HDF5_MAGIC)) == HDF5_MAGIC:
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+def text(value) -> str:
+    return value.decode("utf8") if isinstance(value, (bytes, np.bytes_)) else str(value)
+
+
+def str_list(group, name: str) -> list[str] | None:
+    """A Keras string-list attribute, joined from ``name0``, ``name1`` ... chunks when split."""
+    if name in group.attrs:
+        parts = [group.attrs[name]]
+    else:
+        parts = []
+        while f"{name}{len(parts)}" in group.attrs:
+            parts.append(group.attrs[f"{name}{len(parts)}"])
+        if not parts:
+            return None
+    return [text(v) for p in parts for v in np.atleast_1d(np.asarray(p)).reshape(-1)]
+
+
+def child(group, path: str, where: str):
+    """The object at ``path`` under ``group`` (None when absent), refusing links to other files."""
+    node = group
+    for part in path.split("/"):
+        if not part:
+            continue
+        if not isinstance(node, h5py.Group):
+            return None
+        link = node.get(part, getlink=True)
+        if link is None:
+            return None
+        if isinstance(link, h5py.ExternalLink):
+            raise UnsafeCheckpoint(
+                f"{where}: {node.name}/{part} links to another file ({link.filename}); "
+                "winspect reads only the file it is given"
+            )
+        node = node[part]
+    return node
+
+
+def slabs(shape: tuple[int, ...], max_elems: int) -> Iterator[tuple]:
+    """Selections covering a dataset in C order, each of at most ``max_elems`` values.
+
+    The trailing axes that fit whole are kept whole; the axis before them is cut into
+    blocks, and the axes before that are stepped one index at a time.
+    """
+    if any(s == 0 for s in shape):
+        return
+    inner, k = 1, len(shape)
+    while k > 0 and inner * shape[k - 1] <= max_elems:
+        inner *= shape[k - 1]
+        k -= 1
+    if k == 0:
+        yield ()
+        return
+    block = max(1, max_elems // inner)
+    for idx in np.ndindex(*shape[: k - 1]):
+        for j in range(0, shape[k - 1], block):
+            yield idx + (slice(j, min(j + block, shape[k - 1])),)
+
+
+def element_type(ds) -> tuple[np.dtype | None, bool]:
+    """(numpy dtype, read-as-raw-bits-and-view) of a dataset; (None, False) when not numeric."""
+    dt = ds.dtype
+    if text(ds.attrs.get("dtype", "")) == "bfloat16" and dt.itemsize == 2 and dt.kind in "Vui":
+        return np.dtype(ml_dtypes.bfloat16), True
+    if dt.kind in "fiub" and dt.fields is None and dt.subdtype is None:
+        return dt.newbyteorder("="), False
+    return None, False
+
+
+def dataset_reader(ds, np_dtype: np.dtype, view: bool, label: str):
+    def read(max_elems: int) -> Iterator[np.ndarray]:
+        for sel in slabs(ds.shape, max_elems):
+            with h5_errors(label, "reading the tensor's data"):
+                arr = np.asarray(ds[sel]).reshape(-1)
+            yield arr.view(np_dtype) if view else arr.astype(np_dtype, copy=False)
+
+    return read
+
+
+@dataclass
+class _Entry:
+    name: str
+    layer: str
+    var: str
+    module_type: str | None
+    ds: object
+
+
+class KerasH5Source(OpenedSource):
+    """Records over the weight datasets of one Keras HDF5 file (legacy or Keras 3)."""
+
+    def __init__(self, source: str, h5, tree: Node | None = None, fmt: str | None = None, closers=()):
+        self.h5, self.where, self.tree, self.closers = h5, source, tree, list(closers)
+        self.entries: list[_Entry] = []
+        with h5_errors(source, "reading the HDF5 structure"):
+            kind = fmt or self._detect()
+            super().__init__(source, kind)
+            self._read_layout(kind)
+        seen = set()
+        for e in self.entries:
+            if e.name in seen:
+                raise CorruptCheckpoint(f"{source}: tensor name {e.name!r} occurs twice; the file's layout is inconsistent")
+            seen.add(e.name)
+
+    def _detect(self) -> str:
+        root = self.h5
+        if isinstance(child(root, "model_weights", self.where), h5py.Group):
+            return "keras-h5-legacy"
+        if str_list(root, "layer_names") is not None:
+            return "keras-h5-legacy-weights"
+        if any(isinstance(child(root, k, self.where), h5py.Group) for k in (*LAYER_CONTAINERS, "vars")):
+            return "keras-weights-h5"
+        raise UnsupportedSource(
+            f"{self.where}: an HDF5 file, but not a Keras checkpoint (no model_weights group, layer_names "
+            f"attribute or layers group; top level: {sorted(root.keys())[:10]})"
+        )
+
+    def _read_layout(self, kind: str) -> None:
+        if kind == "keras-h5-legacy":
+            self._legacy_meta(self.h5)
+            self._skip_note("optimizer_weights")
+            self._legacy(self.h5["model_weights"])
+        elif kind == "keras-h5-legacy-weights":
+            self._legacy_meta(self.h5)
+            self._skip_note("optimizer_weights")
+            self._legacy(self.h5)
+        else:
+            self._skip_note("optimizer")
+            self._walk3(self.h5, [], self.tree, self.tree.cls if self.tree else None, 0)
+
+    def _skip_note(self, key: str) -> None:
+        g = child(self.h5, key, self.where)
+        if isinstance(g, h5py.Group):
+            n = []
+            g.visititems(lambda _, obj: n.append(1) if isinstance(obj, h5py.Dataset) else None)
+            self.note(f"optimizer state in '{key}' not read ({len(n)} tensor{'s' if len(n) != 1 else ''})")
+
+    # --- legacy Keras 1/2 layout -----------------------------------------------------------
+
+    def _legacy_meta(self, root) -> None:
+        for key in ("keras_version", "backend"):
+            for g in (root, child(root, "model_weights", self.where)):
+                if isinstance(g, h5py.Group) and key in g.attrs and key not in self.meta:
+                    self.meta[key] = text(g.attrs[key])
+        for key in ("model_config", "training_config"):
+            if key not in root.attrs:
+                continue
+            try:
+                config = json.loads(text(root.attrs[key]))
+            except (ValueError, UnicodeError):
+                self.note(f"{key} attribute is not valid JSON: not read")
+                continue
+            if isinstance(config, dict):
+                self.tree = config_tree(config) if key == "model_config" else self.tree
+                self.meta["findings"].extend(config_findings(config))
+
+    def _legacy(self, g) -> None:
+        names = str_list(g, "layer_names")
+        if names is None:
+            raise CorruptCheckpoint(f"{self.where}: {g.name} has no layer_names attribute")
+        if "layer_names" not in g.attrs:
+            self.note("layer_names stored in chunks (layer_names0, layer_names1, ...)")
+        for layer in names:
+            lg = child(g, layer, self.where)
+            if not isinstance(lg, h5py.Group):
+                raise CorruptCheckpoint(f"{self.where}: layer {layer!r} is listed in layer_names but has no group")
+            for wn in str_list(lg, "weight_names") or []:
+                self._legacy_weight(lg, layer, wn)
+        top = child(g, "top_level_model_weights", self.where)
+        if "top_level_model_weights" not in names and isinstance(top, h5py.Group):
+            for wn in str_list(top, "weight_names") or []:
+                self._legacy_weight(top, "", wn)
+
+    def _legacy_weight(self, lg, layer: str, wn: str) -> None:
+        ds = child(lg, wn, self.where)
+        if not isinstance(ds, h5py.Dataset):
+            raise CorruptCheckpoint(f"{self.where}: weight {wn!r} of layer {layer!r} is listed but has no dataset")
+        rel = re.sub(r":\d+$", "", wn)
+        if layer and rel.startswith(layer + "/"):
+            rel = rel[len(layer) + 1:]
+        full = f"{layer}/{rel}" if layer else rel
+        path, _, var = full.rpartition("/")
+        self._add(full, path, var, self._class_along(path.split("/") if path else []), ds)
+
+    def _class_along(self, parts: list[str]) -> str | None:
+        """Class of the deepest config layer on a user-name path (``lstm/lstm_cell`` -> LSTM)."""
+        node, cls = self.tree, None
+        for part in parts:
+            node = node.by_name.get(part) if node else None
+            if node is None:
+                break
+            cls = node.cls
+        return cls
+
+    # --- Keras 3 layout ----------------------------------------------------------------------
+
+    def _walk3(self, group, path: list[str], node: Node | None, cls: str | None, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise CorruptCheckpoint(f"{self.where}: groups nested deeper than {MAX_DEPTH} levels at {group.name}")
+        vars_g = child(group, "vars", self.where)
+        if isinstance(vars_g, h5py.Group):
+            self._vars3(vars_g, path, node, cls)
+        for key in sorted(group.keys(), key=natural_key):
+            sub = child(group, key, self.where)
+            if key == "vars" or not isinstance(sub, h5py.Group) or (depth == 0 and key == "optimizer"):
+                continue
+            if key in LAYER_CONTAINERS:
+                for k, name, n, c in self._children3(sub, node, by_name=key != "layers"):
+                    self._walk3(sub[k], path + [name], n, c, depth + 1)
+            else:  # a saveable held in an attribute: an RNN's cell, a wrapper's layer, ...
+                c = RNN_LAYERS.get(cls or "") if key == "cell" else None
+                n = Node(key, c, node.cfg) if node and c else None
+                self._walk3(sub, path + [vars_name(sub) or key], n, c or class_of_key(vars_name(sub) or key),
+                            depth + 1)
+
+    def _children3(self, container, node: Node | None, by_name: bool) -> list[tuple]:
+        """(key, user name, config node, class) of a layer container's groups, in network order."""
+        index = (node.by_name if by_name else node.by_key) if node else {}
+        order = {k: i for i, k in enumerate(index)}
+        keys = sorted(container.keys(), key=lambda k: (order.get(k, len(order)), natural_key(k)))
+        out = []
+        for key in keys:
+            if not isinstance(child(container, key, self.where), h5py.Group):
+                continue
+            cn = index.get(key)
+            attr = vars_name(container[key])
+            if cn is not None and attr not in (None, cn.name):
+                cn = None  # the file's own layer name wins over a config that does not match it
+            name = attr or (cn.name if cn else key)
+            out.append((key, name, cn, cn.cls if cn else None if by_name else class_of_key(key)))
+        names = [o[1] for o in out]
+        return [(k, n if names.count(n) == 1 else k, cn, c) for k, n, cn, c in out]
+
+    def _vars3(self, vars_g, path: list[str], node: Node | None, cls: str | None) -> None:
+        items = [(k, child(vars_g, k, self.where)) for k in sorted(vars_g.keys(), key=natural_key)]
+        items = [(k, ds) for k, ds in items if isinstance(ds, h5py.Dataset)]
+        numbered = all(k.isdigit() for k, _ in items)
+        names = var_names(cls, node.cfg if node else None, len(items)) if numbered else None
+        layer = "/".join(path)
+        for i, (k, ds) in enumerate(items):
+            var = names[i] if names else (f"vars/{k}" if k.isdigit() else k)
+            self._add(f"{layer}/{var}" if layer else var, layer, var, cls, ds)
+
+    # --- records ------------------------------------------------------------------------------
+
+    def _add(self, name: str, layer: str, var: str, cls: str | None, ds) -> None:
+        np_dtype, _ = element_type(ds)
+        if np_dtype is None or ds.shape is None:
+            self.note(f"skipped {name}: dataset of type {ds.dtype} is not a numeric tensor")
+            return
+        self.entries.append(_Entry(name, layer, var, cls, ds))
+
+    def records(self) -> Iterator[TensorRecord]:
+        for e in self.entries:
+            with h5_errors(self.where, f"reading tensor {e.name!r}"):
+                np_dtype, view = element_type(e.ds)
+                shape = tuple(e.ds.shape)
+            leaf = e.var.rsplit("/", 1)[-1]
+            kind = kind_of(leaf, len(shape))
+            yield TensorRecord(
+                name=e.name,
+                kind=kind,
+                np_dtype=np_dtype,
+                shape=shape,
+                reader=dataset_reader(e.ds, np_dtype, view, f"{self.where}: tensor {e.name!r}"),
+                layer=e.layer,
+                out_axis=out_axis_of(kind, e.module_type, leaf, len(shape)),
+                module_type=e.module_type,
+                nbytes=math.prod(shape) * np_dtype.itemsize,
+            )
+
+    def close(self) -> None:
+        for c in [self.h5.close, *self.closers]:
+            with contextlib.suppress(Exception):
+                c()
+
+
+def natural_key(s: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+def vars_name(group) -> str | None:
+    """The layer's own name, which Keras 3.x writes as the ``name`` attribute of its ``vars`` group."""
+    v = group.get("vars") if isinstance(group, h5py.Group) else None
+    if isinstance(v, h5py.Group) and "name" in v.attrs:
+        name = text(v.attrs["name"])
+        return name if name and "/" not in name else None
+    return None
+
+
+def open_h5(source, fileobj=None, where: str | None = None):
+    where = where or str(source)
+    with h5_errors(where, "opening the HDF5 file"):
+        return h5py.File(fileobj if fileobj is not None else source, "r")
+
+
+@register
+class KerasH5Loader(Loader):
+    name = "keras-h5"
+    suffixes = (".h5", ".hdf5")
+
+    @classmethod
+    def sniff(cls, path: Path, head: bytes) -> bool:
+        return has_hdf5_magic(path, head)
+
+    @classmethod
+    def open(cls, source: str, options: LoadOptions) -> OpenedSource:
+        h5 = open_h5(source)
+        try:
+            return KerasH5Source(source, h5)
+        except BaseException:
+            h5.close()
+            raise
+
+
+@register
+class KerasZipLoader(Loader):
+    name = "keras-zip"
+    suffixes = (".keras",)
+
+    @classmethod
+    def sniff(cls, path: Path, head: bytes) -> bool:
+        if head[:4] != b"PK\x03\x04":
+            return False
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = set(z.namelist()[:10_000])
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return False
+        return {"config.json", "model.weights.h5"} <= names
+
+    @classmethod
+    def open(cls, source: str, options: LoadOptions) -> OpenedSource:
+        opened = open_keras_zip(Path(source))
+        h5 = None
+        try:
+            h5 = open_h5(source, opened.weights, f"{source}: model.weights.h5")
+            src = KerasH5Source(source, h5, config_tree(opened.config), "keras-zip", opened.closers)
+        except BaseException:
+            if h5 is not None:
+                h5.close()
+            opened.close()
+            raise
+        src.meta["findings"].extend(config_findings(opened.config))
+        src.meta.update(opened.meta)
+        src.meta["notes"].extend(opened.notes)
+        return src

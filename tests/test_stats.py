@@ -1,0 +1,144 @@
+"""The one-pass analyzer against the numpy reference, on awkward data and across chunk boundaries."""
+
+from __future__ import annotations
+
+import math
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from inspector.analysis.stats import HIST_BINS, StatsAccumulator, analyze, percentile_rel_error
+from inspector.records import TensorRecord, array_reader
+
+from .conftest import assert_stats_match
+
+FLOATS = [np.float64, np.float32, np.float16, ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2]
+INTS = [np.int8, np.uint8, np.int16, np.int32, np.int64, np.bool_]
+
+
+def record(arr, name="layer.weight", kind="weight") -> TensorRecord:
+    arr = np.asarray(arr)
+    return TensorRecord(name, kind, arr.dtype, arr.shape, array_reader(arr))
+
+
+def awkward(dtype, n=5000, seed=0) -> np.ndarray:
+    """Normal values with exact zeros, -0.0, NaN and ±Inf mixed in (where the dtype has them)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n) * 2.5
+    x[::17] = 0.0
+    x[3::17] = -0.0
+    x[5::101] = np.nan
+    x[7::211] = np.inf
+    x[9::307] = -np.inf
+    with np.errstate(invalid="ignore", over="ignore"):
+        return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("chunk", [1 << 20, 1000, 997, 7])
+def test_float_dtypes_match_reference(dtype, chunk):
+    x = awkward(dtype)
+    row = analyze(record(x), chunk)
+    assert_stats_match(row, x, pct_rel=percentile_rel_error(x.dtype, x.size, chunk))
+
+
+@pytest.mark.parametrize("dtype", INTS, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("chunk", [1 << 20, 333])
+def test_integer_and_bool_dtypes_match_reference(dtype, chunk):
+    rng = np.random.default_rng(1)
+    lo = 0 if dtype in (np.uint8, np.bool_) else -100
+    x = rng.integers(lo, 100, size=4000).astype(dtype)
+    row = analyze(record(x), chunk)
+    assert_stats_match(row, x, pct_rel=percentile_rel_error(x.dtype, x.size, chunk))
+
+
+def test_negative_zero_counts_as_zero():
+    x = np.array([-0.0, 0.0, -0.0, -1.0, 2.0], dtype=np.float32)
+    row = analyze(record(x))
+    assert (row["neg_count"], row["zero_count"], row["pos_count"]) == (1, 3, 1)
+
+
+def test_nan_and_inf_are_counted_then_excluded():
+    x = np.array([np.nan, np.inf, -np.inf, 1.0, -3.0], dtype=np.float32)
+    row = analyze(record(x), chunk_elems=2)
+    assert (row["nan_count"], row["inf_count"]) == (1, 2)
+    assert (row["neg_count"], row["pos_count"], row["zero_count"]) == (1, 1, 0)
+    assert row["neg_frac"] == pytest.approx(1 / 5)
+    assert row["mean"] == -1.0 and row["min"] == -3.0 and row["max"] == 1.0
+    assert row["l2_norm"] == pytest.approx(math.sqrt(10))
+
+
+def test_all_nan_tensor_has_no_moments():
+    x = np.full(10, np.nan, dtype=np.float32)
+    row = analyze(record(x), chunk_elems=3)
+    assert row["nan_count"] == 10 and row["finite_count"] == 0
+    assert math.isnan(row["mean"]) and math.isnan(row["p50"]) and math.isnan(row["l2_norm"])
+
+
+def test_empty_tensor():
+    x = np.zeros((0, 4), dtype=np.float32)
+    row = analyze(record(x))
+    assert row["numel"] == 0 and row["neg_count"] == 0
+    assert math.isnan(row["neg_frac"]) and math.isnan(row["mean"]) and row["l2_norm"] == 0.0
+
+
+def test_zero_dim_tensor():
+    x = np.array(-2.5, dtype=np.float32)
+    row = analyze(record(x))
+    assert row["numel"] == 1 and row["neg_count"] == 1
+    assert row["mean"] == -2.5 and row["std"] == 0.0 and row["p50"] == -2.5
+
+
+def test_std_is_accurate_when_mean_is_large():
+    rng = np.random.default_rng(3)
+    x = 1e6 + rng.standard_normal(20000)
+    row = analyze(record(x), chunk_elems=999)
+    assert row["std"] == pytest.approx(x.std(), rel=1e-9)
+
+
+@pytest.mark.parametrize("n", [1, 999, 1000, 1001, 2000, 2001])
+def test_chunk_boundaries(n):
+    x = awkward(np.float32, n=n, seed=n)
+    row = analyze(record(x), chunk_elems=1000)
+    assert_stats_match(row, x, pct_rel=percentile_rel_error(x.dtype, x.size, 1000))
+
+
+def test_percentile_error_bound_is_stated_per_dtype():
+    assert percentile_rel_error(np.dtype(np.float32), 10, 100) == 0.0
+    assert percentile_rel_error(np.dtype(ml_dtypes.bfloat16), 10**9) == 0.0
+    assert percentile_rel_error(np.dtype(np.float32), 10**9) == 2.0**-11
+    assert percentile_rel_error(np.dtype(np.float64), 10**9) == 2.0**-8
+
+
+def test_bucketed_percentiles_are_exact_for_16_bit_floats():
+    x = (np.random.default_rng(5).standard_normal(30000)).astype(ml_dtypes.bfloat16)
+    row = analyze(record(x), chunk_elems=4096)
+    ref = np.percentile(x.astype(np.float64), [1, 50, 99])
+    assert [row["p01"], row["p50"], row["p99"]] == pytest.approx(list(ref), rel=1e-12)
+
+
+def test_histogram_is_symmetric_and_counts_every_finite_value():
+    x = awkward(np.float32, 3000)
+    for chunk in (1 << 20, 500):
+        row = analyze(record(x), chunk)
+        edges, counts = row["hist_edges"], row["hist_counts"]
+        assert len(edges) == HIST_BINS + 1 and edges[0] == -edges[-1]
+        assert HIST_BINS // 2 in np.nonzero(edges == 0)[0]
+        assert counts.sum() == row["finite_count"]
+
+
+def test_histogram_matches_numpy_for_exact_path():
+    x = np.random.default_rng(2).standard_normal(1000)
+    row = analyze(record(x))
+    ref = np.histogram(x, bins=row["hist_edges"])[0]
+    assert np.array_equal(row["hist_counts"], ref)
+
+
+def test_accumulator_ignores_empty_chunks():
+    acc = StatsAccumulator(np.dtype(np.float32), 3, chunk_elems=2)
+    acc.update(np.array([], dtype=np.float32))
+    acc.update(np.array([1.0, -1.0], dtype=np.float32))
+    acc.update(np.array([0.0], dtype=np.float32))
+    row = acc.result()
+    assert (row["neg_count"], row["zero_count"], row["pos_count"]) == (1, 1, 1)
