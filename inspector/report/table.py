@@ -47,11 +47,10 @@ def tensor_frame(rows: list[dict], extra: list[str] | None = None) -> pd.DataFra
     df = pd.DataFrame(rows, columns=cols)
     for c in ("numel", "neg_count", "zero_count", "pos_count", "nan_count", "inf_count", "finite_count"):
         df[c] = df[c].astype("int64")
-    for c in ("out_axis", "units", "all_nonpos_units", "dead_relu_candidates", "fan_in", "fan_out"):
-        df[c] = df[c].astype("Int64")
-    for c in ("unit_neg_frac_min", "unit_neg_frac_max", "std_vs_kaiming_uniform", "std_vs_kaiming_normal",
-              "std_vs_xavier"):
-        df[c] = df[c].astype("float64")
+    df["out_axis"] = df["out_axis"].astype("Int64")
+    for c in TENSOR_ANALYSIS_COLUMNS:  # counts stay integers when some rows leave them empty
+        df[c] = df[c].astype("Int64" if c in ("units", "all_nonpos_units", "dead_relu_candidates", "fan_in",
+                                              "fan_out") else "float64")
     return df
 
 
