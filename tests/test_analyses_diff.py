@@ -271,6 +271,15 @@ def test_cli_track_and_compare(tmp_path):
     steps = pd.read_csv(tmp_path / "t.csv").drop_duplicates("step")
     assert list(steps["checkpoint"]) == [str(paths[3]), str(paths[20])] and list(steps["step"]) == [0, 1]
     assert (tmp_path / "out" / "track_sign_flips.png").is_file()
+    r = run("track", paths[20], paths[3], "--json", tmp_path / "t.json", "-q")
+    data = json.loads((tmp_path / "t.json").read_text())
+    assert data["checkpoints"] == [str(paths[3]), str(paths[20])]
+    assert [s["weight_sign_flips"] for s in data["steps"]] == [None, 17]  # fc.weight values 3..19 negated
+    (tmp_path / "afile").write_text("x")
+    r = run("track", paths[3], "--out", tmp_path / "afile")
+    assert r.exit_code == 2 and "afile" in r.output  # click refuses a file for --out
+    with pytest.raises(inspector.OutputError, match="cannot create the output directory"):
+        inspector.track([paths[3]]).save(tmp_path / "afile")
     r = run("track", tmp_path / "nothing*.pt")
     assert r.exit_code == 1 and "matches no file" in r.output
     r = run("compare", paths[3], "squeezenet1_1", "--weights", "none", "--csv", tmp_path / "c.csv", "-q")
