@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -315,3 +317,17 @@ def test_diff_and_track_with_a_torchvision_name(tmp_path):
     assert list(t.drop_duplicates("step")["checkpoint"]) == [str(path), "squeezenet1_1"]
     w1 = t[(t["step"] == 1) & (t["kind"] == "weight")]
     assert np.allclose(w1["rel_change"], 0.5, rtol=1e-12) and (w1["sign_flips"] == 0).all()
+
+
+def test_diff_of_safetensors_imports_neither_torch_nor_matplotlib(tmp_path):
+    a = base_weights()
+    save_file(a, str(tmp_path / "a.safetensors"))
+    save_file({k: -v for k, v in a.items()}, str(tmp_path / "b.safetensors"))
+    code = (
+        "import sys, inspector\n"
+        f"d = inspector.diff({str(tmp_path / 'a.safetensors')!r}, {str(tmp_path / 'b.safetensors')!r})\n"
+        "assert d.summary['weight']['sign_flip_frac'] == 1.0\n"
+        "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
