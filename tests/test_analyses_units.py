@@ -188,3 +188,30 @@ def test_torchvision_alexnet_at_initialisation_matches_kaiming_uniform():
     assert w["std_vs_kaiming_uniform"].between(0.98, 1.02).all(), w[["name", "std_vs_kaiming_uniform"]]
     assert w["std_vs_kaiming_normal"].between(0.98 / math.sqrt(6), 1.02 / math.sqrt(6)).all()
     assert (w["dead_relu_candidates"] == 0).all()
+
+
+def test_squeezenet_init_and_its_cached_weights():
+    """squeezenet1_1 initialises its convs with kaiming_uniform_ (a=0: He's std) and the classifier with N(0, 0.01);
+    a cached "pretrained" file holding that initialisation times 1.5 reads as 1.5 times the ratios."""
+    import os
+    from pathlib import Path
+
+    import torch
+    import torchvision.models as tvm
+
+    init = inspector.inspect("squeezenet1_1", weights="none").tensors
+    w0 = init[init["kind"] == "weight"].set_index("name")
+    assert len(w0) == 26
+    assert w0.drop(index="classifier.1.weight")["std_vs_kaiming_normal"].between(0.95, 1.05).all()
+    assert w0.loc["classifier.1.weight", "fan_in"] == 512
+    assert w0.loc["classifier.1.weight", "std_vs_kaiming_normal"] == pytest.approx(0.01 / math.sqrt(2 / 512), rel=0.05)
+    url = tvm.SqueezeNet1_1_Weights.DEFAULT.url
+    path = Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints" / os.path.basename(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    torch.save({k: 1.5 * v for k, v in tvm.squeezenet1_1().state_dict().items()}, path)
+    cached = inspector.inspect("squeezenet1_1")
+    assert cached.summary["trained"] is True
+    w1 = cached.tensors[cached.tensors["kind"] == "weight"].set_index("name")
+    for col in ("std_vs_kaiming_uniform", "std_vs_kaiming_normal", "std_vs_xavier"):
+        assert np.allclose(w1[col] / w0[col], 1.5, rtol=1e-6)
