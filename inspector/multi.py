@@ -12,7 +12,7 @@ import pandas as pd
 
 from .analysis.diff import CHANGE_COLUMNS, diff_frame, diff_records, diff_summary, pooled_change
 from .analysis.stats import CHUNK_ELEMS
-from .analysis.track import change_factory, ordered_sources
+from .analysis.track import change_factory, ordered_sources, source_list
 from .api import ProgressFn, analyze_records, inspect
 from .errors import OutputError
 from .loaders import LoadOptions, open_source
@@ -192,8 +192,8 @@ def _step_row(step: int, path: str, df: pd.DataFrame) -> dict:
 
 def compare(sources, weights: str = "DEFAULT", *, chunk_elems: int = CHUNK_ELEMS) -> CompareResult:
     """Several models side by side: per model and kind, parameters, sign fractions, abs mean, std."""
-    rows, models = [], {}
-    for source in map(str, sources):
+    rows, models, sources = [], {}, source_list(sources)
+    for source in sources:
         ins = inspect(source, weights=weights, chunk_elems=chunk_elems)
         s = ins.summary
         models[source] = {k: s.get(k) for k in ("format", "model", "weights", "trained", "parameters",
@@ -202,7 +202,7 @@ def compare(sources, weights: str = "DEFAULT", *, chunk_elems: int = CHUNK_ELEMS
             rows.append({"model": source, "kind": kind, "tensors": k["tensors"], "parameters": k["numel"],
                          **{c: k[c] for c in ("neg_frac", "zero_frac", "pos_frac", "abs_mean", "std")}})
     table = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
-    return CompareResult([str(s) for s in sources], table, {"models": models})
+    return CompareResult(sources, table, {"models": models})
 
 
 __all__ = ["diff", "track", "compare", "DiffResult", "TrackResult", "CompareResult"]

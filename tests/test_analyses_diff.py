@@ -185,6 +185,7 @@ def test_natural_order_whatever_the_given_order(tmp_path):
     random.Random(0).shuffle(given)
     assert ordered_sources(given) == [str(paths[e]) for e in (1, 2, 10, 11)]
     assert ordered_sources([str(tmp_path / "run_epoch*.pt")]) == [str(paths[e]) for e in (1, 2, 10, 11)]
+    assert ordered_sources(tmp_path / "run_epoch1*.pt") == [str(paths[e]) for e in (1, 10, 11)]  # one glob
     assert ordered_sources(["b/ep10.pt", "a/ep9.pt", "b/ep9.pt"]) == ["a/ep9.pt", "b/ep9.pt", "b/ep10.pt"]
 
 

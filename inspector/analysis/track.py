@@ -19,10 +19,17 @@ from .diff import PairedChange, align_names
 _GLOB_CHARS = "*?["
 
 
+def source_list(sources) -> list[str]:
+    """A list of sources from one path / name / glob or an iterable of them."""
+    if isinstance(sources, (str, os.PathLike)):
+        return [str(sources)]
+    return [str(s) for s in sources]
+
+
 def ordered_sources(sources) -> list[str]:
     """Paths as given (globs expanded), duplicates removed, in natural order."""
     out: list[str] = []
-    for s in map(str, sources):
+    for s in source_list(sources):
         if any(c in s for c in _GLOB_CHARS) and not os.path.exists(s):
             found = glob.glob(s)
             if not found:
