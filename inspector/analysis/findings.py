@@ -23,6 +23,8 @@ def tensor_findings(tensors: pd.DataFrame) -> list[dict]:
 
 OUTLIER_Z = 3.5  # robust z-score beyond which a layer is reported (Iglewicz and Hoaglin's cut-off)
 OUTLIER_MIN_LAYERS = 5  # a kind needs at least this many layers to have a "rest"
+OUTLIER_MIN_NEG_GAP = 0.05  # ... and a layer must differ by at least 5 percentage points
+OUTLIER_MIN_RATIO = 10.0  # ... or by an order of magnitude in abs mean
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
@@ -36,16 +38,13 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     return (values - med) / (1.2533 * mean_ad) if mean_ad > 0 else np.zeros_like(values)
 
 
-def _layer_kinds(layers: pd.DataFrame, tensors: pd.DataFrame) -> pd.DataFrame:
-    """Per layer with weights: its kind (module type, else the weights' rank) and fan-in."""
+def _layer_groups(layers: pd.DataFrame, tensors: pd.DataFrame) -> pd.DataFrame:
+    """Layers with weights, each with its kind: module type, else the weight's rank ("2-d weight")."""
     w = tensors[(tensors["kind"] == "weight") & tensors["tied_to"].isna()].drop_duplicates("layer")
-    dims = w["shape"].map(lambda s: [int(d) for d in s.split("x")] if s != "scalar" else [])
-    kind = [m if isinstance(m, str) else f"{len(d)}-d weight" for m, d in zip(w["module_type"], dims)]
-    units = [d[a] if a is not pd.NA and a is not None and d else 1 for d, a in zip(dims, w["out_axis"])]
-    info = pd.DataFrame({"layer": w["layer"], "group": kind, "units": units})
-    df = layers[layers["weight_numel"] > 0].merge(info, on="layer", how="inner")
-    df["fan_in"] = df["weight_numel"] / df["units"].clip(lower=1)
-    return df
+    rank = w["shape"].map(lambda s: 0 if s == "scalar" else s.count("x") + 1)
+    group = [m if isinstance(m, str) else f"{r}-d weight" for m, r in zip(w["module_type"], rank)]
+    info = pd.DataFrame({"layer": w["layer"], "group": group})
+    return layers[layers["weight_numel"] > 0].merge(info, on="layer", how="inner")
 
 
 def layer_outliers(layers: pd.DataFrame, tensors: pd.DataFrame, z: float = OUTLIER_Z) -> list[dict]:
@@ -53,31 +52,34 @@ def layer_outliers(layers: pd.DataFrame, tensors: pd.DataFrame, z: float = OUTLI
 
     Within each kind of layer (module type, or the weight's rank when unknown)
     with at least OUTLIER_MIN_LAYERS layers, two statistics get a robust z-score:
-    the negative fraction of the weights, and log10(abs mean * sqrt(fan-in)),
-    the magnitude relative to the usual 1/sqrt(fan-in) scale of initialisation.
-    A layer is reported when |z| > ``z``; for the negative fraction the gap to
-    the median must also exceed three binomial standard errors (0.5 / sqrt(n)),
-    so small layers are not reported for noise.
+    the negative fraction of the weights and log10 of their abs mean.
+    A layer is reported when |z| > ``z`` and the difference matters: a negative
+    fraction at least OUTLIER_MIN_NEG_GAP from the median and three binomial
+    standard errors (0.5 / sqrt(n), so small layers are not reported for noise);
+    an abs mean at least a factor OUTLIER_MIN_RATIO from the median (layers of
+    one kind differ by a few times through their fan-in or fan-out alone).
     """
-    df = _layer_kinds(layers, tensors)
+    df = _layer_groups(layers, tensors)
     df = df[np.isfinite(df["weight_abs_mean"]) & (df["weight_abs_mean"] > 0)]
     out = []
     for group, sub in df.groupby("group", sort=False):
         if len(sub) < OUTLIER_MIN_LAYERS:
             continue
         neg = sub["weight_neg_frac"].to_numpy(dtype=float)
-        mag = np.log10(sub["weight_abs_mean"].to_numpy(dtype=float) * np.sqrt(sub["fan_in"].to_numpy(dtype=float)))
+        mag = np.log10(sub["weight_abs_mean"].to_numpy(dtype=float))
         z_neg, z_mag = robust_z(neg), robust_z(mag)
+        gap = np.abs(neg - np.median(neg))
         noise = 3 * 0.5 / np.sqrt(sub["weight_numel"].to_numpy(dtype=float))
-        far_neg = (np.abs(z_neg) > z) & (np.abs(neg - np.median(neg)) > noise)
+        far_neg = (np.abs(z_neg) > z) & (gap >= OUTLIER_MIN_NEG_GAP) & (gap > noise)
+        far_mag = (np.abs(z_mag) > z) & (np.abs(mag - np.median(mag)) >= np.log10(OUTLIER_MIN_RATIO))
         for i, r in enumerate(sub.itertuples()):
             if far_neg[i]:
                 out.append(_outlier(r.layer, group, len(sub), "negative fraction",
                                     f"{neg[i]:.1%} vs median {np.median(neg):.1%}", z_neg[i]))
-            if abs(z_mag[i]) > z:
+            if far_mag[i]:
                 ratio = 10 ** (mag[i] - np.median(mag))
                 out.append(_outlier(r.layer, group, len(sub), "weight magnitude",
-                                    f"abs mean x{ratio:.3g} the median (scaled by sqrt(fan-in))", z_mag[i]))
+                                    f"abs mean {ratio:.3g} times the median", z_mag[i]))
     return out
 
 

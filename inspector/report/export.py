@@ -14,6 +14,15 @@ import pandas as pd
 from ..errors import OutputError
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_read_umask()  # what open() would give a new file (mkstemp gives 0600)
+
+
 def atomic_write(path, write, binary: bool = False) -> Path:
     """Call ``write(file)`` on a temporary file beside ``path`` (text, or bytes if ``binary``), then rename it."""
     path = Path(path)
@@ -28,6 +37,7 @@ def atomic_write(path, write, binary: bool = False) -> Path:
     try:
         with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as f:
             write(f)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException as e:
         try:

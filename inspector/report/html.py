@@ -16,7 +16,7 @@ from string import Template
 from .. import __version__
 from .views import (
     COMPACT_COLUMNS, KIND_VIEW, LAYER_VIEW, UNTRAINED, extreme_layers, finding_rows, headline,
-    headline_detail, totals,
+    headline_detail, plural, totals,
 )
 
 COMPACT_ROWS = 20  # the notebook view shows the first and last half of these
@@ -49,7 +49,7 @@ def summary_html(inspection) -> str:
         parts.append('<p class="headline">This model has no weight-kind tensors.</p>')
     parts += [f'<p class="meta">note: {_e(n)}</p>' for n in s.get("notes", [])]
     if s.get("findings"):
-        parts.append(f'<p class="warn"><a href="#findings">{len(s["findings"])} findings</a> '
+        parts.append(f'<p class="warn"><a href="#findings">{plural(len(s["findings"]), "finding")}</a> '
                      "(NaN/Inf, all-zero, tied or outlying tensors): see below.</p>")
     parts.append(kind_table(s))
     cols = "".join(f"<div><strong>{_e(t)}</strong><ol>"

@@ -37,7 +37,7 @@ from .table import _pooled, counted
 PLOT_KINDS = ("weight", "negative", "magnitude", "histograms")
 BARS_PER_FIG = 60
 MULTIPLES_PER_FIG = 48
-MAX_FIGS = {"negative": 5, "magnitude": 5, "histograms": 3}
+MAX_FIGS = {"negative": 4, "magnitude": 3, "histograms": 2}
 LOG_SPREAD = 30.0
 FINE_BINS = 4096  # common grid of the whole-model distribution
 SHOWN_BINS = 120  # bins drawn in the whole-model distribution

@@ -18,6 +18,10 @@ def count(x) -> str:
     return f"{int(x):,}"
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def text(x) -> str:
     return "(top level)" if x is None or x == "" or (isinstance(x, float) and math.isnan(x)) else str(x)
 
