@@ -121,10 +121,11 @@ def negative_entries(tensors: pd.DataFrame) -> pd.DataFrame:
     group = _grouped(unit, int(BARS_PER_FIG * MAX_FIGS["negative"] / per_unit))
     rows = [
         {"label": g, "kind": k, "numel": int(sub["numel"].sum()),
-         "neg_frac": sub["neg_count"].sum() / sub["numel"].sum(), "members": len(sub)}
+         "neg_frac": sub["neg_count"].sum() / sub["numel"].sum(), "members": len(sub),
+         "layers": sub["layer"].nunique(dropna=False)}
         for (g, k), sub in df.groupby([group, df["kind"]], sort=False)
     ]
-    return pd.DataFrame(rows, columns=["label", "kind", "numel", "neg_frac", "members"])
+    return pd.DataFrame(rows, columns=["label", "kind", "numel", "neg_frac", "members", "layers"])
 
 
 def magnitude_entries(tensors: pd.DataFrame) -> pd.DataFrame:
@@ -132,8 +133,9 @@ def magnitude_entries(tensors: pd.DataFrame) -> pd.DataFrame:
     df = counted(tensors)
     df = df[(df["kind"] == "weight") & (df["finite_count"] > 0)]
     group = _grouped(df["layer"].map(_unit), BARS_PER_FIG * MAX_FIGS["magnitude"])
-    rows = [{"label": g, **_pooled(sub)} for g, sub in df.groupby(group, sort=False)]
-    return pd.DataFrame(rows, columns=["label", "numel", "abs_mean", "std", "l2_norm"])
+    rows = [{"label": g, "layers": sub["layer"].nunique(dropna=False), **_pooled(sub)}
+            for g, sub in df.groupby(group, sort=False)]
+    return pd.DataFrame(rows, columns=["label", "layers", "numel", "abs_mean", "std", "l2_norm"])
 
 
 def histogram_entries(tensors: pd.DataFrame, histograms: dict) -> list[dict]:
@@ -198,6 +200,11 @@ def _title(text: str, page: int, pages: int) -> str:
     return text if pages == 1 else f"{text} ({page + 1}/{pages})"
 
 
+def _pooled_note(e: pd.DataFrame) -> str:
+    pooled = len(e) and e["layers"].max() > 1
+    return f" (consecutive layers pooled into {e['label'].nunique():,} groups)" if pooled else ""
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -224,7 +231,8 @@ def negative_figures(tensors: pd.DataFrame) -> list:
         ax.set_xlabel("share of values that are negative (dashed line: 50%)")
         handles = [_patch(c, k) for k, c in KIND_COLORS.items() if k in set(e["kind"])]
         ax.legend(handles=handles, loc="lower right", fontsize=7, title="kind", title_fontsize=7)
-        ax.set_title(_title("Negative fraction per layer", p, len(pages)), loc="left", parse_math=False)
+        ax.set_title(_title(f"Negative fraction per layer{_pooled_note(e)}", p, len(pages)), loc="left",
+                     parse_math=False)
         figs.append(fig)
     return figs
 
@@ -263,7 +271,8 @@ def magnitude_figures(tensors: pd.DataFrame) -> list:
         fig.legend(*left.get_legend_handles_labels(), loc="outside upper right", fontsize=7, ncols=2)
         left.set_xlabel("abs mean, std of weight values")
         right.set_xlabel("L2 norm of the layer's weights")
-        left.set_title(_title("Weight magnitudes per layer", p, len(pages)), loc="left", parse_math=False)
+        left.set_title(_title(f"Weight magnitudes per layer{_pooled_note(e)}", p, len(pages)), loc="left",
+                       parse_math=False)
         figs.append(fig)
     return figs
 
@@ -280,17 +289,19 @@ def histogram_figures(tensors: pd.DataFrame, histograms: dict) -> list:
     """Small multiples: one histogram per weight tensor (or block), each on its own range."""
     entries = histogram_entries(tensors, histograms)
     pages = _pages(len(entries), MULTIPLES_PER_FIG)
+    cols = min(6, len(entries))
+    pooled = any(e["members"] > 1 for e in entries)
+    what = "Weight histograms, tensors pooled by block" if pooled else "Weight histograms per tensor"
     figs = []
     for p, rows in enumerate(pages):
-        cols = 6
         nrows = math.ceil(len(rows) / cols)
-        fig = _figure(15, 0.9 + 1.55 * nrows)
-        axes = np.atleast_1d(fig.subplots(nrows, cols, squeeze=False)).ravel()
+        fig = _figure(0.3 + 2.5 * cols, 0.9 + 1.55 * nrows)
+        axes = fig.subplots(nrows, cols, squeeze=False).ravel()
         for ax, i in zip(axes, rows):
             _multiple(ax, entries[i])
         for ax in axes[len(rows):]:
             ax.set_axis_off()
-        fig.suptitle(_title("Weight histograms per tensor (own range each; red = negative)", p, len(pages)),
+        fig.suptitle(_title(f"{what} (own range each; red = negative, line = zero)", p, len(pages)),
                      x=0.01, ha="left", parse_math=False)
         figs.append(fig)
     return figs
