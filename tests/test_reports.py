@@ -262,6 +262,17 @@ def test_hostile_names_are_escaped(tmp_path):
     assert {HOSTILE, "a|b`c`*d*_e_[f](g)", "$x^2$"} <= cells
 
 
+def test_model_without_weights(tmp_path):
+    arrays = {"ln.weight": np.ones(8, np.float32), "ln.bias": np.zeros(8, np.float32)}
+    insp = inspection_of(arrays)
+    out = tmp_path / "r"
+    insp.to_report(out)
+    assert "no weight-kind tensors" in (out / "report.html").read_text()
+    assert "no weight-kind tensors" in (out / "report.md").read_text()
+    assert insp.plot() == [] and len(insp.plot("negative")) == 1
+    assert sorted(p.name for p in out.glob("*.png")) == ["negative-fraction.png"]
+
+
 def test_untrained_models_say_so(tmp_path):
     insp = inspection_of(small_arrays(), meta={"trained": False})
     out = tmp_path / "r"
@@ -285,6 +296,14 @@ def test_findings_are_listed(tmp_path):
 
 
 # --- big models stay legible ------------------------------------------------------------
+
+def test_block_of():
+    assert P.block_of("layer1.0.conv1") == "layer1.0"
+    assert P.block_of("encoder/layers/7/attn/q") == "encoder/layers/7"
+    assert P.block_of("blocks.12") == "blocks.12"
+    assert P.block_of("w0001.x") == "w0001.x"  # no numeric component: itself
+    assert P.block_of("") == ""
+
 
 def test_group_units_keeps_order_and_cap():
     units = [f"blocks.{i}.fc{j}" for i in range(100) for j in (1, 2)]

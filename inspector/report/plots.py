@@ -47,15 +47,17 @@ LABEL_CHARS = 48
 NEG_COLOR = "#d6604d"
 POS_COLOR = "#4393c3"
 KIND_COLORS = {"weight": "#542788", "bias": "#e08214", "norm": "#1b7837", "other": "#878787"}
-_BLOCK = re.compile(r"^(.*?\d+)(?=[./]|$)")
 
 
 # --- grouping and re-binning (no matplotlib) -------------------------------------
 
 def block_of(name: str) -> str:
-    """The block a layer belongs to: its name up to the first numeric component."""
-    m = _BLOCK.match(name)
-    return m.group(1) if m and re.search(r"(^|[./])\d+$", m.group(1)) else name
+    """The block a layer belongs to: its name up to its first numeric component (``layer1.0``)."""
+    parts = re.split(r"[./]", name)
+    for i, part in enumerate(parts):
+        if part.isdigit():
+            return name[: sum(len(p) for p in parts[: i + 1]) + i]
+    return name
 
 
 def group_units(units: list[str], cap: int) -> dict[str, str]:
