@@ -232,7 +232,7 @@ def negative_figures(tensors: pd.DataFrame) -> list:
         ax.xaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
         ax.set_xlabel("share of values that are negative (dashed line: 50%)")
         handles = [_patch(c, k) for k, c in KIND_COLORS.items() if k in set(e["kind"])]
-        ax.legend(handles=handles, loc="lower right", fontsize=7, title="kind", title_fontsize=7)
+        fig.legend(handles=handles, loc="outside upper right", fontsize=7, ncols=len(handles))
         ax.set_title(_title(f"Negative fraction per layer{_pooled_note(e)}", p, len(pages)), loc="left",
                      parse_math=False)
         figs.append(fig)
@@ -339,7 +339,7 @@ def distribution_figure(tensors: pd.DataFrame, histograms: dict, summary: dict):
     ax.text(0.98, 0.95, f"{_pct(summary['weight_pos_frac'])} positive", transform=ax.transAxes, va="top",
             ha="right", fontsize=16, color=POS_COLOR, fontweight="bold", parse_math=False)
     note = f"{n:,} weight values in {int((counted(tensors)['kind'] == 'weight').sum())} tensors"
-    if beyond > 0:
+    if beyond >= 5e-5:  # shows as at least 0.01%
         note += f"; {beyond:.2%} lie beyond ±{edges[-1]:.3g} (not shown)"
     ax.set_xlabel(f"weight value ({note})")
     ax.set_title("Whole-model weight distribution (all weight-kind tensors)", loc="left", parse_math=False)
