@@ -341,8 +341,22 @@ def test_model_distribution_keeps_the_negative_share():
     neg, total = counts[:half].sum(), counts.sum()
     w = insp.tensors[insp.tensors["kind"] == "weight"]
     assert total == pytest.approx(w["numel"].sum() * (1 - beyond))
-    assert beyond <= 1 - P.SHOWN_MASS + 1e-9
+    assert beyond < 0.01
     assert neg / total == pytest.approx(w["neg_count"].sum() / w["numel"].sum(), abs=2e-3)
+
+
+def test_model_distribution_range_ignores_an_outlier():
+    rng = np.random.default_rng(4)
+    arrays = {f"l{i}.weight": rng.normal(0, 0.02, (128, 128)).astype(np.float32) for i in range(4)}
+    arrays["l2.weight"][0, 0] = 50.0  # its 64 bins are 1.56 wide: the bulk sits in two of them
+    insp = inspection_of(arrays)
+    edges, counts, beyond = P.model_distribution(insp.tensors, insp.histograms)
+    x = np.concatenate([a.ravel() for a in arrays.values()])
+    assert edges[-1] == pytest.approx(1.5 * np.percentile(np.abs(x), 98), rel=0.15)  # ~1.5 x p99 reach
+    inside = np.histogram(x, edges)[0]
+    assert beyond < 0.01
+    # the outlying tensor's bulk is placed by its percentiles, not smeared over +-1.56
+    assert np.abs(counts - inside).sum() / x.size < 0.08
 
 
 def test_2000_tensor_model_is_split_across_figures(tmp_path):

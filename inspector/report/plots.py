@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from ..analysis.stats import PERCENTILES
 from .table import _pooled, counted
 
 PLOT_KINDS = ("weight", "negative", "magnitude", "histograms")
@@ -39,9 +40,9 @@ BARS_PER_FIG = 60
 MULTIPLES_PER_FIG = 48
 MAX_FIGS = {"negative": 4, "magnitude": 3, "histograms": 2}
 LOG_SPREAD = 30.0
-FINE_BINS = 4096  # common grid of the whole-model distribution
 SHOWN_BINS = 120  # bins drawn in the whole-model distribution
-SHOWN_MASS = 0.999  # the whole-model plot's x range holds at least this share of values
+SHOWN_MASS = 0.99  # share of weight values in tensors whose percentiles set the whole-model range
+SHOWN_SPAN = 1.5  # the whole-model range: this times those tensors' largest |p01|, |p99|
 LABEL_CHARS = 48
 
 NEG_COLOR = "#d6604d"
@@ -155,30 +156,52 @@ def histogram_entries(tensors: pd.DataFrame, histograms: dict) -> list[dict]:
     return out
 
 
-def model_distribution(tensors: pd.DataFrame, histograms: dict):
-    """(edges, counts, beyond) of all weight-kind values on one shown range.
+def tensor_cdf(row, edges: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Knots (x, number of finite values <= x) of one tensor's distribution, piecewise linear.
 
-    The histograms are summed on a fine common grid over the widest range, then
-    the shown range is the narrowest symmetric one holding :data:`SHOWN_MASS` of
-    the values; ``beyond`` is the share of values outside it.
+    The histogram's edges, refined by the tensor's percentiles where they fall
+    inside a bin (a few outliers can stretch a tensor's 64 bins so far that its
+    whole bulk sits in the two bins beside zero; its percentiles still place it).
+    """
+    h = np.concatenate([[0.0], np.cumsum(counts, dtype=np.float64)])
+    q = np.array([getattr(row, f"p{p:02d}") for p in PERCENTILES], dtype=np.float64)
+    share = np.array(PERCENTILES, dtype=np.float64) / 100 * h[-1]
+    ok = np.isfinite(q) & (q > edges[0]) & (q < edges[-1]) & ~np.isin(q, edges)
+    q, share = q[ok], share[ok]
+    k = np.searchsorted(edges, q) - 1  # the bin each percentile falls in
+    share = np.clip(share, h[k], h[k + 1])
+    xs = np.concatenate([edges, q])
+    order = np.argsort(xs, kind="stable")
+    return xs[order], np.maximum.accumulate(np.concatenate([h, share])[order])
+
+
+def shown_range(rows: pd.DataFrame) -> float:
+    """Half-width of the whole-model plot: SHOWN_SPAN times the 1st/99th percentile reach of
+    the tensors that hold SHOWN_MASS of the values (so a tiny outlying tensor does not set it)."""
+    reach = np.maximum(rows["p01"].abs(), rows["p99"].abs()).to_numpy(dtype=np.float64)
+    order = np.argsort(reach)
+    share = np.cumsum(rows["finite_count"].to_numpy(dtype=np.float64)[order])
+    i = min(int(np.searchsorted(share, SHOWN_MASS * share[-1])), len(order) - 1)
+    widest = max(np.maximum(rows["min"].abs(), rows["max"].abs()))
+    b = min(SHOWN_SPAN * reach[order][i], widest)
+    return b if b > 0 else 1.0
+
+
+def model_distribution(tensors: pd.DataFrame, histograms: dict):
+    """(edges, counts, beyond) of all weight-kind values on one shown range (:func:`shown_range`).
+
+    Each tensor's distribution (:func:`tensor_cdf`) is moved onto the shown bins,
+    values taken as spread evenly between knots; ``beyond`` is the estimated
+    share of values outside the shown range. None without finite weight values.
     """
     df = counted(tensors)
-    names = df.loc[(df["kind"] == "weight") & (df["finite_count"] > 0), "name"]
-    if names.empty:
+    rows = df[(df["kind"] == "weight") & (df["finite_count"] > 0)]
+    if rows.empty:
         return None
-    a = max(histograms[n][0][-1] for n in names)
-    fine_edges = np.linspace(-a, a, FINE_BINS + 1)
-    fine = sum(rebin(*histograms[n], fine_edges) for n in names)
-    half = FINE_BINS // 2
-    folded = np.cumsum(fine[half:] + fine[:half][::-1])
-    total = folded[-1]
-    if not total > 0:
-        return None
-    i = int(np.searchsorted(folded, SHOWN_MASS * total))
-    b = fine_edges[half + min(i + 1, half)]
+    b = shown_range(rows)
     edges = np.linspace(-b, b, SHOWN_BINS + 1)
-    counts = rebin(fine_edges, fine, edges)
-    return edges, counts, max(0.0, 1.0 - counts.sum() / total)
+    counts = sum(np.diff(np.interp(edges, *tensor_cdf(r, *histograms[r.name]))) for r in rows.itertuples())
+    return edges, counts, max(0.0, 1.0 - counts.sum() / rows["finite_count"].sum())
 
 
 # --- figures ----------------------------------------------------------------------
@@ -340,7 +363,7 @@ def distribution_figure(tensors: pd.DataFrame, histograms: dict, summary: dict):
             ha="right", fontsize=16, color=POS_COLOR, fontweight="bold", parse_math=False)
     note = f"{n:,} weight values in {int((counted(tensors)['kind'] == 'weight').sum())} tensors"
     if beyond >= 5e-5:  # shows as at least 0.01%
-        note += f"; {beyond:.2%} lie beyond ±{edges[-1]:.3g} (not shown)"
+        note += f"; about {beyond:.2%} lie beyond ±{edges[-1]:.3g} (not shown)"
     ax.set_xlabel(f"weight value ({note})")
     ax.set_title("Whole-model weight distribution (all weight-kind tensors)", loc="left", parse_math=False)
     return fig
