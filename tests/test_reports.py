@@ -86,19 +86,19 @@ def small(tmp_path_factory):
 # --- parsing the reports back ---------------------------------------------------------
 
 class _Cells(HTMLParser):
-    """(data-v, text) of every cell of the table with id="layers", row by row; all <img> srcs."""
+    """(data-v, text) of every cell, row by row, per table (keyed by its id or class); all <img> srcs."""
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
-        self.rows, self.imgs, self.in_table, self.cell = [], [], False, None
+        self.tables, self.imgs, self.table, self.cell = {}, [], None, None
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         if tag == "table":
-            self.in_table = a.get("id") == "layers"
-        elif tag == "tr" and self.in_table:
-            self.rows.append([])
-        elif tag in ("td", "th") and self.in_table:
+            self.table = self.tables.setdefault(a.get("id") or a.get("class"), [])
+        elif tag == "tr" and self.table is not None:
+            self.table.append([])
+        elif tag in ("td", "th") and self.table is not None:
             self.cell = [a.get("data-v"), ""]
         elif tag == "img":
             self.imgs.append(a.get("src", ""))
@@ -109,10 +109,14 @@ class _Cells(HTMLParser):
 
     def handle_endtag(self, tag):
         if tag in ("td", "th") and self.cell is not None:
-            self.rows[-1].append(tuple(self.cell))
+            self.table[-1].append(tuple(self.cell))
             self.cell = None
         elif tag == "table":
-            self.in_table = False
+            self.table = None
+
+    @property
+    def rows(self):
+        return self.tables.get("layers", [])
 
 
 def parse_html(text: str) -> _Cells:
@@ -148,10 +152,15 @@ def md_cells(line: str) -> list[str]:
             for p in parts]
 
 
-def md_layer_rows(md: str) -> list[list[str]]:
-    lines = md.split("## Layers", 1)[1].split("## Findings", 1)[0].splitlines()
+def md_table(md: str, start: str, end: str) -> list[list[str]]:
+    """Body rows of the Markdown table between two headings."""
+    lines = md.split(start, 1)[1].split(end, 1)[0].splitlines()
     rows = [md_cells(x) for x in lines if x.startswith("|")]
     return rows[2:]  # header and alignment rows
+
+
+def md_layer_rows(md: str) -> list[list[str]]:
+    return md_table(md, "## Layers", "## Findings")
 
 
 # --- the report set -------------------------------------------------------------------
@@ -209,6 +218,27 @@ def test_markdown_layer_table_equals_csv(small):
         assert cells[0] == str(i) and cells[1] == (r["layer"] or "(top level)")
         for c, shown in zip(NUMERIC, cells[2:]):
             assert shown_equals(shown, r[c]), (c, shown, r[c])
+
+
+def test_kind_table_and_extreme_layers_equal_summary(small):
+    import json
+
+    _, _, out = small
+    s = json.loads((out / "summary.json").read_text())
+    html = (out / "report.html").read_text()
+    md = (out / "report.md").read_text()
+    html_rows = [[t for _, t in r] for r in parse_html(html).tables["kinds"][1:]]
+    md_rows = md_table(md, "## By kind", "**Most")
+    keys = ["tensors", "numel", "neg_frac", "zero_frac", "pos_frac", "abs_mean", "std"]
+    for rows in (html_rows, md_rows):
+        assert [r[0] for r in rows] == list(s["by_kind"])
+        for r in rows:
+            for key, shown in zip(keys, r[1:]):
+                assert shown_equals(shown, s["by_kind"][r[0]][key]), (r[0], key, shown)
+    for x in s["most_negative_layers"] + s["least_negative_layers"]:
+        shown = f"{x['layer']} {100 * x['weight_neg_frac']:.1f}%"
+        assert shown in md
+        assert f"<code>{x['layer']}</code> {100 * x['weight_neg_frac']:.1f}%" in html
 
 
 def test_markdown_references_plots_by_relative_path(small):
