@@ -24,7 +24,7 @@ from inspector.api import Inspection, analyze_records
 from inspector.cli import main
 from inspector.records import TensorRecord, array_reader, infer_kinds
 from inspector.report import plots as P
-from inspector.report.bundle import REPORT_FILES, to_report
+from inspector.report.bundle import REPORT_FILES
 from inspector.report.table import tensor_frame
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

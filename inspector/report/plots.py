@@ -8,8 +8,9 @@ notebook's own backend is left alone.
 Plot kinds (:data:`PLOT_KINDS`):
 
 * ``weight``: the whole model's weight distribution: every weight-kind tensor's
-  histogram summed onto one common range (see :func:`rebin`), negative side
-  shaded, the negative share (from the exact sign counts) annotated;
+  histogram, refined by its percentiles (:func:`tensor_cdf`), summed onto one
+  range (:func:`shown_range`), negative side shaded, the negative share (from
+  the exact sign counts) annotated;
 * ``negative``: negative fraction per layer and kind (horizontal bars), 50 % line;
 * ``magnitude``: weight abs mean, std and L2 norm per layer (log axis when the
   values span more than a factor :data:`LOG_SPREAD`);
