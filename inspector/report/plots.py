@@ -231,6 +231,14 @@ def _pooled_note(e: pd.DataFrame) -> str:
     return f" (consecutive layers pooled into {e['label'].nunique():,} groups)" if pooled else ""
 
 
+def _compact(n: int) -> str:
+    """1234 -> 1.2k, 11689512 -> 11.7M."""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(int(n))
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -246,15 +254,18 @@ def negative_figures(tensors: pd.DataFrame) -> list:
         ax = fig.add_subplot()
         y = np.arange(len(sub))
         ax.barh(y, sub["neg_frac"], color=[KIND_COLORS.get(k, "#878787") for k in sub["kind"]], height=0.75)
-        for yi, v in zip(y, sub["neg_frac"]):
-            ax.text(min(v, 0.86) + 0.01, yi, _pct(v), va="center", fontsize=7, parse_math=False)
+        for yi, v, n in zip(y, sub["neg_frac"], sub["numel"]):
+            inside = v > 0.8  # no room right of the bar: write inside it
+            ax.text(v - 0.01 if inside else v + 0.01, yi, f"{_pct(v)} of {_compact(n)}", va="center",
+                    ha="right" if inside else "left", color="white" if inside else "black", fontsize=7,
+                    parse_math=False)
         ax.axvline(0.5, color="black", lw=1, ls="--")
         ax.set_yticks(y, [short(f"{lab} [{k}]") for lab, k in zip(sub["label"], sub["kind"])],
                       fontsize=7, parse_math=False)
         ax.set_ylim(len(sub) - 0.5, -0.5)
         ax.set_xlim(0, 1)
         ax.xaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
-        ax.set_xlabel("share of values that are negative (dashed line: 50%)")
+        ax.set_xlabel("share of values that are negative (dashed line: 50%); labels: share of how many values")
         handles = [_patch(c, k) for k, c in KIND_COLORS.items() if k in set(e["kind"])]
         fig.legend(handles=handles, loc="outside upper right", fontsize=7, ncols=len(handles))
         ax.set_title(_title(f"Negative fraction per layer{_pooled_note(e)}", p, len(pages)), loc="left",
