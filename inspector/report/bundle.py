@@ -53,7 +53,10 @@ def write_plots(inspection, out: Path, svg: bool = False) -> list[tuple[str, str
         shown.append((p.caption, f"{p.stem}.png", png))
     for f in out.iterdir():
         if PLOT_FILE.match(f.name) and f.name not in written and f.is_file():
-            f.unlink()
+            try:
+                f.unlink()
+            except OSError as e:
+                raise OutputError(f"{f}: cannot remove this plot of an earlier report ({e.strerror or e})") from None
     return shown
 
 

@@ -111,7 +111,7 @@ def report_html(inspection, images) -> str:
         f"<h2>Layers ({n:,}, network order; click a column to sort)</h2>",
         f'<div class="scroll">{layer_table(inspection.layers)}</div>',
         "<h2>Plots</h2>",
-        figures_html(images) or "<p>No plots: the model has no learned tensors.</p>",
+        figures_html(images) or "<p>No plots: no learned values.</p>",
         '<h2 id="findings">Findings</h2>',
         findings_html(inspection.summary),
         f"<footer>winspect {_e(__version__)}</footer>",

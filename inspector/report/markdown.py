@@ -43,7 +43,7 @@ def report_markdown(inspection, images) -> str:
     for title, rows in extreme_layers(s):
         lines += ["", f"**{md(title.capitalize())}:** " + ", ".join(f"{md(name)} {md(v)}" for name, v in rows)]
     lines += ["", "## Plots", ""]
-    lines += [f"![{md(caption)}]({path})" + "\n" for caption, path in images]
+    lines += [f"![{md(caption)}]({path})" + "\n" for caption, path in images] or ["No plots: no learned values.", ""]
     lines += [f"## Layers ({len(inspection.layers):,}, network order)", ""]
     lines += _table(["#"] + [h for _, h, _ in LAYER_VIEW],
                     [[str(i)] + [f(r[c]) for c, _, f in LAYER_VIEW] for i, r in inspection.layers.iterrows()], 1)
