@@ -10,7 +10,7 @@ from typing import Callable
 
 import pandas as pd
 
-from .analysis.findings import tensor_findings
+from .analysis.findings import layer_outliers, tensor_findings
 from .analysis.init_baseline import baseline_columns
 from .analysis.stats import CHUNK_ELEMS, analyze
 from .analysis.units import bias_signs, dead_relu_findings, dead_relu_layers, resolve_dead_relu, unit_signs
@@ -47,6 +47,7 @@ class Inspection:
         self.summary["dead_relu_layers"] = dead_relu_layers(tensors)
         self.summary["findings"] = list(meta.get("findings", [])) + tensor_findings(tensors)
         self.summary["findings"] += dead_relu_findings(self.summary["dead_relu_layers"])
+        self.summary["findings"] += layer_outliers(self.layers, tensors)
 
     def to_csv(self, path) -> Path:
         return write_csv(self.tensors, path)
@@ -56,6 +57,24 @@ class Inspection:
 
     def to_json(self, path) -> Path:
         return write_json({"source": self.source, "summary": self.summary, "tensors": self.tensors}, path)
+
+    def plot(self, kind: str = "weight") -> list:
+        """matplotlib figures: ``weight`` (whole-model distribution), ``negative``, ``magnitude``,
+        ``histograms`` or ``all`` (see inspector.report.plots)."""
+        from .report.plots import plots
+
+        return [p.figure for p in plots(self, kind)]
+
+    def to_report(self, directory, svg: bool = False) -> Path:
+        """Write CSVs, summary.json, plots, report.html and report.md into ``directory``."""
+        from .report.bundle import to_report
+
+        return to_report(self, directory, svg)
+
+    def _repr_html_(self) -> str:
+        from .report.html import notebook_html
+
+        return notebook_html(self)
 
     def __repr__(self) -> str:
         s = self.summary

@@ -67,6 +67,15 @@ def check_outputs(inputs, outputs) -> None:
                 raise OutputError(f"{out}: is an input of this command; refusing to overwrite it")
 
 
+def report_outputs(out_dir) -> list:
+    """The report directory and its fixed files, for check_outputs."""
+    if not out_dir:
+        return []
+    from .report.bundle import REPORT_FILES
+
+    return [out_dir, *(Path(out_dir) / f for f in REPORT_FILES)]
+
+
 class DefaultGroup(click.Group):
     """``winspect SOURCE`` is the short form of ``winspect inspect SOURCE``."""
 
@@ -96,13 +105,18 @@ def main():
 @click.option("--layers-csv", type=click.Path(dir_okay=False), help="Write the per-layer table as CSV.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write summary and tensors as JSON.")
 @click.option("--unsafe-load", is_flag=True, help="Fully unpickle a PyTorch file you made yourself (runs its code).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Write the report set into DIR: CSVs, summary.json, PNG plots, report.html, report.md.")
+@click.option("--svg", is_flag=True, help="With --out: write the plots as SVG too.")
 @common_options
 @handle_errors
-def inspect_cmd(source, weights, csv_path, layers_csv, json_path, unsafe_load, quiet, debug):
+def inspect_cmd(source, weights, csv_path, layers_csv, json_path, unsafe_load, out_dir, svg, quiet, debug):
     """Per-tensor and per-layer statistics of one model."""
     from .api import inspect
 
-    check_outputs([source], [csv_path, layers_csv, json_path])
+    if svg and not out_dir:
+        raise click.UsageError("--svg needs --out DIR")
+    check_outputs([source], [csv_path, layers_csv, json_path, *report_outputs(out_dir)])
     if unsafe_load:
         click.echo("warning: --unsafe-load fully unpickles the file: any code inside it runs now", err=True)
     result = inspect(source, weights=weights, unsafe_load=unsafe_load)
@@ -116,6 +130,10 @@ def inspect_cmd(source, weights, csv_path, layers_csv, json_path, unsafe_load, q
         from .report.terminal import render
 
         render(result)
+    if out_dir:
+        html = result.to_report(out_dir, svg=svg)
+        if not quiet:
+            click.echo(f"report: {html}")
 
 
 _csv_option = click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the table as CSV.")
