@@ -82,6 +82,15 @@ def _read_paths(path: Path) -> list[Path]:
     return [path, *(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(suffixes))]
 
 
+def report_outputs(out_dir) -> list:
+    """The report directory and its fixed files, for check_outputs."""
+    if not out_dir:
+        return []
+    from .report.bundle import REPORT_FILES
+
+    return [out_dir, *(Path(out_dir) / f for f in REPORT_FILES)]
+
+
 class DefaultGroup(click.Group):
     """``winspect SOURCE`` is the short form of ``winspect inspect SOURCE``."""
 
@@ -111,13 +120,18 @@ def main():
 @click.option("--layers-csv", type=click.Path(dir_okay=False), help="Write the per-layer table as CSV.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write summary and tensors as JSON.")
 @click.option("--unsafe-load", is_flag=True, help="Fully unpickle a PyTorch file you made yourself (runs its code).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Write the report set into DIR: CSVs, summary.json, PNG plots, report.html, report.md.")
+@click.option("--svg", is_flag=True, help="With --out: write the plots as SVG too.")
 @common_options
 @handle_errors
-def inspect_cmd(source, weights, csv_path, layers_csv, json_path, unsafe_load, quiet, debug):
+def inspect_cmd(source, weights, csv_path, layers_csv, json_path, unsafe_load, out_dir, svg, quiet, debug):
     """Per-tensor and per-layer statistics of one model."""
     from .api import inspect
 
-    check_outputs([source], [csv_path, layers_csv, json_path])
+    if svg and not out_dir:
+        raise click.UsageError("--svg needs --out DIR")
+    check_outputs([source], [csv_path, layers_csv, json_path, *report_outputs(out_dir)])
     if unsafe_load:
         click.echo("warning: --unsafe-load fully unpickles the file: any code inside it runs now", err=True)
     result = inspect(source, weights=weights, unsafe_load=unsafe_load)
@@ -131,6 +145,93 @@ def inspect_cmd(source, weights, csv_path, layers_csv, json_path, unsafe_load, q
         from .report.terminal import render
 
         render(result)
+    if out_dir:
+        html = result.to_report(out_dir, svg=svg)
+        if not quiet:
+            click.echo(f"report: {html}")
+
+
+_csv_option = click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the table as CSV.")
+_json_option = click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write everything as JSON.")
+_out_option = click.option("--out", "out_dir", type=click.Path(file_okay=False),
+                           help="Directory for the CSV tables and plots.")
+_weights_option = click.option("--weights", default="DEFAULT", show_default=True,
+                               help="For torchvision names: DEFAULT, a weights enum member or none (untrained).")
+
+
+def _write(result, inputs, csv_path, json_path, out_dir, out_names) -> None:
+    outs = [csv_path, json_path] + ([str(Path(out_dir) / n) for n in out_names] if out_dir else [])
+    check_outputs(inputs, outs)
+    if csv_path:
+        result.to_csv(csv_path)
+    if json_path:
+        result.to_json(json_path)
+    if out_dir:
+        result.save(out_dir)
+
+
+@main.command("diff")
+@click.argument("a")
+@click.argument("b")
+@_csv_option
+@_json_option
+@_out_option
+@_weights_option
+@common_options
+@handle_errors
+def diff_cmd(a, b, csv_path, json_path, out_dir, weights, quiet, debug):
+    """How each tensor changed from checkpoint A to checkpoint B (matched by name)."""
+    from .multi import diff
+
+    check_outputs([a, b], [csv_path, json_path])
+    result = diff(a, b, weights=weights)
+    _write(result, [a, b], csv_path, json_path, out_dir, ["diff.csv", "diff_change.png"])
+    if not quiet:
+        from .report.change_terminal import render_diff
+
+        render_diff(result)
+
+
+@main.command("track")
+@click.argument("sources", nargs=-1, required=True)
+@_csv_option
+@_json_option
+@_out_option
+@_weights_option
+@common_options
+@handle_errors
+def track_cmd(sources, csv_path, json_path, out_dir, weights, quiet, debug):
+    """Statistics across the checkpoints of one run (paths or globs, put in natural order)."""
+    from .multi import track
+
+    check_outputs(sources, [csv_path, json_path])
+    result = track(sources, weights=weights)
+    _write(result, result.checkpoints, csv_path, json_path, out_dir, ["track.csv", "track_steps.csv"])
+    if not quiet:
+        from .report.change_terminal import render_track
+
+        render_track(result)
+
+
+@main.command("compare")
+@click.argument("sources", nargs=-1, required=True)
+@_csv_option
+@_json_option
+@_out_option
+@_weights_option
+@common_options
+@handle_errors
+def compare_cmd(sources, csv_path, json_path, out_dir, weights, quiet, debug):
+    """Several models side by side: per model and kind, sign fractions, abs mean, std."""
+    from .multi import compare
+
+    check_outputs(sources, [csv_path, json_path])
+    result = compare(sources, weights=weights)
+    _write(result, sources, csv_path, json_path, out_dir, ["compare.csv"])
+    if not quiet:
+        from .report.change_terminal import render_compare
+
+        render_compare(result)
 
 
 @main.command("audit")

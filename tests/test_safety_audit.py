@@ -26,8 +26,8 @@ def save(path: Path, arrays: dict) -> Path:
 
 @pytest.fixture
 def flawed(tmp_path):
-    """Two NaN, one Inf, an all-zero weight, and clean tensors."""
-    w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    """Two NaN, one Inf, an all-zero weight (whose units are also dead-ReLU candidates), and clean tensors."""
+    w = np.tile(np.array([-1, 0.5, 1, -0.25], np.float32), (3, 1))
     bad = w.copy()
     bad[0, 0] = bad[1, 1] = np.nan
     bad[2, 2] = np.inf
@@ -46,6 +46,8 @@ def test_findings_match_numpy(flawed):
         ("nan", "bad.weight"): f"{int(np.isnan(arrays['bad.weight']).sum())} NaN values",
         ("inf", "bad.weight"): f"{int(np.isinf(arrays['bad.weight']).sum())} infinite values",
         ("zero", "dead.weight"): "every value is zero",
+        ("dead_relu", "dead.weight"): f"{int((arrays['dead.weight'].max(axis=1) <= 0).sum())} of 2 units have no "
+        "positive weight and no positive bias: a ReLU after them never opens on non-negative inputs",
     }
 
 
@@ -56,12 +58,13 @@ def test_default_gate_fails_on_nan_and_writes_json(flawed, tmp_path):
     assert "FAIL: found nan, inf (--fail-on nan, inf, unsafe)" in res.stdout
     data = json.loads((tmp_path / "out.json").read_text())
     assert data["source"] == str(path) and data["failed_on"] == ["nan", "inf"]
-    assert [f["type"] for f in data["findings"]] == ["nan", "inf", "zero"]
+    assert [f["type"] for f in data["findings"]] == ["nan", "inf", "zero", "dead_relu"]
     assert not list(tmp_path.glob(".out.json.*"))  # no temporary file left behind
 
 
 @pytest.mark.parametrize("fail_on,code,failed", [
-    ("zero", 3, ["zero"]), ("tied,unsafe", 0, []), ("none", 0, []), ("all", 3, ["nan", "inf", "zero"]),
+    ("zero", 3, ["zero"]), ("tied,unsafe", 0, []), ("none", 0, []),
+    ("all", 3, ["nan", "inf", "zero", "dead_relu"]), ("dead_relu", 3, ["dead_relu"]),
     ("NaN, zero", 3, ["nan", "zero"]),
 ])
 def test_fail_on_selects_the_gate(flawed, tmp_path, fail_on, code, failed):

@@ -14,7 +14,7 @@ def render_audit(audit, failed: list[str], fail_on, console: Console | None = No
     if audit.refused:
         console.print("  note: pickle refused (nothing executed); its tensors were not checked")
     for f in audit.findings:
-        where = f.get("tensor") or f.get("global") or ""
+        where = f.get("tensor") or f.get("layer") or f.get("global") or ""
         console.print(f"[yellow]{safe(f['type'])}[/yellow] {safe(where)}: {safe(f['detail'])}")
     gate = ", ".join(fail_on) or "nothing"
     if failed:
