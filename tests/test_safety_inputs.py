@@ -173,3 +173,15 @@ def test_torch_checkpoints_claiming_huge_tensors_fail_cleanly(tmp_path):
             z.writestr(name, blob)
     with pytest.raises(CorruptCheckpoint, match="z.pt: not a readable PyTorch checkpoint"):
         inspect(tmp_path / "z.pt")
+
+
+def test_every_registered_file_format_is_in_the_generic_tests(tmp_path):
+    """A loader registered without an entry in FORMATS would escape the fuzz and bad-input tests."""
+    from inspector.loaders import choose_loader
+
+    covered = set()
+    for name, maker in FORMATS:
+        d = tmp_path / name
+        d.mkdir()
+        covered.add(choose_loader(str(maker(d))).name)
+    assert {lo.name for lo in LOADERS if lo.suffixes} <= covered
