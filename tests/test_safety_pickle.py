@@ -239,3 +239,22 @@ def test_unsafe_load_unpickles_only_files_the_safe_loader_refuses(hostile, tmp_p
     result = inspect(files["legacy-system"][0], unsafe_load=True)
     assert marker.exists() and any("fully unpickled" in n for n in result.meta["notes"])
     marker.unlink()
+
+
+@pytest.mark.parametrize("command", ["diff-first", "diff-second", "track", "compare", "inspect-report"])
+@pytest.mark.parametrize("case", ["zip-system", "legacy-exec"])
+def test_every_other_command_refuses_without_executing(hostile, tmp_path, command, case):
+    files, marker = hostile
+    path, glob = files[case]
+    good = str(make_torch_zip(tmp_path))
+    args = {
+        "diff-first": ["diff", str(path), good],
+        "diff-second": ["diff", good, str(path)],
+        "track": ["track", good, str(path)],
+        "compare": ["compare", good, str(path)],
+        "inspect-report": ["inspect", str(path), "--out", str(tmp_path / "report")],
+    }[command]
+    res = CliRunner().invoke(main, [*args, "-q"])
+    assert res.exit_code == 1 and not marker.exists()
+    assert res.stderr.startswith(f"error: {path}: refused: the pickle imports dangerous globals {glob}")
+    assert not (tmp_path / "report").exists()
