@@ -1,9 +1,11 @@
 """PyTorch pickle checkpoints (``.pt .pth .bin .ckpt``), zip and legacy formats.
 
 Only ``torch.load(weights_only=True)`` is used: the restricted unpickler that builds
-tensors and plain containers and refuses everything else. Zip checkpoints are
-memory-mapped and read tensor by tensor. torch is imported only here, when a
-pickle is actually opened.
+tensors and plain containers and refuses everything else. A refused file is scanned
+statically (:mod:`inspector.safety.pickle_scan`) so the error names what it would import;
+it is fully unpickled only under an explicit ``unsafe_load``. Zip checkpoints are bounded
+(:mod:`inspector.safety.zipcheck`) before torch reads them, then memory-mapped and read
+tensor by tensor. torch is imported only here, when a pickle is actually opened.
 """
 
 from __future__ import annotations

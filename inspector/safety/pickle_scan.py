@@ -31,7 +31,6 @@ MAX_LINE = 1 << 20  # text-protocol arguments (GLOBAL, UNICODE, ...) longer than
 LEGACY_PICKLES = 5  # magic number, protocol, sys info, object, storage keys
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
-CLASSES = ("dangerous", "unknown", "safe")
 COMPUTED = "<import computed at load time>"
 
 # Modules whose import in a checkpoint can only mean running code, touching files, processes or the network.
@@ -97,7 +96,7 @@ class ScanResult:
 
     source: str
     globals: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # malformed pickles, unresolvable imports
+    problems: list[str] = field(default_factory=list)  # pickles that could not be parsed
 
     def add(self, dotted: str) -> None:
         if dotted not in self.globals:
@@ -112,14 +111,14 @@ class ScanResult:
         return self.of_class("dangerous") + self.of_class("unknown")
 
     def describe(self, limit: int = 8) -> str:
-        """``dangerous globals posix.system; unknown globals mylib.Net`` (safe ones only if nothing else)."""
+        """``dangerous globals posix.system; unknown globals mylib.Net``."""
         parts = []
-        for cls in CLASSES if not self.unsafe else CLASSES[:2]:
+        for cls in ("dangerous", "unknown"):
             names = self.of_class(cls)
             if names:
                 more = f" and {len(names) - limit} more" if len(names) > limit else ""
                 parts.append(f"{cls} globals {', '.join(names[:limit])}{more}")
-        return "; ".join(parts) if parts else "no globals"
+        return "; ".join(parts)
 
 
 class _Bounded:
@@ -147,7 +146,7 @@ _NEUTRAL_OPS = frozenset({"PROTO", "FRAME"})
 _OTHER = object()  # any stack value that is not a known string
 
 
-def scan_one(f, result: ScanResult, where: str) -> list:
+def scan_one(f, result: ScanResult) -> list:
     """Scan one pickle from ``f`` (up to its STOP) into ``result``; returns the values it pushed last."""
     recent: list = []  # the most recent stack values, strings where known
     memo: dict = {}
@@ -200,7 +199,7 @@ def scan_sequence(f, end: int, result: ScanResult, where: str) -> None:
         if i and reader.tell() >= end:
             return
         try:
-            pushed = scan_one(reader, result, where)
+            pushed = scan_one(reader, result)
         except Exception as e:  # malformed or truncated pickle: pickletools raises ValueError and friends
             member = f" of {where}" if where else ""
             result.problems.append(f"pickle {i + 1}{member} is malformed ({str(e)[:120] or type(e).__name__})")
