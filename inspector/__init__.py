@@ -10,10 +10,17 @@ from .errors import (
     UnsupportedSource,
     WeightsUnavailable,
 )
+from .multi import CompareResult, DiffResult, TrackResult, compare, diff, track
 
 __all__ = [
     "inspect",
     "Inspection",
+    "diff",
+    "track",
+    "compare",
+    "DiffResult",
+    "TrackResult",
+    "CompareResult",
     "InspectorError",
     "SourceNotFound",
     "UnsupportedSource",

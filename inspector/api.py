@@ -10,9 +10,11 @@ from typing import Callable
 
 import pandas as pd
 
-from .analysis.findings import tensor_findings
+from .analysis.findings import layer_outliers, tensor_findings
+from .analysis.init_baseline import baseline_columns
 from .analysis.parallel import analyze_stream
 from .analysis.stats import CHUNK_ELEMS
+from .analysis.units import bias_signs, dead_relu_findings, dead_relu_layers, resolve_dead_relu, unit_signs
 from .loaders import LoadOptions, open_source
 from .records import TensorRecord
 from .report.export import write_csv, write_json
@@ -23,6 +25,11 @@ from .report.table import layer_frame, shape_str, summarize, tensor_frame
 ProgressFn = Callable[[TensorRecord], None]
 # A reducer factory looks at a record and returns a reducer for it (or None): see analysis.stats.analyze.
 ReducerFactory = Callable[[TensorRecord], object]
+# A row function adds columns computed from a record and its finished statistics.
+RowFunction = Callable[[TensorRecord, dict], dict]
+# The tensor table's analyses beyond the core statistics (per-unit signs, init baseline).
+TABLE_REDUCERS: tuple[ReducerFactory, ...] = (unit_signs, bias_signs)
+TABLE_ROW_FUNCTIONS: tuple[RowFunction, ...] = (baseline_columns,)
 
 
 class Inspection:
@@ -40,7 +47,10 @@ class Inspection:
         self.layers = layer_frame(tensors)
         self.histograms = histograms
         self.summary = summarize(tensors, self.layers, {**meta, "source": source})
+        self.summary["dead_relu_layers"] = dead_relu_layers(tensors)
         self.summary["findings"] = list(meta.get("findings", [])) + tensor_findings(tensors)
+        self.summary["findings"] += dead_relu_findings(self.summary["dead_relu_layers"])
+        self.summary["findings"] += layer_outliers(self.layers, tensors)
 
     def to_csv(self, path) -> Path:
         return write_csv(self.tensors, path)
@@ -50,6 +60,24 @@ class Inspection:
 
     def to_json(self, path) -> Path:
         return write_json({"source": self.source, "summary": self.summary, "tensors": self.tensors}, path)
+
+    def plot(self, kind: str = "weight") -> list:
+        """matplotlib figures: ``weight`` (whole-model distribution), ``negative``, ``magnitude``,
+        ``histograms`` or ``all`` (see inspector.report.plots)."""
+        from .report.plots import plots
+
+        return [p.figure for p in plots(self, kind)]
+
+    def to_report(self, directory, svg: bool = False) -> Path:
+        """Write CSVs, summary.json, plots, report.html and report.md into ``directory``."""
+        from .report.bundle import to_report
+
+        return to_report(self, directory, svg)
+
+    def _repr_html_(self) -> str:
+        from .report.html import notebook_html
+
+        return notebook_html(self)
 
     def __repr__(self) -> str:
         s = self.summary
@@ -63,6 +91,7 @@ def analyze_records(
     chunk_elems: int = CHUNK_ELEMS,
     progress: ProgressFn | None = None,
     reducer_factories: tuple[ReducerFactory, ...] = (),
+    row_functions: tuple[RowFunction, ...] = (),
     workers: int | None = None,
 ):
     """Stats rows and histograms for a stream of records (tied tensors are not read twice).
@@ -81,6 +110,9 @@ def analyze_records(
     for rec, stats in analyze_stream(records, chunk_elems, reducer_factories, workers, skip=tied, on_part=on_part):
         if stats is None:
             stats = dict(by_name[rec.tied_to])
+        else:
+            for fn in row_functions:
+                stats.update(fn(rec, stats))
         by_name[rec.name] = dict(stats)
         hists[rec.name] = (stats.pop("hist_edges"), stats.pop("hist_counts"))
         stats.pop("sum_sq", None)
@@ -100,6 +132,13 @@ def analyze_records(
     return rows, hists
 
 
+def table_rows(records, chunk_elems: int = CHUNK_ELEMS, progress: ProgressFn | None = None):
+    """Rows of the tensor table: core statistics, per-unit signs and the init baseline, one pass."""
+    rows, hists = analyze_records(records, chunk_elems, progress, TABLE_REDUCERS, TABLE_ROW_FUNCTIONS)
+    resolve_dead_relu(rows)
+    return rows, hists
+
+
 def inspect(
     source,
     weights: str = "DEFAULT",
@@ -113,9 +152,9 @@ def inspect(
         totals = src.totals()
         if totals and hasattr(progress, "begin"):
             progress.begin(*totals)
-        rows, hists = analyze_records(src.records(), chunk_elems, progress)
+        rows, hists = table_rows(src.records(), chunk_elems, progress)
         meta = dict(src.meta)
     return Inspection(str(source), tensor_frame(rows), meta, hists)
 
 
-__all__ = ["inspect", "Inspection", "analyze_records"]
+__all__ = ["inspect", "Inspection", "analyze_records", "table_rows"]

@@ -1,7 +1,7 @@
 """The ``winspect`` command. The only module that prints or exits.
 
 Exit codes: 0 success; 1 bad input (missing, unknown, unsupported, unsafe or unreadable
-source; unwritable output); 2 usage errors.
+source; unwritable output); 2 usage errors; 3 ``audit`` found what --fail-on lists.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from .analysis.findings import DEFAULT_FAIL_ON, FINDING_TYPES
 from .errors import InspectorError, OutputError
 
 
@@ -20,7 +21,9 @@ class _Fail(click.ClickException):
     exit_code = 1
 
     def show(self, file=None) -> None:
-        click.echo(f"error: {self.message}", err=True)
+        from .report.terminal import visible
+
+        click.echo(f"error: {visible(self.message)}", err=True)
 
 
 def handle_errors(fn):
@@ -56,8 +59,9 @@ def common_options(fn):
 
 
 def check_outputs(inputs, outputs) -> None:
-    """Refuse to write an output over an input file."""
-    ins = [Path(i) for i in inputs if i and Path(i).exists()]
+    """Refuse to write an output over an input file, or over a checkpoint file that a directory or
+    shard-index input reads (by path, relative path, symlink or hard link)."""
+    ins = [p for i in inputs if i and Path(i).exists() for p in _read_paths(Path(i))]
     for out in outputs:
         if not out:
             continue
@@ -65,6 +69,26 @@ def check_outputs(inputs, outputs) -> None:
         for i in ins:
             if o.exists() and o.samefile(i) or o.resolve() == i.resolve():
                 raise OutputError(f"{out}: is an input of this command; refusing to overwrite it")
+
+
+def _read_paths(path: Path) -> list[Path]:
+    """The input itself and, for a directory or shard index, the checkpoint files beside it."""
+    from .loaders import LOADERS
+
+    folder = path if path.is_dir() else path.parent if path.name.endswith(".index.json") else None
+    if folder is None:
+        return [path]
+    suffixes = tuple(s for lo in LOADERS for s in lo.suffixes)
+    return [path, *(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(suffixes))]
+
+
+def report_outputs(out_dir) -> list:
+    """The report directory and its fixed files, for check_outputs."""
+    if not out_dir:
+        return []
+    from .report.bundle import REPORT_FILES
+
+    return [out_dir, *(Path(out_dir) / f for f in REPORT_FILES)]
 
 
 class DefaultGroup(click.Group):
@@ -96,13 +120,18 @@ def main():
 @click.option("--layers-csv", type=click.Path(dir_okay=False), help="Write the per-layer table as CSV.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write summary and tensors as JSON.")
 @click.option("--unsafe-load", is_flag=True, help="Fully unpickle a PyTorch file you made yourself (runs its code).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Write the report set into DIR: CSVs, summary.json, PNG plots, report.html, report.md.")
+@click.option("--svg", is_flag=True, help="With --out: write the plots as SVG too.")
 @common_options
 @handle_errors
-def inspect_cmd(source, weights, csv_path, layers_csv, json_path, unsafe_load, quiet, debug):
+def inspect_cmd(source, weights, csv_path, layers_csv, json_path, unsafe_load, out_dir, svg, quiet, debug):
     """Per-tensor and per-layer statistics of one model."""
     from .api import inspect
 
-    check_outputs([source], [csv_path, layers_csv, json_path])
+    if svg and not out_dir:
+        raise click.UsageError("--svg needs --out DIR")
+    check_outputs([source], [csv_path, layers_csv, json_path, *report_outputs(out_dir)])
     if unsafe_load:
         click.echo("warning: --unsafe-load fully unpickles the file: any code inside it runs now", err=True)
     from .report.progress import progress_for
@@ -123,3 +152,123 @@ def inspect_cmd(source, weights, csv_path, layers_csv, json_path, unsafe_load, q
         from .report.terminal import render
 
         render(result)
+    if out_dir:
+        html = result.to_report(out_dir, svg=svg)
+        if not quiet:
+            click.echo(f"report: {html}")
+
+
+_csv_option = click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the table as CSV.")
+_json_option = click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write everything as JSON.")
+_out_option = click.option("--out", "out_dir", type=click.Path(file_okay=False),
+                           help="Directory for the CSV tables and plots.")
+_weights_option = click.option("--weights", default="DEFAULT", show_default=True,
+                               help="For torchvision names: DEFAULT, a weights enum member or none (untrained).")
+
+
+def _write(result, inputs, csv_path, json_path, out_dir, out_names) -> None:
+    outs = [csv_path, json_path] + ([str(Path(out_dir) / n) for n in out_names] if out_dir else [])
+    check_outputs(inputs, outs)
+    if csv_path:
+        result.to_csv(csv_path)
+    if json_path:
+        result.to_json(json_path)
+    if out_dir:
+        result.save(out_dir)
+
+
+@main.command("diff")
+@click.argument("a")
+@click.argument("b")
+@_csv_option
+@_json_option
+@_out_option
+@_weights_option
+@common_options
+@handle_errors
+def diff_cmd(a, b, csv_path, json_path, out_dir, weights, quiet, debug):
+    """How each tensor changed from checkpoint A to checkpoint B (matched by name)."""
+    from .multi import diff
+
+    check_outputs([a, b], [csv_path, json_path])
+    result = diff(a, b, weights=weights)
+    _write(result, [a, b], csv_path, json_path, out_dir, ["diff.csv", "diff_change.png"])
+    if not quiet:
+        from .report.change_terminal import render_diff
+
+        render_diff(result)
+
+
+@main.command("track")
+@click.argument("sources", nargs=-1, required=True)
+@_csv_option
+@_json_option
+@_out_option
+@_weights_option
+@common_options
+@handle_errors
+def track_cmd(sources, csv_path, json_path, out_dir, weights, quiet, debug):
+    """Statistics across the checkpoints of one run (paths or globs, put in natural order)."""
+    from .multi import track
+
+    check_outputs(sources, [csv_path, json_path])
+    result = track(sources, weights=weights)
+    _write(result, result.checkpoints, csv_path, json_path, out_dir, ["track.csv", "track_steps.csv"])
+    if not quiet:
+        from .report.change_terminal import render_track
+
+        render_track(result)
+
+
+@main.command("compare")
+@click.argument("sources", nargs=-1, required=True)
+@_csv_option
+@_json_option
+@_out_option
+@_weights_option
+@common_options
+@handle_errors
+def compare_cmd(sources, csv_path, json_path, out_dir, weights, quiet, debug):
+    """Several models side by side: per model and kind, sign fractions, abs mean, std."""
+    from .multi import compare
+
+    check_outputs(sources, [csv_path, json_path])
+    result = compare(sources, weights=weights)
+    _write(result, sources, csv_path, json_path, out_dir, ["compare.csv"])
+    if not quiet:
+        from .report.change_terminal import render_compare
+
+        render_compare(result)
+
+
+@main.command("audit")
+@click.argument("source")
+@click.option("--fail-on", default=",".join(DEFAULT_FAIL_ON), show_default=True,
+              help=f"Finding types that make the command exit 3 ({', '.join(FINDING_TYPES)}; all; none).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Write {source, findings, failed_on} as JSON.")
+@click.option("--weights", default="DEFAULT", show_default=True, help="For torchvision names, as for inspect.")
+@common_options
+@handle_errors
+def audit_cmd(source, fail_on, json_path, weights, quiet, debug):
+    """Findings (NaN/Inf, zero and tied tensors, unsafe pickles, ...): exit 3 when one listed in --fail-on is
+    present, 0 when none is, 1 on bad input. A refused pickle is never executed."""
+    from .audit import UnknownFinding, audit, parse_fail_on
+
+    try:
+        gate = parse_fail_on(fail_on)
+    except UnknownFinding as e:
+        raise click.BadParameter(str(e).removeprefix("--fail-on: "), param_hint="--fail-on") from None
+    check_outputs([source], [json_path])
+    result = audit(source, weights=weights)
+    failed = result.failed_on(gate)
+    if json_path:
+        result.to_json(json_path, gate)
+    if not quiet:
+        from .report.findings import render_audit
+
+        render_audit(result, failed, gate)
+    if failed:
+        raise click.exceptions.Exit(3)
+    if result.refused:  # the tensors could not be checked for what --fail-on asks
+        raise InspectorError(result.refused)

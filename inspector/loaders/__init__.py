@@ -114,6 +114,8 @@ def choose_loader(source: str) -> type[Loader]:
 
 
 def _loader_for_file(path: Path) -> type[Loader]:
+    if not path.is_file():
+        raise UnsupportedSource(f"{path}: not a regular file (a device, pipe or socket)")
     try:
         with open(path, "rb") as f:
             head = f.read(HEAD_BYTES)
@@ -122,7 +124,7 @@ def _loader_for_file(path: Path) -> type[Loader]:
     if not head:
         raise UnsupportedSource(f"{path}: file is empty")
     for loader in LOADERS:
-        if loader.sniff(path, head):
+        if _sniffs(loader, path, head):
             return loader
     name = path.name.lower()
     for loader in LOADERS:
@@ -132,6 +134,14 @@ def _loader_for_file(path: Path) -> type[Loader]:
         f"{path}: not a format winspect reads (safetensors, PyTorch .pt/.pth/.bin/.ckpt, Keras .h5/.keras); "
         f"first bytes {head[:8]!r}"
     )
+
+
+def _sniffs(loader: type[Loader], path: Path, head: bytes) -> bool:
+    """A loader's sniff, where any failure on hostile bytes counts as "not this format"."""
+    try:
+        return bool(loader.sniff(path, head))
+    except Exception:
+        return False
 
 
 def _looks_like_path(source: str) -> bool:

@@ -1,6 +1,7 @@
 """Keras 3 ``.keras`` archives opened without extracting anything to disk.
 
-The archive is checked before anything is read from it: at most ``MAX_MEMBERS`` members,
+The archive is checked before anything is read from it: the bounds of
+:mod:`inspector.safety.zipcheck` (sizes, ratios, overlapping entries), at most ``MAX_MEMBERS`` members,
 JSON members at most ``MAX_JSON_BYTES`` (read with that bound, so a lying header cannot
 make them larger), no encrypted members. ``model.weights.h5`` is then handed to h5py as a
 file-like object:
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CorruptCheckpoint, UnsupportedSource
+from ..safety import zipcheck
 
 MAX_MEMBERS = 10_000
 MAX_JSON_BYTES = 64 << 20
@@ -79,6 +81,7 @@ def open_keras_zip(path: Path) -> OpenedZip:
     f = open(path, "rb")
     try:
         z = zipfile.ZipFile(f)
+        zipcheck.check_members(path, z.infolist(), path.stat().st_size, zipcheck.DEFAULT_LIMITS)
         members = check_members(path, z)
         config = read_json(path, z, members["config.json"])
         if not isinstance(config, dict):

@@ -36,6 +36,34 @@ class _Entry:
     path: Path
 
 
+MAX_NDIM = 64
+MAX_DIM = (1 << 63) - 1  # the reference reader's usize
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _DuplicateKey(next(k for k in keys if keys.count(k) > 1))
+    return dict(pairs)
+
+
+def parse_json(blob: bytes, path, what: str):
+    """JSON text (UTF-8, no duplicate keys) or CorruptCheckpoint naming the file and ``what`` it is."""
+    try:
+        return json.loads(blob.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except UnicodeDecodeError as e:
+        raise CorruptCheckpoint(f"{path}: {what} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except _DuplicateKey as e:
+        raise CorruptCheckpoint(f"{path}: {what} lists {str(e)!r} twice (a duplicate would hide data)") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, over-long integers, absurd nesting
+        why = str(e).split(";")[0][:200] or type(e).__name__
+        raise CorruptCheckpoint(f"{path}: {what} is not valid JSON ({why})") from None
+
+
 def read_header(path: Path) -> tuple[list[_Entry], dict]:
     """Validated tensor entries of one safetensors file, in file-offset order, and its metadata."""
     size = path.stat().st_size
@@ -50,37 +78,40 @@ def read_header(path: Path) -> tuple[list[_Entry], dict]:
                 f"{'the file' if n + 8 > size else 'the 100 MB limit'} ({size} bytes)"
             )
         blob = f.read(n)
-    try:
-        header = json.loads(blob)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CorruptCheckpoint(f"{path}: safetensors header is not valid JSON ({e})") from None
+    header = parse_json(blob, path, "safetensors header")
     if not isinstance(header, dict):
         raise CorruptCheckpoint(f"{path}: safetensors header is not a JSON object")
     meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise CorruptCheckpoint(f"{path}: safetensors __metadata__ must map names to strings, not {meta!r:.80}")
     data_start = 8 + n
     entries = [_entry(path, name, info, data_start, size) for name, info in header.items()]
     entries.sort(key=lambda e: (e.begin, e.end))
     for prev, cur in zip(entries, entries[1:]):
         if cur.begin < prev.end:
             raise CorruptCheckpoint(f"{path}: tensors {prev.name!r} and {cur.name!r} overlap in the data section")
-    return entries, meta if isinstance(meta, dict) else {}
+    return entries, meta
+
+
+def _is_count(x, limit: int) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= limit
 
 
 def _entry(path: Path, name: str, info, data_start: int, size: int) -> _Entry:
     if not isinstance(info, dict):
         raise CorruptCheckpoint(f"{path}: tensor {name!r} has no dtype/shape/data_offsets")
     code, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if code not in SAFETENSORS_DTYPES:
-        raise UnsupportedSource(f"{path}: tensor {name!r} has dtype {code!r}, which winspect does not read")
-    if not (isinstance(shape, list) and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
-        raise CorruptCheckpoint(f"{path}: tensor {name!r} has an invalid shape {shape!r}")
+    if not isinstance(code, str) or code not in SAFETENSORS_DTYPES:
+        raise UnsupportedSource(f"{path}: tensor {name!r} has dtype {code!r:.40}, which winspect does not read")
+    if not (isinstance(shape, list) and len(shape) <= MAX_NDIM and all(_is_count(s, MAX_DIM) for s in shape)):
+        raise CorruptCheckpoint(f"{path}: tensor {name!r} has an invalid shape {shape!r:.80}")
     if not (
         isinstance(offsets, list)
         and len(offsets) == 2
-        and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-        and 0 <= offsets[0] <= offsets[1]
+        and all(_is_count(o, MAX_DIM) for o in offsets)
+        and offsets[0] <= offsets[1]
     ):
-        raise CorruptCheckpoint(f"{path}: tensor {name!r} has invalid data_offsets {offsets!r}")
+        raise CorruptCheckpoint(f"{path}: tensor {name!r} has invalid data_offsets {offsets!r:.80}")
     dtype = SAFETENSORS_DTYPES[code]
     nbytes = math.prod(shape) * dtype.itemsize
     if offsets[1] - offsets[0] != nbytes:
@@ -143,7 +174,7 @@ class SafetensorsSource(OpenedSource):
             entries, meta = read_header(path)
             self.entries.extend(entries)
             if meta and "metadata" not in self.meta:
-                self.meta["metadata"] = {str(k): str(v) for k, v in meta.items()}
+                self.meta["metadata"] = dict(meta)
         seen: dict[str, Path] = {}
         for e in self.entries:
             if e.name in seen:
@@ -174,18 +205,34 @@ def _natural_key(s: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
+MAX_INDEX = 64 * 1024 * 1024
+
+
+def is_json_index(path: Path) -> bool:
+    """A shard index by name and content (a checkpoint merely named ``*.index.json`` is not one)."""
+    if not path.name.endswith(".index.json"):
+        return False
+    with open(path, "rb") as f:
+        return f.read(64).lstrip()[:1] == b"{"
+
+
 def shards_of_index(index: Path) -> list[Path]:
-    """Shard files named by a ``*.safetensors.index.json``, in shard order."""
+    """Shard files named by a shard index (``*.safetensors.index.json``, ``*.bin.index.json``), in order."""
     try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-        weight_map = data["weight_map"]
-        names = set(weight_map.values())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-        raise CorruptCheckpoint(f"{index}: not a valid shard index ({type(e).__name__}: {e})") from None
+        with open(index, "rb") as f:
+            blob = f.read(MAX_INDEX + 1)
+    except OSError as e:
+        raise CorruptCheckpoint(f"{index}: cannot read ({e.strerror or e})") from None
+    if len(blob) > MAX_INDEX:
+        raise CorruptCheckpoint(f"{index}: shard index is larger than {MAX_INDEX} bytes")
+    data = parse_json(blob, index, "shard index")
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CorruptCheckpoint(f"{index}: not a valid shard index (no weight_map of tensor names to file names)")
     files = []
-    for name in sorted(names, key=lambda n: _natural_key(str(n))):
-        path = index.parent / str(name)
-        if Path(str(name)).is_absolute() or ".." in Path(str(name)).parts:
+    for name in sorted(set(weight_map.values()), key=_natural_key):
+        path = index.parent / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
             raise CorruptCheckpoint(f"{index}: shard path {name!r} points outside the checkpoint directory")
         if not path.is_file():
             raise CorruptCheckpoint(f"{index}: shard {name} is missing")
@@ -227,7 +274,7 @@ class SafetensorsLoader(Loader):
         path = Path(source)
         if path.is_dir():
             path = cls._dir_target(path)
-        if path.name.endswith(".index.json"):
+        if is_json_index(path):
             files = shards_of_index(path)
             src = SafetensorsSource(source, files, "safetensors-sharded")
             src.note(f"{len(files)} shards from {path.name}")

@@ -1,15 +1,18 @@
 """PyTorch pickle checkpoints (``.pt .pth .bin .ckpt``), zip and legacy formats.
 
 Only ``torch.load(weights_only=True)`` is used: the restricted unpickler that builds
-tensors and plain containers and refuses everything else. Zip checkpoints are
-memory-mapped and read tensor by tensor. torch is imported only here, when a
-pickle is actually opened.
+tensors and plain containers and refuses everything else. A refused file is scanned
+statically (:mod:`inspector.safety.pickle_scan`) so the error names what it would import;
+it is fully unpickled only under an explicit ``unsafe_load``. Zip checkpoints are bounded
+(:mod:`inspector.safety.zipcheck`) before torch reads them, then memory-mapped and read
+tensor by tensor. torch is imported only here, when a pickle is actually opened.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Iterator
@@ -17,7 +20,9 @@ from typing import Iterator
 import numpy as np
 
 from ..dtypes import torch_to_numpy
-from ..errors import CorruptCheckpoint, UnsafeCheckpoint, UnsupportedSource
+from ..errors import CorruptCheckpoint, UnsupportedSource
+from ..safety.pickle_scan import refusal
+from ..safety.zipcheck import check_zip
 from ..records import TensorRecord, default_out_axis, infer_kinds
 from . import Loader, LoadOptions, OpenedSource, register
 from .pages import PageReleaser, file_mappings
@@ -42,31 +47,70 @@ STRIP_PREFIXES = ("module.", "_orig_mod.")
 
 
 def is_torch_zip(path: Path) -> bool:
+    """A zip checkpoint as torch.load sees it: zip magic at byte 0 and a ``data.pkl`` member."""
     try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                return False
         with zipfile.ZipFile(path) as z:
             return any(n.endswith("data.pkl") for n in z.namelist()[:4096])
-    except (zipfile.BadZipFile, OSError, ValueError):
+    except Exception:  # a sniff never raises: any unreadable zip is simply not one
         return False
 
 
 def load_pickle(path: Path, options: LoadOptions):
-    """torch.load with weights_only=True (memory-mapped for zip files)."""
+    """torch.load with weights_only=True (memory-mapped for zip files); a refusal names what the pickle imports."""
+    return load_pickle_reporting(path, options)[0]
+
+
+def load_pickle_reporting(path: Path, options: LoadOptions):
+    """(object, whether it was fully unpickled). The full unpickler runs only when the restricted one
+    refused the file and the user asked for it with ``unsafe_load``; otherwise the refusal is raised."""
+    zipped = is_torch_zip(path)
+    if zipped:
+        check_zip(path).close()
+    try:
+        return _torch_load(path, zipped, weights_only=True), False
+    except pickle.UnpicklingError as e:
+        if not options.unsafe_load:
+            raise refusal(path, str(e), zipped) from None
+    try:
+        return _torch_load(path, zipped, weights_only=False), True
+    except Exception as e:
+        raise _unreadable(path, e) from None
+
+
+def _torch_load(path: Path, zipped: bool, weights_only: bool):
     import torch
 
-    zipped = is_torch_zip(path)
     try:
-        if options.unsafe_load:
-            return torch.load(path, map_location="cpu", weights_only=False, mmap=zipped)
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UnsafeCheckpoint(
-            f"{path}: refused to load: the pickle needs more than tensors and plain containers "
-            f"({first[:300]}); it may run code when loaded. Use --unsafe-load only for a file you made yourself"
-        ) from None
-    except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, TypeError, AttributeError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CorruptCheckpoint(f"{path}: not a readable PyTorch checkpoint ({msg[:300]})") from None
+        with warnings.catch_warnings(), _torch_input(path, zipped) as f:
+            warnings.simplefilter("ignore")
+            return torch.load(f, map_location="cpu", weights_only=weights_only, mmap=f is path)
+    except pickle.UnpicklingError:
+        raise
+    except Exception as e:  # torch.load on hostile bytes raises many types; none may escape as a crash
+        raise _unreadable(path, e) from None
+
+
+@contextlib.contextmanager
+def _torch_input(path: Path, zipped: bool):
+    """The path itself for zip files (memory-mapped), else an open file: torch.load must not pick its
+    reader from the name (it hands any ``*.safetensors`` path to safetensors)."""
+    if zipped and not path.name.endswith(".safetensors"):
+        yield path
+        return
+    with open(path, "rb") as f:
+        yield f
+
+
+def _unreadable(path: Path, e: Exception) -> CorruptCheckpoint:
+    if isinstance(e, EOFError):
+        why = "the file ends early; truncated?"
+    else:
+        text = str(e).strip()
+        why = text.splitlines()[0].split(". ")[0][:300] if text else type(e).__name__
+    return CorruptCheckpoint(f"{path}: not a readable PyTorch checkpoint ({why})")
 
 
 def find_state_dict(obj, source: str) -> tuple[dict, str | None]:
@@ -207,7 +251,7 @@ def _storage_key(t):
 
 
 def open_state_dict_file(source: str, path: Path, options: LoadOptions, module_info=None) -> StateDictSource:
-    obj = load_pickle(path, options)
+    obj, unpickled = load_pickle_reporting(path, options)
     sd, key = find_state_dict(obj, source)
     zipped = is_torch_zip(path)
     pages = PageReleaser(file_mappings(path)) if zipped else None
@@ -215,8 +259,8 @@ def open_state_dict_file(source: str, path: Path, options: LoadOptions, module_i
     if key:
         src.note(f"state dict taken from the checkpoint's {key!r} entry")
         src.meta["nested_key"] = key
-    if options.unsafe_load:
-        src.note("loaded with --unsafe-load: the file was fully unpickled")
+    if unpickled:
+        src.note("loaded with --unsafe-load: the restricted loader refused the file, so it was fully unpickled")
     return src
 
 
@@ -257,14 +301,8 @@ class TorchPickleLoader(Loader):
             path = path / "pytorch_model.bin"
             if not path.is_file():
                 path = path.with_name("pytorch_model.bin.index.json")
-        if path.name.endswith(".index.json"):
-            try:
-                names = set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values())
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-                raise CorruptCheckpoint(f"{path}: not a valid shard index ({e})") from None
-            files = [path.parent / n for n in sorted(names)]
-            missing = [str(f) for f in files if not f.is_file()]
-            if missing:
-                raise CorruptCheckpoint(f"{path}: shard {missing[0]} is missing")
-            return _MultiSource(source, files, options)
+        from .safetensors import is_json_index, shards_of_index
+
+        if is_json_index(path):
+            return _MultiSource(source, shards_of_index(path), options)
         return open_state_dict_file(source, path, options)

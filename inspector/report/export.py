@@ -14,8 +14,17 @@ import pandas as pd
 from ..errors import OutputError
 
 
-def atomic_write(path, write) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_read_umask()  # what open() would give a new file (mkstemp gives 0600)
+
+
+def atomic_write(path, write, binary: bool = False) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path`` (text, or bytes if ``binary``), then rename it."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a directory; give a file name")
@@ -26,8 +35,9 @@ def atomic_write(path, write) -> Path:
     except OSError as e:
         raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as f:
             write(f)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException as e:
         try:
@@ -38,6 +48,14 @@ def atomic_write(path, write) -> Path:
             raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
         raise
     return path
+
+
+def write_bytes(data: bytes, path) -> Path:
+    return atomic_write(path, lambda f: f.write(data), binary=True)
+
+
+def write_text(text: str, path) -> Path:
+    return atomic_write(path, lambda f: f.write(text))
 
 
 def write_csv(df: pd.DataFrame, path) -> Path:

@@ -20,6 +20,12 @@ TENSOR_COLUMNS = [
 ]
 # more columns follow the required ones, in this order
 TENSOR_EXTRA_COLUMNS = ["finite_count", "out_axis", "module_type", "tied_to"]
+# per-unit sign structure (analysis/units.py) and initialisation baseline (analysis/init_baseline.py);
+# empty for tensors they do not apply to
+TENSOR_ANALYSIS_COLUMNS = [
+    "units", "all_nonpos_units", "dead_relu_candidates", "unit_neg_frac_min", "unit_neg_frac_max",
+    "fan_in", "fan_out", "std_vs_kaiming_uniform", "std_vs_kaiming_normal", "std_vs_xavier",
+]
 
 LAYER_COLUMNS = [
     "layer", "tensors", "numel", "neg_count", "zero_count", "pos_count", "neg_frac", "zero_frac", "pos_frac",
@@ -36,11 +42,15 @@ def shape_str(shape) -> str:
 
 
 def tensor_frame(rows: list[dict], extra: list[str] | None = None) -> pd.DataFrame:
-    cols = TENSOR_COLUMNS + TENSOR_EXTRA_COLUMNS + [c for c in (extra or []) if c not in TENSOR_EXTRA_COLUMNS]
+    more = TENSOR_EXTRA_COLUMNS + TENSOR_ANALYSIS_COLUMNS
+    cols = TENSOR_COLUMNS + more + [c for c in (extra or []) if c not in more]
     df = pd.DataFrame(rows, columns=cols)
     for c in ("numel", "neg_count", "zero_count", "pos_count", "nan_count", "inf_count", "finite_count"):
         df[c] = df[c].astype("int64")
     df["out_axis"] = df["out_axis"].astype("Int64")
+    for c in TENSOR_ANALYSIS_COLUMNS:  # counts stay integers when some rows leave them empty
+        df[c] = df[c].astype("Int64" if c in ("units", "all_nonpos_units", "dead_relu_candidates", "fan_in",
+                                              "fan_out") else "float64")
     return df
 
 

@@ -21,11 +21,14 @@ def num(x) -> str:
     return f"{x:.4g}"
 
 
+def visible(text) -> str:
+    """Control characters (escape sequences, newlines) shown as Python escapes, never sent raw."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
+
+
 def safe(text) -> str:
     """Escape rich markup and make control characters visible."""
-    s = str(text)
-    s = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in s)
-    return escape(s)
+    return escape(visible(text))
 
 
 def render(inspection, console: Console | None = None, max_rows: int = MAX_LAYER_ROWS) -> None:
@@ -58,7 +61,8 @@ def render(inspection, console: Console | None = None, max_rows: int = MAX_LAYER
         console.print(f"least negative layers: {least}")
     console.print(_layer_table(inspection.layers, max_rows))
     for f in s.get("findings", [])[:20]:
-        console.print(f"[yellow]finding[/yellow] {safe(f['type'])}: {safe(f.get('tensor', ''))} {safe(f['detail'])}")
+        who = f.get("tensor", f.get("layer", ""))  # outlier findings name a layer
+        console.print(f"[yellow]finding[/yellow] {safe(f['type'])}: {safe(who)} {safe(f['detail'])}")
     if len(s.get("findings", [])) > 20:
         console.print(f"… {len(s['findings']) - 20} more findings (see --json)")
 

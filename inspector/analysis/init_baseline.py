@@ -1,0 +1,60 @@
+"""Initialisation baseline: how a weight tensor's std compares with common initialisations.
+
+The fans follow ``torch.nn.init._calculate_fan_in_and_fan_out`` for PyTorch layouts
+(``(out, in, *kernel)``, and ConvTranspose's ``(in, out, *kernel)``, which PyTorch
+initialises with the same formula on the stored shape): receptive field
+``rf = prod(shape[2:])``, ``fan_in = shape[1] * rf``, ``fan_out = shape[0] * rf``. For Keras
+layouts (output on the last axis: dense ``(in, out)``, conv ``(kh, kw, in, out)``) as Keras
+computes them: ``rf = prod(shape[:-2])``, ``fan_in = shape[-2] * rf``, ``fan_out = shape[-1] * rf``.
+
+Reference stds:
+
+* ``kaiming_uniform``: PyTorch's default for Linear and Conv layers, kaiming-uniform with
+  ``a = sqrt(5)``: bound ``1 / sqrt(fan_in)``, std ``bound / sqrt(3)``;
+* ``kaiming_normal``: He initialisation with the ReLU gain, ``sqrt(2 / fan_in)``;
+* ``xavier``: Glorot, ``sqrt(2 / (fan_in + fan_out))`` (the std of both its uniform and normal forms).
+
+The columns are the tensor's std (population, finite values) divided by each reference: a
+ratio near 1 means the layer is still near that initialisation's scale. This needs only the
+record's shape and the std the one-pass analyzer already computed, so it is a function of
+the record and its statistics rather than a second reduction over the values.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def fans(shape: tuple[int, ...], out_axis: int | None) -> tuple[int, int] | None:
+    """(fan_in, fan_out) of a weight tensor, or None when it has no output axis or fewer than 2 dims."""
+    nd = len(shape)
+    if out_axis is None or nd < 2:
+        return None
+    if out_axis == nd - 1:  # Keras: (..., in, out)
+        rf = math.prod(shape[:-2])
+        return shape[-2] * rf, shape[-1] * rf
+    rf = math.prod(shape[2:])
+    return shape[1] * rf, shape[0] * rf
+
+
+def reference_stds(fan_in: int, fan_out: int) -> dict[str, float]:
+    """Std of each reference initialisation for these fans (NaN where a fan is zero)."""
+    if fan_in <= 0 or fan_out <= 0:
+        return {"kaiming_uniform": math.nan, "kaiming_normal": math.nan, "xavier": math.nan}
+    return {
+        "kaiming_uniform": 1.0 / math.sqrt(fan_in) / math.sqrt(3.0),
+        "kaiming_normal": math.sqrt(2.0 / fan_in),
+        "xavier": math.sqrt(2.0 / (fan_in + fan_out)),
+    }
+
+
+def baseline_columns(record, stats: dict) -> dict:
+    """fan_in, fan_out and std_vs_<init> columns for a weight record (empty for other kinds)."""
+    if record.kind != "weight":
+        return {}
+    f = fans(record.shape, record.out_axis)
+    if f is None:
+        return {}
+    refs = reference_stds(*f)
+    std = stats.get("std", math.nan)
+    return {"fan_in": f[0], "fan_out": f[1], **{f"std_vs_{k}": std / v for k, v in refs.items()}}

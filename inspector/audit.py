@@ -1,0 +1,62 @@
+"""``audit``: the findings of one source, and whether any of them should fail a CI gate.
+
+A pickle that torch refuses to load is not an error here but an ``unsafe`` finding naming
+the globals it would import (from a static scan: nothing is executed). Its tensors are
+then not checked, which :attr:`Audit.refused` says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .analysis.findings import DEFAULT_FAIL_ON, FINDING_TYPES, unsafe_findings
+from .api import inspect
+from .errors import InspectorError
+from .report.export import write_json
+from .safety.pickle_scan import UnsafePickle
+
+
+class UnknownFinding(InspectorError):
+    """A finding type that does not exist was asked for."""
+
+
+@dataclass
+class Audit:
+    source: str
+    findings: list[dict] = field(default_factory=list)
+    refused: str | None = None  # the refusal message when the source could not be loaded safely
+
+    def failed_on(self, fail_on) -> list[str]:
+        """The finding types present that are listed in ``fail_on``, in FINDING_TYPES order."""
+        present = {f["type"] for f in self.findings}
+        return [t for t in FINDING_TYPES if t in present and t in fail_on]
+
+    def to_json(self, path, fail_on) -> Path:
+        return write_json({"source": self.source, "findings": self.findings, "failed_on": self.failed_on(fail_on)},
+                          path)
+
+
+def parse_fail_on(text: str) -> tuple[str, ...]:
+    """``nan,inf,unsafe`` -> a tuple of finding types; ``all`` and ``none`` are accepted too."""
+    names = [t.strip().lower() for t in (text or "").split(",") if t.strip()]
+    if names == ["none"]:
+        return ()
+    if names == ["all"]:
+        return tuple(FINDING_TYPES)
+    unknown = [n for n in names if n not in FINDING_TYPES]
+    if unknown:
+        raise UnknownFinding(f"--fail-on: unknown finding {', '.join(unknown)}; choose from "
+                             f"{', '.join(FINDING_TYPES)}, all or none")
+    return tuple(names) or DEFAULT_FAIL_ON
+
+
+def audit(source, weights: str = "DEFAULT") -> Audit:
+    """Findings of a source. Never executes a pickle: a refused one yields ``unsafe`` findings."""
+    try:
+        result = inspect(source, weights=weights)
+    except UnsafePickle as e:
+        if not e.scan.unsafe:
+            raise  # refused for another reason: nothing to report as a finding
+        return Audit(str(source), unsafe_findings(e.scan), refused=str(e))
+    return Audit(str(source), list(result.summary["findings"]))

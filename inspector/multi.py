@@ -1,0 +1,208 @@
+"""The Python API over several sources: ``diff(a, b)``, ``track(sources)``, ``compare(sources)``.
+
+Each returns a result with DataFrames, a ``summary`` dict and the same export methods as
+:class:`~inspector.api.Inspection` (``to_csv``, ``to_json``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .analysis.diff import CHANGE_COLUMNS, diff_frame, diff_records, diff_summary, pooled_change
+from .analysis.stats import CHUNK_ELEMS
+from .analysis.track import change_factory, ordered_sources, source_list
+from .api import ProgressFn, analyze_records, inspect
+from .errors import OutputError
+from .loaders import LoadOptions, open_source
+from .report import change_plots
+from .report.export import write_csv, write_json
+from .report.table import TENSOR_COLUMNS, layer_frame, summarize, tensor_frame
+
+TRACK_COLUMNS = ["checkpoint", "step", *TENSOR_COLUMNS, "rel_change", "cosine", "sign_flips", "sign_flip_frac",
+                 "became_neg", "became_pos", "tied_to"]
+STEP_COLUMNS = ["step", "checkpoint", "tensors", "parameters", "weight_neg_frac", "weight_std", "weight_l2_norm",
+                "weight_rel_change", "weight_sign_flips", "weight_sign_flip_frac", "weight_became_neg",
+                "weight_became_pos"]
+COMPARE_COLUMNS = ["model", "kind", "tensors", "parameters", "neg_frac", "zero_frac", "pos_frac", "abs_mean", "std"]
+
+
+class _Result:
+    """Common export methods: the main table as CSV, everything as JSON."""
+
+    table_attr = "tensors"
+
+    def to_csv(self, path) -> Path:
+        return write_csv(getattr(self, self.table_attr), path)
+
+    def to_json(self, path) -> Path:
+        return write_json(self._payload(), path)
+
+    def _payload(self) -> dict:  # pragma: no cover - every result defines it
+        raise NotImplementedError
+
+
+def out_dir(path) -> Path:
+    """An output directory, created if needed."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot create the output directory ({e.strerror or e})") from None
+    return path
+
+
+class DiffResult(_Result):
+    """``tensors``: one row per matched tensor (``DIFF_COLUMNS``); ``summary``: pooled figures,
+    the most changed tensors, unmatched names and shape mismatches."""
+
+    def __init__(self, a: str, b: str, tensors: pd.DataFrame, summary: dict):
+        self.a, self.b, self.tensors, self.summary = a, b, tensors, summary
+
+    def _payload(self) -> dict:
+        return {"a": self.a, "b": self.b, "summary": self.summary, "tensors": self.tensors}
+
+    def save(self, directory) -> list[Path]:
+        """diff.csv and diff_change.png in ``directory``."""
+        d = out_dir(directory)
+        return [self.to_csv(d / "diff.csv"), change_plots.diff_plot(self.tensors, d)]
+
+    def __repr__(self) -> str:
+        w = self.summary["weight"]
+        return (f"<DiffResult {self.a} -> {self.b}: {self.summary['compared']} tensors, weight rel_change "
+                f"{w['rel_change']:.4g}, {w['sign_flips']:,} weight sign flips>")
+
+
+class TrackResult(_Result):
+    """``tensors``: the long table (``checkpoint``, ``step``, core columns, change from the previous step);
+    ``steps``: one row per checkpoint; ``summary``."""
+
+    def __init__(self, checkpoints: list[str], tensors: pd.DataFrame, steps: pd.DataFrame, summary: dict):
+        self.checkpoints, self.tensors, self.steps, self.summary = checkpoints, tensors, steps, summary
+
+    def to_steps_csv(self, path) -> Path:
+        return write_csv(self.steps, path)
+
+    def _payload(self) -> dict:
+        return {"checkpoints": self.checkpoints, "summary": self.summary, "steps": self.steps, "tensors": self.tensors}
+
+    def save(self, directory) -> list[Path]:
+        """track.csv, track_steps.csv, trend pages and the sign-flip plot in ``directory``."""
+        d = out_dir(directory)
+        paths = [self.to_csv(d / "track.csv"), self.to_steps_csv(d / "track_steps.csv")]
+        return paths + change_plots.track_plots(self.tensors, self.steps, d)
+
+    def __repr__(self) -> str:
+        return f"<TrackResult {len(self.checkpoints)} checkpoints, {len(self.tensors)} rows>"
+
+
+class CompareResult(_Result):
+    """``table``: one row per model and kind (``COMPARE_COLUMNS``); ``summary``: per model headline figures."""
+
+    table_attr = "table"
+
+    def __init__(self, sources: list[str], table: pd.DataFrame, summary: dict):
+        self.sources, self.table, self.summary = sources, table, summary
+
+    def _payload(self) -> dict:
+        return {"sources": self.sources, "summary": self.summary, "table": self.table}
+
+    def save(self, directory) -> list[Path]:
+        """compare.csv and compare.png in ``directory``."""
+        d = out_dir(directory)
+        return [self.to_csv(d / "compare.csv"), change_plots.compare_plot(self.table, d)]
+
+    def __repr__(self) -> str:
+        return f"<CompareResult {len(self.sources)} models>"
+
+
+def diff(a, b, weights: str = "DEFAULT", *, chunk_elems: int = CHUNK_ELEMS) -> DiffResult:
+    """The change from checkpoint ``a`` to checkpoint ``b``, tensor by tensor (``--weights`` applies to names)."""
+    options = LoadOptions(weights=weights)
+    with open_source(str(a), options) as sa, open_source(str(b), options) as sb:
+        rows, matching = diff_records(list(sa.records()), list(sb.records()), chunk_elems)
+        notes = [f"A: {n}" for n in sa.meta["notes"]] + [f"B: {n}" for n in sb.meta["notes"]]
+    matching["notes"] = notes + matching["notes"]
+    df = diff_frame(rows)
+    summary = {"a": str(a), "b": str(b), **diff_summary(df, matching)}
+    return DiffResult(str(a), str(b), df, summary)
+
+
+def track(sources, weights: str = "DEFAULT", *, chunk_elems: int = CHUNK_ELEMS,
+          progress: ProgressFn | None = None) -> TrackResult:
+    """Core statistics of each checkpoint of a run, in natural order, and the change between consecutive ones.
+
+    Only two checkpoints are open at a time: the current one and the previous one it is compared with.
+    """
+    checkpoints = ordered_sources(sources)
+    options = LoadOptions(weights=weights)
+    frames, steps, notes, prev, prev_src = [], [], [], [], None
+    try:
+        for step, path in enumerate(checkpoints):
+            src = open_source(path, options)
+            try:
+                records = list(src.records())
+                df, step_notes = _track_step(path, src, prev, records, chunk_elems, progress)
+            except BaseException:
+                src.close()
+                raise
+            steps.append(_step_row(step, path, df))
+            df.insert(0, "step", step)
+            df.insert(0, "checkpoint", path)
+            frames.append(df[TRACK_COLUMNS])
+            notes += step_notes
+            if prev_src is not None:
+                prev_src.close()
+            prev, prev_src = records, src
+    finally:
+        if prev_src is not None:
+            prev_src.close()
+    tensors = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=TRACK_COLUMNS)
+    steps_df = pd.DataFrame(steps, columns=STEP_COLUMNS)
+    for c in ("weight_sign_flips", "weight_became_neg", "weight_became_pos"):
+        steps_df[c] = steps_df[c].astype("Int64")
+    summary = {"checkpoints": checkpoints, "steps": steps, "notes": notes}
+    return TrackResult(checkpoints, tensors, steps_df, summary)
+
+
+def _track_step(path: str, src, prev: list, records: list, chunk_elems: int, progress):
+    """One checkpoint's tensor table with the change from the previous checkpoint, and its notes."""
+    factory, aligned = change_factory(prev, records, chunk_elems)
+    rows, _ = analyze_records(records, chunk_elems, progress, (factory,))
+    df = tensor_frame(rows, extra=CHANGE_COLUMNS)
+    for c in ("sign_flips", "became_neg", "became_pos"):
+        df[c] = df[c].astype("Int64")
+    return df, [f"{path}: {n}" for n in list(src.meta["notes"]) + aligned]
+
+
+def _step_row(step: int, path: str, df: pd.DataFrame) -> dict:
+    """One checkpoint's headline figures, and the weights' change from the previous checkpoint."""
+    s = summarize(df, layer_frame(df), {"source": path})
+    w = s["by_kind"].get("weight", {})
+    row = {"step": step, "checkpoint": path, "tensors": s["tensors"], "parameters": s["parameters"],
+           "weight_neg_frac": s["weight_neg_frac"], "weight_std": w.get("std"), "weight_l2_norm": w.get("l2_norm")}
+    changed = df[(df["kind"] == "weight") & df["rel_change"].notna()]
+    if len(changed):
+        c = pooled_change(changed)
+        for k in ("rel_change", "sign_flips", "sign_flip_frac", "became_neg", "became_pos"):
+            row[f"weight_{k}"] = c[k]
+    return row
+
+
+def compare(sources, weights: str = "DEFAULT", *, chunk_elems: int = CHUNK_ELEMS) -> CompareResult:
+    """Several models side by side: per model and kind, parameters, sign fractions, abs mean, std."""
+    rows, models, sources = [], {}, source_list(sources)
+    for source in sources:
+        ins = inspect(source, weights=weights, chunk_elems=chunk_elems)
+        s = ins.summary
+        models[source] = {k: s.get(k) for k in ("format", "model", "weights", "trained", "parameters",
+                                                  "weight_parameters", "weight_neg_frac")}
+        for kind, k in s["by_kind"].items():
+            rows.append({"model": source, "kind": kind, "tensors": k["tensors"], "parameters": k["numel"],
+                         **{c: k[c] for c in ("neg_frac", "zero_frac", "pos_frac", "abs_mean", "std")}})
+    table = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+    return CompareResult(sources, table, {"models": models})
+
+
+__all__ = ["diff", "track", "compare", "DiffResult", "TrackResult", "CompareResult"]

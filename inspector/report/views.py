@@ -1,0 +1,90 @@
+"""What the HTML and Markdown reports show, defined once: columns, formats, summary lines.
+
+The renderers only escape and lay out these strings, so both reports show the
+same numbers, formatted the same way as the terminal report.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .terminal import num, pct
+
+
+def count(x) -> str:
+    """An integer with thousands separators ("—" when missing)."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return f"{int(x):,}"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def text(x) -> str:
+    return "(top level)" if x is None or x == "" or (isinstance(x, float) and math.isnan(x)) else str(x)
+
+
+# (column of the layer table, header, formatter); the "#" column is the network order
+LAYER_VIEW = [
+    ("layer", "layer", text),
+    ("tensors", "tensors", count),
+    ("numel", "values", count),
+    ("weight_numel", "weight values", count),
+    ("weight_neg_frac", "weight negative", pct),
+    ("neg_frac", "all negative", pct),
+    ("zero_frac", "zero", pct),
+    ("weight_abs_mean", "weight abs mean", num),
+    ("weight_std", "weight std", num),
+    ("weight_l2_norm", "weight L2 norm", num),
+    ("nan_count", "NaN", count),
+    ("inf_count", "Inf", count),
+]
+COMPACT_COLUMNS = ("layer", "numel", "weight_neg_frac", "neg_frac", "weight_abs_mean", "weight_std")
+
+# (key of summary["by_kind"][kind], header, formatter)
+KIND_VIEW = [
+    ("tensors", "tensors", count),
+    ("numel", "values", count),
+    ("neg_frac", "negative", pct),
+    ("zero_frac", "zero", pct),
+    ("pos_frac", "positive", pct),
+    ("abs_mean", "abs mean", num),
+    ("std", "std", num),
+]
+
+UNTRAINED = "UNTRAINED: freshly initialised weights, not a trained model. These numbers describe the initialisation."
+
+
+def headline(s: dict) -> str | None:
+    """The one-sentence answer, or None for a model without weight-kind tensors."""
+    if not s["weight_parameters"]:
+        return None
+    return f"{pct(s['weight_neg_frac'])} of the {s['weight_parameters']:,} weight parameters are negative"
+
+
+def headline_detail(s: dict) -> str:
+    return (f"{pct(s['weight_zero_frac'])} zero, {pct(s['weight_pos_frac'])} positive; "
+            f"all learned parameters: {pct(s['learned_neg_frac'])} negative")
+
+
+def totals(s: dict) -> str:
+    return (f"{s['tensors']:,} tensors, {s['parameters']:,} values "
+            f"({s['learned_parameters']:,} learned, {s['buffer_elements']:,} in buffers)")
+
+
+def extreme_layers(s: dict) -> list[tuple[str, list[tuple[str, str]]]]:
+    """("most negative layers", [(layer, "51.2%"), ...]) and the least negative ones."""
+    return [
+        (title, [(text(x["layer"]), pct(x["weight_neg_frac"])) for x in s[key]])
+        for title, key in (("most negative layers", "most_negative_layers"),
+                           ("least negative layers", "least_negative_layers"))
+        if s[key]
+    ]
+
+
+def finding_rows(s: dict) -> list[tuple[str, str, str]]:
+    """(type, tensor or layer, detail) per finding."""
+    return [(str(f.get("type", "")), str(f.get("tensor", f.get("layer", ""))), str(f.get("detail", "")))
+            for f in s.get("findings", [])]

@@ -1,0 +1,178 @@
+"""Checkpoints for the safety tests, built in temporary directories: good ones of every format
+(the fuzz and bad-input tests mutate them) and hostile pickles that would create a marker file
+if they were ever unpickled.
+
+FORMATS is the list the generic tests run over: (name, maker). A maker writes a small valid
+checkpoint into a directory and returns the path to inspect (and to mutate). A new format joins
+every generic test by adding one entry here.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def state_dict():
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    return {
+        "conv.weight": torch.randn(4, 3, 3, 3, generator=g),
+        "conv.bias": torch.randn(4, generator=g),
+        "bn.weight": torch.ones(4),
+        "bn.running_mean": torch.zeros(4),
+        "fc.weight": torch.randn(3, 16, generator=g),
+        "fc.bias": torch.randn(3, generator=g),
+    }
+
+
+def make_safetensors(d: Path) -> Path:
+    from safetensors.torch import save_file
+
+    save_file(state_dict(), d / "model.safetensors")
+    return d / "model.safetensors"
+
+
+def make_torch_zip(d: Path) -> Path:
+    import torch
+
+    torch.save(state_dict(), d / "model.pth")
+    return d / "model.pth"
+
+
+def make_torch_legacy(d: Path) -> Path:
+    import torch
+
+    torch.save(state_dict(), d / "legacy.pth", _use_new_zipfile_serialization=False)
+    return d / "legacy.pth"
+
+
+def make_safetensors_index(d: Path) -> Path:
+    from safetensors.torch import save_file
+
+    sd = state_dict()
+    names = sorted(sd)
+    shards = {"model-00001-of-00002.safetensors": names[:3], "model-00002-of-00002.safetensors": names[3:]}
+    weight_map = {}
+    for file, keys in shards.items():
+        save_file({k: sd[k] for k in keys}, d / file)
+        weight_map.update({k: file for k in keys})
+    index = d / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return index
+
+
+def committed(name: str):
+    """A maker that copies a committed fixture (the Keras ones are made by fixtures/make_keras_fixtures.py)."""
+
+    def make(d: Path) -> Path:
+        shutil.copy(ROOT / "fixtures" / name, d / name)
+        return d / name
+
+    return make
+
+
+FORMATS = [
+    ("safetensors", make_safetensors),
+    ("pytorch-zip", make_torch_zip),
+    ("pytorch-legacy", make_torch_legacy),
+    ("safetensors-index", make_safetensors_index),
+    ("keras-legacy-h5", committed("digits_keras_legacy.h5")),
+    ("keras-weights-h5", committed("digits_keras.weights.h5")),
+    ("keras-zip", committed("digits_keras.keras")),
+]
+FORMAT_IDS = [name for name, _ in FORMATS]
+
+
+# --- hostile pickles ---------------------------------------------------------------------
+
+SYSTEM = f"{os.system.__module__}.system"  # posix.system on Linux
+
+
+class TouchBySystem:
+    """Unpickling this runs ``touch marker`` through os.system."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class TouchByExec:
+    """Unpickling this runs Python source through builtins.exec."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (builtins.exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+def hostile_files(d: Path, marker: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, the global its refusal must name). Unpickling any of them creates ``marker``."""
+    import torch
+
+    sd = {"w": torch.zeros(2)}
+    out = {}
+    torch.save({**sd, "x": TouchBySystem(marker)}, d / "zip_system.pt")
+    out["zip-system"] = (d / "zip_system.pt", SYSTEM)
+    torch.save({**sd, "x": TouchByExec(marker)}, d / "zip_exec.pth")
+    out["zip-exec"] = (d / "zip_exec.pth", "builtins.exec")
+    torch.save({**sd, "x": TouchBySystem(marker)}, d / "legacy_system.pt", _use_new_zipfile_serialization=False)
+    out["legacy-system"] = (d / "legacy_system.pt", SYSTEM)
+    torch.save({**sd, "x": TouchByExec(marker)}, d / "legacy_exec.bin", _use_new_zipfile_serialization=False)
+    out["legacy-exec"] = (d / "legacy_exec.bin", "builtins.exec")
+    (d / "plain_p4.pkl").write_bytes(pickle.dumps({"x": TouchBySystem(marker)}, protocol=4))  # STACK_GLOBAL
+    out["pickle-protocol4"] = (d / "plain_p4.pkl", SYSTEM)
+    (d / "plain_p2.ckpt").write_bytes(pickle.dumps([TouchByExec(marker)], protocol=2))
+    out["pickle-protocol2"] = (d / "plain_p2.ckpt", "builtins.exec")
+    return out
+
+
+HOSTILE_IDS = ["zip-system", "zip-exec", "legacy-system", "legacy-exec", "pickle-protocol4", "pickle-protocol2"]
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The real command in a fresh interpreter (a crash there cannot take the test run down)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WINSPECT_OFFLINE": "1"}
+    env.pop("WINSPECT_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-c", "from inspector.cli import main; main()", *args],
+        capture_output=True, text=True, env=env, timeout=timeout,
+    )
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, name: str) -> str:
+    """Exit 1 with exactly one ``error:`` line naming ``name`` on stderr, and no traceback."""
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and name in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    return lines[0]
+
+
+def reference_counts(sd: dict) -> dict[str, tuple[int, int]]:
+    """name -> (numel, negatives) computed with numpy straight from the tensors."""
+    return {k: (v.numel(), int(np.sum(v.numpy() < 0))) for k, v in sd.items()}
+
+
+def inspected_counts(inspection) -> dict[str, tuple[int, int]]:
+    t = inspection.tensors
+    return {r.name: (int(r.numel), int(r.neg_count)) for r in t.itertuples()}
+
+
+# Formats whose checkpoint is one self-contained file: renamed to any suffix, it must still be read.
+SELF_CONTAINED = ["safetensors", "pytorch-zip", "pytorch-legacy", "keras-legacy-h5", "keras-weights-h5",
+                  "keras-zip"]
