@@ -25,6 +25,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..dtypes import is_float
+
 MIN_RUN = 16  # below this many consecutive elements per unit, count by periods instead of runs
 _UNIT_MASK = "_nonpos_units"  # private row keys, consumed by resolve_dead_relu
 _BIAS_MASK = "_bias_nonpos"
@@ -45,6 +47,8 @@ class UnitSigns:
         n = chunk.size
         if n == 0:
             return
+        if is_float(chunk.dtype) and not np.issubdtype(chunk.dtype, np.floating):
+            chunk = chunk.astype(np.float32)  # bf16 / f8 (ml_dtypes): exact, and compares much faster
         with np.errstate(invalid="ignore"):
             neg, pos = chunk < 0, chunk > 0
         if self.inner >= MIN_RUN:
