@@ -169,8 +169,10 @@ def test_safetensors_csv_imports_neither_torch_nor_matplotlib(tmp_path):
     assert "heavy: []" in out.stdout
 
 
-def test_worker_processes_give_the_same_bits(tmp_path, monkeypatch):
+@pytest.mark.parametrize("with_reducers", [False, True])
+def test_worker_processes_give_the_same_bits(tmp_path, monkeypatch, with_reducers):
     import inspector.analysis.parallel as parallel
+    from inspector.api import TABLE_REDUCERS
 
     arrs = {k: v for k, v in tensors().items() if v.dtype != ml_dtypes.bfloat16}
     path = tmp_path / "m.safetensors"
@@ -178,7 +180,8 @@ def test_worker_processes_give_the_same_bits(tmp_path, monkeypatch):
     with open_source(str(path)) as src:
         recs = list(src.records())
     assert all(getattr(r.range_reader, "portable", False) for r in recs)
-    rows1, hists1 = analyze_records(recs, CHUNK, workers=1)
+    factories = TABLE_REDUCERS if with_reducers else ()
+    rows1, hists1 = analyze_records(recs, CHUNK, reducer_factories=factories, workers=1)
     monkeypatch.setattr(parallel, "PROCESS_MIN_BYTES", 0)
     used = []
     real = parallel.ProcessPoolExecutor
@@ -188,9 +191,15 @@ def test_worker_processes_give_the_same_bits(tmp_path, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(parallel, "ProcessPoolExecutor", spy)
-    rows2, hists2 = analyze_records(recs, CHUNK, workers=2)
+    rows2, hists2 = analyze_records(recs, CHUNK, reducer_factories=factories, workers=2)
+    if with_reducers:
+        big = next(r for r in rows2 if r["name"] == "big.weight")
+        assert big["units"] == 70 and big["unit_neg_frac_max"] > 0
     if sys.platform.startswith("linux"):
         assert used, "no worker processes were started"
-    same_rows(rows1, rows2)
+    for a, b in zip(rows1, rows2):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert np.array_equal(a[k], b[k], equal_nan=isinstance(a[k], float)) or a[k] == b[k], (a["name"], k)
     for name, (edges, counts) in hists1.items():
         assert np.array_equal(counts, hists2[name][1])

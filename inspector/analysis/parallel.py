@@ -9,14 +9,16 @@ in flight, so memory stays bounded by a few chunks and bucket tables per worker.
 numpy releases the GIL in file reads, casts and reductions but not in ``bincount``,
 where most of the time goes. So items whose range reader is plain data
 (``portable``: safetensors file ranges) go to worker processes, forked on Linux once
-``PROCESS_MIN_BYTES`` of such tensors have been seen; the rest (torch tensors,
-tensors with reducers) run on threads.
+``PROCESS_MIN_BYTES`` of such tensors have been seen, with their extra reducers when
+those can be pickled (a reducer's state comes back inside the row it returns); the
+rest (torch tensors, reducers that cannot be pickled) run on threads.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import sys
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -48,16 +50,29 @@ class _Done:
         return self.value
 
 
-def reduce_range(read_range, dtype, numel: int, chunk_elems: int, start: int, stop: int):
+def reduce_range(read_range, dtype, numel: int, chunk_elems: int, start: int, stop: int, reducers=()):
     """The values [start, stop) of a tensor, read with a portable range reader: its stats row when
-    that is the whole tensor, else the accumulator of that part."""
+    that is the whole tensor (``reducers`` fed every chunk in order), else the accumulator of that part."""
     acc = StatsAccumulator(dtype, numel, chunk_elems)
     for chunk in read_range(start, stop, chunk_elems):
         acc.update(chunk)
+        for r in reducers:
+            r.update(chunk)
     if (start, stop) == (0, numel):
-        return acc.result()
+        return row_of(acc, reducers)
     acc.drop_buffers()
     return acc
+
+
+def _portable(rec, reducers: list) -> bool:
+    """Whether a record's work can go to another process: plain-data reader, picklable reducers."""
+    if not getattr(rec.range_reader, "portable", False):
+        return False
+    try:
+        pickle.dumps(reducers)
+    except Exception:  # reducers that hold local classes, open files, ...: keep them on a thread
+        return False
+    return True
 
 
 class _Pools:
@@ -71,14 +86,15 @@ class _Pools:
         self.portable_bytes = 0
 
     def submit(self, rec, fn, args, span: tuple[int, int], reducers: list) -> object:
-        portable = getattr(rec.range_reader, "portable", False) and not reducers
-        if portable and self.allow_processes and self.processes is None:
+        portable = self.allow_processes and _portable(rec, reducers)
+        if portable and self.processes is None:
             self.portable_bytes += rec.nbytes or 0
             if self.portable_bytes >= PROCESS_MIN_BYTES:
                 ctx = multiprocessing.get_context("fork")
                 self.processes = ProcessPoolExecutor(self.workers, mp_context=ctx)
         if portable and self.processes is not None:
-            return self.processes.submit(reduce_range, rec.range_reader, rec.np_dtype, rec.numel, args[1], *span)
+            return self.processes.submit(reduce_range, rec.range_reader, rec.np_dtype, rec.numel, args[1], *span,
+                                         reducers)
         return self.threads.submit(fn, *args) if self.threads else _Done(fn(*args))
 
     def shutdown(self, pending) -> None:
