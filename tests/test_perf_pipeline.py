@@ -203,3 +203,16 @@ def test_worker_processes_give_the_same_bits(tmp_path, monkeypatch, with_reducer
             assert np.array_equal(a[k], b[k], equal_nan=isinstance(a[k], float)) or a[k] == b[k], (a["name"], k)
     for name, (edges, counts) in hists1.items():
         assert np.array_equal(counts, hists2[name][1])
+
+
+def test_worker_process_errors_reach_the_caller(tmp_path, monkeypatch):
+    import inspector.analysis.parallel as parallel
+
+    path = tmp_path / "m.safetensors"
+    save_file({"w.weight": np.ones((300, 40), np.float32)}, str(path))
+    with open_source(str(path)) as src:
+        recs = list(src.records())
+    path.unlink()  # the worker process opens the file itself
+    monkeypatch.setattr(parallel, "PROCESS_MIN_BYTES", 0)
+    with pytest.raises(OSError):
+        analyze_records(recs, CHUNK, workers=2)

@@ -19,9 +19,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import signal
 import sys
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Iterator
 
 from .stats import CHUNK_ELEMS, PART_CHUNKS, StatsAccumulator, accumulate, analyze, part_ranges, row_of
@@ -91,19 +92,22 @@ class _Pools:
             self.portable_bytes += rec.nbytes or 0
             if self.portable_bytes >= PROCESS_MIN_BYTES:
                 ctx = multiprocessing.get_context("fork")
-                self.processes = ProcessPoolExecutor(self.workers, mp_context=ctx)
+                self.processes = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init)
         if portable and self.processes is not None:
             return self.processes.submit(reduce_range, rec.range_reader, rec.np_dtype, rec.numel, args[1], *span,
                                          reducers)
         return self.threads.submit(fn, *args) if self.threads else _Done(fn(*args))
 
-    def shutdown(self, pending) -> None:
-        for *_, fut in pending:
-            if isinstance(fut, Future):
-                fut.cancel()
+    def shutdown(self, wait: bool = True) -> None:
+        """Wait for the pools' work, or (on an error or Ctrl-C) drop what has not started."""
         for pool in (self.threads, self.processes):
             if pool:
-                pool.shutdown(wait=True)
+                pool.shutdown(wait=wait, cancel_futures=not wait)
+
+
+def _worker_init() -> None:
+    """Worker processes leave Ctrl-C to the main process, which stops the run."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _work_items(rec, chunk_elems: int, reducers: list):
@@ -138,8 +142,10 @@ def analyze_stream(records, chunk_elems: int = CHUNK_ELEMS, reducer_factories=()
                 pending.append((rec, reducers, i, len(items), pools.submit(rec, fn, args, span, reducers)))
         while pending:
             yield from _finish_oldest(pending, merged, on_part)
-    finally:
-        pools.shutdown(pending)
+    except BaseException:
+        pools.shutdown(wait=False)
+        raise
+    pools.shutdown()
 
 
 def _finish_oldest(pending: deque, merged: dict, on_part):
