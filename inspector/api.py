@@ -96,8 +96,8 @@ def analyze_records(
 ):
     """Stats rows and histograms for a stream of records (tied tensors are not read twice).
 
-    Tensors are reduced on ``workers`` threads (default: one per CPU); rows, histograms
-    and ``progress`` calls come in record order, and are the same whatever ``workers``.
+    Tensors are reduced by ``workers`` workers (default: one per CPU; see analysis.parallel);
+    rows, histograms and ``progress`` calls come in record order, the same whatever ``workers``.
     """
     rows, hists, by_name, submitted = [], {}, {}, set()
 
