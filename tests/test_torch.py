@@ -128,3 +128,30 @@ def test_output_axis_of_weights_and_embeddings(tmp_path):
     axes = inspector.inspect(tmp_path / "t.pt").tensors.set_index("name")["out_axis"]
     assert axes["q_proj.weight"] == 0
     assert axes.isna()["embed_tokens.weight"] and axes.isna()["q_proj.bias"]
+
+
+def test_numpy_values_beside_the_weights_are_accepted(tmp_path):
+    sd = state_dict()
+    torch.save({"model": sd, "best_acc": np.float64(0.97), "curve": np.arange(5.0), "epoch": np.int64(9)},
+               tmp_path / "np.pt")
+    result = inspector.inspect(tmp_path / "np.pt")
+    assert list(result.tensors["name"]) == list(sd) and result.summary["nested_key"] == "model"
+
+
+def test_hostile_object_inside_a_numpy_array_is_still_refused(tmp_path):
+    import os
+
+    from inspector.errors import UnsafeCheckpoint
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    arr = np.empty(1, dtype=object)
+    arr[0] = Evil()
+    torch.save({"w.weight": torch.ones(1), "extra": arr}, tmp_path / "evil.pt")
+    with pytest.raises(UnsafeCheckpoint, match="system"):
+        inspector.inspect(tmp_path / "evil.pt")
+    assert not marker.exists()

@@ -80,11 +80,24 @@ def load_pickle_reporting(path: Path, options: LoadOptions):
         raise _unreadable(path, e) from None
 
 
+def numpy_globals() -> list:
+    """numpy's array and scalar reconstruction, which training checkpoints often hold beside the
+    weights (``best_acc = np.float64(...)``). They only build arrays and scalars from data; the
+    elements of an object array are themselves built by the restricted unpickler, so nothing beyond
+    torch's own allowlist can be reached through them."""
+    import numpy.dtypes as npd
+    from numpy._core.multiarray import _reconstruct, scalar
+
+    dtypes = [getattr(npd, n) for n in dir(npd) if n.endswith("DType") and n != "ObjectDType"]
+    return [_reconstruct, scalar, np.ndarray, np.dtype, *dtypes]
+
+
 def _torch_load(path: Path, zipped: bool, weights_only: bool):
     import torch
 
+    allowed = torch.serialization.safe_globals(numpy_globals()) if weights_only else contextlib.nullcontext()
     try:
-        with warnings.catch_warnings(), _torch_input(path, zipped) as f:
+        with warnings.catch_warnings(), allowed, _torch_input(path, zipped) as f:
             warnings.simplefilter("ignore")
             return torch.load(f, map_location="cpu", weights_only=weights_only, mmap=f is path)
     except pickle.UnpicklingError:
