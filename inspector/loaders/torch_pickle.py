@@ -88,7 +88,7 @@ def numpy_globals() -> list:
     import numpy.dtypes as npd
     from numpy._core.multiarray import _reconstruct, scalar
 
-    dtypes = [getattr(npd, n) for n in dir(npd) if n.endswith("DType") and n != "ObjectDType"]
+    dtypes = [getattr(npd, n) for n in dir(npd) if n.endswith("DType")]
     return [_reconstruct, scalar, np.ndarray, np.dtype, *dtypes]
 
 
