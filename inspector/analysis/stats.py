@@ -112,9 +112,8 @@ def _magnitude_major(vals: np.ndarray) -> np.ndarray:
     return t if bits == 32 else t.view(np.int64)
 
 
-def _key_of_magnitude_major(size: int) -> np.ndarray:
-    """The bucket key (sign, exponent, leading mantissa bits) of each magnitude-major index."""
-    t = np.arange(size, dtype=np.int64)
+def _key_of_magnitude_major(t: np.ndarray, size: int) -> np.ndarray:
+    """The bucket key (sign, exponent, leading mantissa bits) of magnitude-major indices ``t``."""
     return (t >> 1) | ((t & 1) << (size.bit_length() - 2))
 
 
@@ -384,15 +383,14 @@ class StatsAccumulator:
 
     def _sorted_buckets(self):
         """Counts and (tightened) bounds of the used buckets, in value order."""
-        lo, hi = _bucket_bounds(self.key_dtype, self.buckets.size)
-        by_key = np.zeros_like(self.counts)
-        by_key[_key_of_magnitude_major(self.buckets.size)] = self.counts
-        used = np.nonzero(by_key)[0]
-        used = used[np.isfinite(lo[used]) & np.isfinite(hi[used])]
-        order = np.argsort((lo[used] + hi[used]) / 2, kind="stable")
-        idx = used[order]
-        counts = by_key[idx]
-        blo, bhi = lo[idx], hi[idx]
+        used = np.flatnonzero(self.counts)  # bounds of the used buckets only
+        keys = _key_of_magnitude_major(used.astype(np.int64), self.buckets.size).astype(np.uint64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            lo, hi = _bounds_of_keys(self.key_dtype, keys)
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        order = np.argsort((lo[ok] + hi[ok]) / 2, kind="stable")
+        counts = self.counts[used[ok][order]]
+        blo, bhi = lo[ok][order], hi[ok][order]
         # the extremes are known exactly: tighten the outer buckets
         blo[0] = max(blo[0], self.min)
         bhi[-1] = min(bhi[-1], self.max)

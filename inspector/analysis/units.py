@@ -58,13 +58,22 @@ class UnitSigns:
         self.offset += n
 
     def _add_runs(self, neg: np.ndarray, pos: np.ndarray, n: int) -> None:
-        """Sum the masks over each run of ``inner`` consecutive elements (one unit each)."""
-        first = self.offset // self.inner
-        starts = np.arange(first * self.inner, self.offset + n, self.inner, dtype=np.int64) - self.offset
-        starts[0] = 0
-        ids = np.arange(first, first + starts.size, dtype=np.int64) % self.units
-        np.add.at(self.neg, ids, np.add.reduceat(neg, starts, dtype=np.int64))
-        np.add.at(self.pos, ids, np.add.reduceat(pos, starts, dtype=np.int64))
+        """Sum the masks over each run of ``inner`` consecutive elements (one unit each): the
+        chunk's whole runs as rows of a (runs, inner) grid, the partial runs at its ends apart."""
+        inner = self.inner
+        head = min(n, -self.offset % inner)
+        body = (n - head) // inner * inner
+        if head:
+            self._add_ids(neg[:head], pos[:head], self.offset)
+        if body:
+            first = (self.offset + head) // inner
+            ids = np.arange(first, first + body // inner, dtype=np.int64) % self.units
+            acc = np.uint16 if inner < 1 << 16 else np.int64
+            for mask, out in ((neg, self.neg), (pos, self.pos)):
+                rows = mask[head : head + body].view(np.uint8).reshape(-1, inner).sum(axis=1, dtype=acc)
+                np.add.at(out, ids, rows.astype(np.int64))
+        if head + body < n:
+            self._add_ids(neg[head + body :], pos[head + body :], self.offset + head + body)
 
     def _add_periods(self, neg: np.ndarray, pos: np.ndarray, n: int) -> None:
         """Short runs (e.g. Keras kernels, output axis last): the unit pattern repeats every
