@@ -166,7 +166,15 @@ _weights_option = click.option("--weights", default="DEFAULT", show_default=True
                                help="For torchvision names: DEFAULT, a weights enum member or none (untrained).")
 
 
-def _write(result, inputs, csv_path, json_path, out_dir, out_names) -> None:
+def multi_options(fn):
+    """The options of the commands over several sources: --csv, --json, --out, --weights, -q, --debug."""
+    for option in (handle_errors, common_options, _weights_option, _out_option, _json_option, _csv_option):
+        fn = option(fn)
+    return fn
+
+
+def _finish(result, inputs, csv_path, json_path, out_dir, out_names, render: str, quiet: bool) -> None:
+    """Write what was asked (never over an input), then the terminal summary."""
     outs = [csv_path, json_path] + ([str(Path(out_dir) / n) for n in out_names] if out_dir else [])
     check_outputs(inputs, outs)
     if csv_path:
@@ -175,70 +183,48 @@ def _write(result, inputs, csv_path, json_path, out_dir, out_names) -> None:
         result.to_json(json_path)
     if out_dir:
         result.save(out_dir)
+    if not quiet:
+        from .report import change_terminal
+
+        getattr(change_terminal, render)(result)
 
 
 @main.command("diff")
 @click.argument("a")
 @click.argument("b")
-@_csv_option
-@_json_option
-@_out_option
-@_weights_option
-@common_options
-@handle_errors
+@multi_options
 def diff_cmd(a, b, csv_path, json_path, out_dir, weights, quiet, debug):
     """How each tensor changed from checkpoint A to checkpoint B (matched by name)."""
     from .multi import diff
 
     check_outputs([a, b], [csv_path, json_path])
     result = diff(a, b, weights=weights)
-    _write(result, [a, b], csv_path, json_path, out_dir, ["diff.csv", "diff_change.png"])
-    if not quiet:
-        from .report.change_terminal import render_diff
-
-        render_diff(result)
+    _finish(result, [a, b], csv_path, json_path, out_dir, ["diff.csv", "diff_change.png"], "render_diff", quiet)
 
 
 @main.command("track")
 @click.argument("sources", nargs=-1, required=True)
-@_csv_option
-@_json_option
-@_out_option
-@_weights_option
-@common_options
-@handle_errors
+@multi_options
 def track_cmd(sources, csv_path, json_path, out_dir, weights, quiet, debug):
     """Statistics across the checkpoints of one run (paths or globs, put in natural order)."""
     from .multi import track
 
     check_outputs(sources, [csv_path, json_path])
     result = track(sources, weights=weights)
-    _write(result, result.checkpoints, csv_path, json_path, out_dir, ["track.csv", "track_steps.csv"])
-    if not quiet:
-        from .report.change_terminal import render_track
-
-        render_track(result)
+    _finish(result, result.checkpoints, csv_path, json_path, out_dir, ["track.csv", "track_steps.csv"],
+            "render_track", quiet)
 
 
 @main.command("compare")
 @click.argument("sources", nargs=-1, required=True)
-@_csv_option
-@_json_option
-@_out_option
-@_weights_option
-@common_options
-@handle_errors
+@multi_options
 def compare_cmd(sources, csv_path, json_path, out_dir, weights, quiet, debug):
     """Several models side by side: per model and kind, sign fractions, abs mean, std."""
     from .multi import compare
 
     check_outputs(sources, [csv_path, json_path])
     result = compare(sources, weights=weights)
-    _write(result, sources, csv_path, json_path, out_dir, ["compare.csv"])
-    if not quiet:
-        from .report.change_terminal import render_compare
-
-        render_compare(result)
+    _finish(result, sources, csv_path, json_path, out_dir, ["compare.csv"], "render_compare", quiet)
 
 
 @main.command("audit")
