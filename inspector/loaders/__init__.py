@@ -10,7 +10,7 @@ anything that is not a path is offered to the loaders that take names
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
