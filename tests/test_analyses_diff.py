@@ -332,3 +332,18 @@ def test_diff_of_safetensors_imports_neither_torch_nor_matplotlib(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_change_plots_leave_pyplot_and_the_backend_alone(tmp_path):
+    a = {"fc.weight": np.arange(12, dtype=np.float32).reshape(3, 4) - 5}
+    save_file(a, str(tmp_path / "a.safetensors"))
+    save_file({"fc.weight": -a["fc.weight"]}, str(tmp_path / "b.safetensors"))
+    code = (
+        "import sys, inspector; "
+        f"inspector.diff({str(tmp_path / 'a.safetensors')!r}, {str(tmp_path / 'b.safetensors')!r})"
+        f".save({str(tmp_path / 'out')!r}); "
+        "print('matplotlib.pyplot' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    assert (tmp_path / "out" / "diff_change.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

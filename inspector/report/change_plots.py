@@ -7,31 +7,26 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import OutputError
 
 LINES_PER_PAGE = 8  # tensors per trend figure
 MAX_PAGES = 10  # beyond LINES_PER_PAGE * MAX_PAGES weight tensors, evenly spaced ones are shown
 MAX_BARS = 200  # per-tensor bars in a diff figure
 
 
-def _pyplot():
-    import matplotlib
+def _subplots(nrows: int, ncols: int, figsize: tuple[float, float], **kwargs):
+    """A figure on its own Agg canvas (pyplot and the user's backend are left alone) and its axes."""
+    from .plots import _figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = _figure(*figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=False, **kwargs)
 
 
 def _save(fig, path: Path) -> Path:
-    plt = _pyplot()
-    try:
-        fig.savefig(path, dpi=110)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-    finally:
-        plt.close(fig)
-    return path
+    """Write the figure as PNG, atomically."""
+    from .bundle import _render
+    from .export import write_bytes
+
+    return write_bytes(_render(fig, "png"), path)
 
 
 def _pick(n: int, limit: int) -> np.ndarray:
@@ -43,10 +38,9 @@ def _pick(n: int, limit: int) -> np.ndarray:
 
 def diff_plot(tensors, out_dir: Path) -> Path:
     """Per weight tensor: relative change and sign-flip fraction, in network order."""
-    plt = _pyplot()
     w = tensors[tensors["kind"] == "weight"]
     w = w.iloc[_pick(len(w), MAX_BARS)]
-    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.18 * len(w) + 3), 7), sharex=True, squeeze=False)
+    fig, axes = _subplots(2, 1, (max(8, 0.18 * len(w) + 3), 7), sharex=True)
     x = np.arange(len(w))
     axes[0, 0].bar(x, w["rel_change"].to_numpy(dtype=float), color="tab:blue")
     axes[0, 0].set_ylabel("||B - A|| / ||A||")
@@ -54,13 +48,11 @@ def diff_plot(tensors, out_dir: Path) -> Path:
     axes[1, 0].bar(x, 100 * w["sign_flip_frac"].to_numpy(dtype=float), color="tab:red")
     axes[1, 0].set_ylabel("sign flips (% of values)")
     axes[1, 0].set_xticks(x, w["name"].tolist(), rotation=90, fontsize=6)
-    fig.tight_layout()
     return _save(fig, out_dir / "diff_change.png")
 
 
 def track_plots(tensors, steps, out_dir: Path) -> list[Path]:
     """Trend pages (negative fraction, std, L2 norm per weight tensor across steps) and a sign-flip plot."""
-    plt = _pyplot()
     w = tensors[tensors["kind"] == "weight"]
     names = list(dict.fromkeys(w["name"]))
     names = [names[i] for i in _pick(len(names), LINES_PER_PAGE * MAX_PAGES)]
@@ -68,7 +60,7 @@ def track_plots(tensors, steps, out_dir: Path) -> list[Path]:
     pages = math.ceil(len(names) / LINES_PER_PAGE)
     for page in range(pages):
         chosen = names[page * LINES_PER_PAGE : (page + 1) * LINES_PER_PAGE]
-        fig, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True, squeeze=False)
+        fig, axes = _subplots(3, 1, (9, 9), sharex=True)
         for name in chosen:
             t = w[w["name"] == name]
             for ax, col in zip(axes[:, 0], ("neg_frac", "std", "l2_norm")):
@@ -79,15 +71,13 @@ def track_plots(tensors, steps, out_dir: Path) -> list[Path]:
         axes[2, 0].xaxis.get_major_locator().set_params(integer=True)
         axes[0, 0].legend(fontsize=7, loc="best")
         axes[0, 0].set_title(f"weight tensors across checkpoints (page {page + 1} of {pages})")
-        fig.tight_layout()
         paths.append(_save(fig, out_dir / f"track_trends_{page + 1:02d}.png"))
     paths.append(_flip_plot(steps, out_dir))
     return paths
 
 
 def _flip_plot(steps, out_dir: Path) -> Path:
-    plt = _pyplot()
-    fig, axes = plt.subplots(2, 1, figsize=(8, 6), sharex=True, squeeze=False)
+    fig, axes = _subplots(2, 1, (8, 6), sharex=True)
     axes[0, 0].plot(steps["step"], steps["weight_neg_frac"].to_numpy(dtype=float), marker="o")
     axes[0, 0].set_ylabel("weight negative fraction")
     flips = steps["weight_sign_flip_frac"].to_numpy(dtype=float)
@@ -95,17 +85,14 @@ def _flip_plot(steps, out_dir: Path) -> Path:
     axes[1, 0].set_ylabel("sign flips from previous (%)")
     axes[1, 0].set_xlabel("step")
     axes[1, 0].xaxis.get_major_locator().set_params(integer=True)
-    fig.tight_layout()
     return _save(fig, out_dir / "track_sign_flips.png")
 
 
 def compare_plot(table, out_dir: Path) -> Path:
     """Side by side: negative fraction and std per kind, one bar per model."""
-    plt = _pyplot()
     models = list(dict.fromkeys(table["model"]))
     kinds = list(dict.fromkeys(table["kind"]))
-    fig, axes = plt.subplots(1, 2, figsize=(max(9, 1.5 * len(kinds) * max(1, len(models) / 3) + 4), 4.5),
-                             squeeze=False)
+    fig, axes = _subplots(1, 2, (max(9, 1.5 * len(kinds) * max(1, len(models) / 3) + 4), 4.5))
     width = 0.8 / max(1, len(models))
     x = np.arange(len(kinds))
     for i, m in enumerate(models):
@@ -116,5 +103,4 @@ def compare_plot(table, out_dir: Path) -> Path:
         ax.set_xticks(x + width * (len(models) - 1) / 2, kinds)
         ax.set_ylabel(label)
     axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
     return _save(fig, out_dir / "compare.png")
