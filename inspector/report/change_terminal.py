@@ -6,16 +6,9 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from .terminal import num, pct, safe
+from .terminal import console_for, num, pct, safe
 
 MAX_LISTED = 10  # unmatched names shown before "… N more"
-
-
-def _console(console: Console | None) -> Console:
-    console = console or Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 120)
-    return console
 
 
 def _listed(names: list[str]) -> str:
@@ -24,7 +17,7 @@ def _listed(names: list[str]) -> str:
 
 
 def render_diff(result, console: Console | None = None) -> None:
-    console = _console(console)
+    console = console_for(console)
     s = result.summary
     console.print(f"[bold]winspect diff[/bold] {safe(s['a'])} → {safe(s['b'])}")
     for note in s["notes"]:
@@ -53,7 +46,7 @@ def render_diff(result, console: Console | None = None) -> None:
 
 
 def render_track(result, console: Console | None = None) -> None:
-    console = _console(console)
+    console = console_for(console)
     console.print(f"[bold]winspect track[/bold] {len(result.checkpoints)} checkpoints, in this order:")
     t = Table(title_justify="left")
     for col in ("step", "checkpoint", "weight neg", "weight std", "rel change", "sign flips"):
@@ -68,7 +61,7 @@ def render_track(result, console: Console | None = None) -> None:
 
 
 def render_compare(result, console: Console | None = None) -> None:
-    console = _console(console)
+    console = console_for(console)
     console.print(f"[bold]winspect compare[/bold] {len(result.sources)} models")
     t = Table(title_justify="left")
     for col in ("model", "kind", "tensors", "parameters", "negative", "abs mean", "std"):

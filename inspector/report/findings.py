@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from .terminal import safe
+from .terminal import console_for, safe
 
 MAX_SHOWN = 50
 
 
 def render_audit(audit, failed: list[str], fail_on, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console_for(console)
     n = len(audit.findings)
     console.print(f"[bold]winspect audit[/bold] {safe(audit.source)}: {n} finding{'s' if n != 1 else ''}")
     if audit.refused:

@@ -31,10 +31,16 @@ def safe(text) -> str:
     return escape(visible(text))
 
 
-def render(inspection, console: Console | None = None, max_rows: int = MAX_LAYER_ROWS) -> None:
+def console_for(console: Console | None = None) -> Console:
+    """The console to print on; at least 120 columns when output goes to a file or pipe."""
     console = console or Console()
     if not console.is_terminal:
         console.width = max(console.width, 120)
+    return console
+
+
+def render(inspection, console: Console | None = None, max_rows: int = MAX_LAYER_ROWS) -> None:
+    console = console_for(console)
     s = inspection.summary
     console.print(f"[bold]winspect[/bold] {safe(inspection.source)}  ({safe(s['format'])})")
     if s.get("trained") is False:
