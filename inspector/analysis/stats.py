@@ -44,6 +44,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..dtypes import is_float
+from . import kernels
 from .exact import hist_counts, lerp, percentiles_and_hist, rank_positions
 
 CHUNK_ELEMS = 1 << 20
@@ -167,7 +168,7 @@ class StatsAccumulator:
     """Reduce one tensor, chunk by chunk, to the statistics of a tensor-table row."""
 
     def __init__(self, dtype: np.dtype, numel: int, chunk_elems: int = CHUNK_ELEMS):
-        self.dtype = np.dtype(dtype)
+        self.dtype = np.dtype(dtype).newbyteorder("=")  # chunks are read as native values (see update)
         self.numel = numel
         self.chunk_elems = chunk_elems
         self.table = self.dtype.itemsize <= 2 and (numel > TABLE_MIN or numel > chunk_elems)
@@ -195,12 +196,20 @@ class StatsAccumulator:
         size = chunk.size
         if size == 0:
             return
+        if not chunk.dtype.isnative:  # big-endian data: the bucket keys read native bits
+            chunk = chunk.astype(chunk.dtype.newbyteorder("="))
+        native = kernels.native
         if self.table:
-            view = np.uint8 if self.dtype.itemsize == 1 else np.uint16
-            self.counts += np.bincount(chunk.reshape(-1).view(view), minlength=self.buckets.size)
+            if native is not None:
+                native.count_codes(kernels.raw(chunk), self.counts)
+            else:
+                view = np.uint8 if self.dtype.itemsize == 1 else np.uint16
+                self.counts += np.bincount(chunk.reshape(-1).view(view), minlength=self.buckets.size)
         elif self.exact:
             for s in range(0, size, BLOCK_ELEMS):
                 self._update_exact(chunk[s : s + BLOCK_ELEMS])
+        elif native is not None:
+            self._native_chunk(native, chunk)
         else:
             clean = self.nan + self.inf
             for s in range(0, size, BLOCK_ELEMS):
@@ -209,6 +218,21 @@ class StatsAccumulator:
         self.seen += size
         if self.seen % (self.chunk_elems * PART_CHUNKS) == 0:
             self._fold()
+
+    def _native_chunk(self, native, chunk: np.ndarray) -> None:
+        """A chunk of a multi-chunk tensor through the compiled loop: moments per block, merged
+        into one (n, mean, M2, |x| sum) for the chunk; extremes, counts and buckets."""
+        src = chunk if chunk.dtype == self.key_dtype else chunk.astype(np.float64)
+        n, mean, m2, abs_sum, lo, hi, nan, inf, zero, neg_zero = native.moments_buckets(
+            kernels.raw(src), self.counts, BLOCK_ELEMS)
+        self.nan += nan
+        self.inf += inf
+        self.zero += zero
+        self.neg_zero += neg_zero
+        if n:
+            self.part.add(_Moments(n, mean, m2, abs_sum))
+            self.min = min(self.min, lo)
+            self.max = max(self.max, hi)
 
     def _fold(self) -> None:
         """Close the current part: add its moments to the totals."""

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..dtypes import is_float
+from . import kernels
 
 MIN_RUN = 16  # below this many consecutive elements per unit, count by periods instead of runs
 _UNIT_MASK = "_nonpos_units"  # private row keys, consumed by resolve_dead_relu
@@ -46,6 +47,10 @@ class UnitSigns:
     def update(self, chunk: np.ndarray) -> None:
         n = chunk.size
         if n == 0:
+            return
+        if self.inner >= MIN_RUN and kernels.native is not None and kernels.row_code(chunk.dtype):
+            self._add_runs_native(chunk.reshape(-1), n)
+            self.offset += n
             return
         if is_float(chunk.dtype) and not np.issubdtype(chunk.dtype, np.floating):
             chunk = chunk.astype(np.float32)  # bf16 / f8 (ml_dtypes): exact, and compares much faster
@@ -74,6 +79,35 @@ class UnitSigns:
                 np.add.at(out, ids, rows.astype(np.int64))
         if head + body < n:
             self._add_ids(neg[head + body :], pos[head + body :], self.offset + head + body)
+
+    def _add_runs_native(self, chunk: np.ndarray, n: int) -> None:
+        """As :meth:`_add_runs`, the whole runs counted by the compiled loop straight from the values."""
+        inner = self.inner
+        head = min(n, -self.offset % inner)
+        body = (n - head) // inner * inner
+        if head:
+            self._add_ids(*self._masks(chunk[:head]), self.offset)
+        if body:
+            neg, pos = np.empty((2, body // inner), dtype=np.int64)
+            code = kernels.row_code(chunk.dtype)
+            kernels.native.row_signs(kernels.raw(chunk[head : head + body]), code, inner, neg, pos)
+            first = (self.offset + head) // inner % self.units
+            if first + neg.size <= self.units:  # no wrap-around: one slice of units
+                self.neg[first : first + neg.size] += neg
+                self.pos[first : first + neg.size] += pos
+            else:
+                ids = np.arange(first, first + neg.size, dtype=np.int64) % self.units
+                np.add.at(self.neg, ids, neg)
+                np.add.at(self.pos, ids, pos)
+        if head + body < n:
+            self._add_ids(*self._masks(chunk[head + body :]), self.offset + head + body)
+
+    @staticmethod
+    def _masks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if is_float(values.dtype) and not np.issubdtype(values.dtype, np.floating):
+            values = values.astype(np.float32)
+        with np.errstate(invalid="ignore"):
+            return values < 0, values > 0
 
     def _add_periods(self, neg: np.ndarray, pos: np.ndarray, n: int) -> None:
         """Short runs (e.g. Keras kernels, output axis last): the unit pattern repeats every
