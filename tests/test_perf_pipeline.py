@@ -171,7 +171,9 @@ def test_safetensors_csv_imports_neither_torch_nor_matplotlib(tmp_path):
 
 @pytest.mark.parametrize("with_reducers", [False, True])
 def test_worker_processes_give_the_same_bits(tmp_path, monkeypatch, with_reducers):
+    """Without the compiled kernels, safetensors data goes to worker processes."""
     import inspector.analysis.parallel as parallel
+    from inspector.analysis import kernels
     from inspector.api import TABLE_REDUCERS
 
     arrs = {k: v for k, v in tensors().items() if v.dtype != ml_dtypes.bfloat16}
@@ -181,6 +183,7 @@ def test_worker_processes_give_the_same_bits(tmp_path, monkeypatch, with_reducer
         recs = list(src.records())
     assert all(getattr(r.range_reader, "portable", False) for r in recs)
     factories = TABLE_REDUCERS if with_reducers else ()
+    monkeypatch.setattr(kernels, "native", None)
     rows1, hists1 = analyze_records(recs, CHUNK, reducer_factories=factories, workers=1)
     monkeypatch.setattr(parallel, "PROCESS_MIN_BYTES", 0)
     used = []
@@ -207,7 +210,9 @@ def test_worker_processes_give_the_same_bits(tmp_path, monkeypatch, with_reducer
 
 def test_worker_process_errors_reach_the_caller(tmp_path, monkeypatch):
     import inspector.analysis.parallel as parallel
+    from inspector.analysis import kernels
 
+    monkeypatch.setattr(kernels, "native", None)
     path = tmp_path / "m.safetensors"
     save_file({"w.weight": np.ones((300, 40), np.float32)}, str(path))
     with open_source(str(path)) as src:

@@ -4,14 +4,19 @@ Work items are whole tensors, or, for a large tensor whose record can read a ran
 of its values and that has no extra reducers, its parts
 (:func:`~inspector.analysis.stats.part_ranges`), merged in order so that the result
 is the same bits whatever the number of workers. At most ``2 * workers`` items are
-in flight, so memory stays bounded by a few chunks and bucket tables per worker.
+unfinished at a time, so memory stays bounded by a few chunks and bucket tables per
+worker. Finished items wait to be yielded in order, so that a large tensor does not
+leave the other workers idle: up to ``AHEAD`` items, of which at most
+``2 * workers`` parts (each holds a bucket table).
 
-numpy releases the GIL in file reads, casts and reductions but not in ``bincount``,
-where most of the time goes. So items whose range reader is plain data
-(``portable``: safetensors file ranges) go to worker processes, forked on Linux once
-``PROCESS_MIN_BYTES`` of such tensors have been seen, with their extra reducers when
-those can be pickled (a reducer's state comes back inside the row it returns); the
-rest (torch tensors, reducers that cannot be pickled) run on threads.
+Work runs on threads: file reads, numpy's casts and reductions, and the compiled
+kernels (:mod:`~inspector.analysis.kernels`) release the GIL. Without the kernels,
+most of the time goes to numpy's ``bincount``, which holds the GIL; then items whose
+range reader is plain data (``portable``: safetensors file ranges) go to worker
+processes, forked on Linux once ``PROCESS_MIN_BYTES`` of such tensors have been seen,
+with their extra reducers when those can be pickled (a reducer's state comes back
+inside the row it returns); the rest (torch tensors, reducers that cannot be pickled)
+stay on threads.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ import pickle
 import signal
 import sys
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from typing import Iterator
 
+from . import kernels
 from .stats import CHUNK_ELEMS, PART_CHUNKS, StatsAccumulator, accumulate, analyze, part_ranges, row_of
 
 PROCESS_MIN_BYTES = 64 << 20
+AHEAD = 256  # finished items waiting for an earlier one, at most
 
 
 def default_workers() -> int:
@@ -49,6 +56,9 @@ class _Done:
 
     def result(self):
         return self.value
+
+    def done(self) -> bool:
+        return True
 
 
 def reduce_range(read_range, dtype, numel: int, chunk_elems: int, start: int, stop: int, reducers=()):
@@ -83,7 +93,8 @@ class _Pools:
         self.workers = workers
         self.threads = ThreadPoolExecutor(workers, thread_name_prefix="winspect") if workers > 1 else None
         self.processes = None
-        self.allow_processes = processes and workers > 1 and sys.platform.startswith("linux")
+        self.allow_processes = (processes and kernels.native is None and workers > 1
+                                and sys.platform.startswith("linux"))
         self.portable_bytes = 0
 
     def submit(self, rec, fn, args, span: tuple[int, int], reducers: list) -> object:
@@ -137,8 +148,7 @@ def analyze_stream(records, chunk_elems: int = CHUNK_ELEMS, reducer_factories=()
             reducers = [r for r in (f(rec) for f in reducer_factories) if r is not None]
             items = _work_items(rec, chunk_elems, reducers)
             for i, (fn, args, span) in enumerate(items):
-                while len(pending) >= window:
-                    yield from _finish_oldest(pending, merged, on_part)
+                yield from _make_room(pending, merged, on_part, window)
                 pending.append((rec, reducers, i, len(items), pools.submit(rec, fn, args, span, reducers)))
         while pending:
             yield from _finish_oldest(pending, merged, on_part)
@@ -146,6 +156,21 @@ def analyze_stream(records, chunk_elems: int = CHUNK_ELEMS, reducer_factories=()
         pools.shutdown(wait=False)
         raise
     pools.shutdown()
+
+
+def _make_room(pending: deque, merged: dict, on_part, window: int):
+    """Yield finished items in order, and wait, until one more item may be submitted."""
+    while pending:
+        while pending and pending[0][4].done():
+            yield from _finish_oldest(pending, merged, on_part)
+        running = [p[4] for p in pending if not p[4].done()]
+        parts = sum(1 for p in pending if p[3] > 1)
+        if len(running) < window and len(pending) < AHEAD and parts < window:
+            return
+        if parts >= window or len(pending) >= AHEAD:
+            yield from _finish_oldest(pending, merged, on_part)  # waits for the oldest
+        else:
+            wait(running, return_when=FIRST_COMPLETED)
 
 
 def _finish_oldest(pending: deque, merged: dict, on_part):
