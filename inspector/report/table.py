@@ -83,32 +83,57 @@ def _pooled(sub: pd.DataFrame) -> dict:
 
 
 def layer_frame(tensors: pd.DataFrame) -> pd.DataFrame:
-    """One row per layer (module path), in network order."""
+    """One row per layer (module path), in network order.
+
+    Sums per layer in one grouped pass (a model has thousands of layers); the weight
+    figures are pooled as :func:`_pooled` pools them.
+    """
     df = counted(tensors)
-    rows = []
-    for layer, sub in df.groupby("layer", sort=False):
-        w = sub[sub["kind"] == "weight"]
-        wp = _pooled(w)
-        numel = int(sub["numel"].sum())
-        rows.append({
-            "layer": layer,
-            "tensors": len(sub),
-            "numel": numel,
-            **{f"{s}_count": int(sub[f"{s}_count"].sum()) for s in ("neg", "zero", "pos")},
-            **{f"{s}_frac": (sub[f"{s}_count"].sum() / numel if numel else math.nan) for s in ("neg", "zero", "pos")},
-            "learned_numel": int(sub.loc[sub["kind"] != "buffer", "numel"].sum()),
-            "buffer_numel": int(sub.loc[sub["kind"] == "buffer", "numel"].sum()),
-            "weight_numel": wp["numel"],
-            "weight_neg_frac": wp["neg_frac"],
-            "weight_zero_frac": wp["zero_frac"],
-            "weight_pos_frac": wp["pos_frac"],
-            "weight_abs_mean": wp["abs_mean"],
-            "weight_std": wp["std"],
-            "weight_l2_norm": wp["l2_norm"],
-            "nan_count": int(sub["nan_count"].sum()),
-            "inf_count": int(sub["inf_count"].sum()),
-        })
-    return pd.DataFrame(rows, columns=LAYER_COLUMNS)
+    kind = df["kind"].to_numpy()
+    weight = kind == "weight"
+    numel = df["numel"].to_numpy(dtype=np.int64)
+    n = df["finite_count"].to_numpy(dtype=np.float64)
+    wn = np.where(weight & (n > 0), n, 0.0)  # weights with finite values pool their moments
+    with np.errstate(invalid="ignore"):
+        mean = np.where(wn > 0, df["mean"].to_numpy(dtype=np.float64), 0.0)
+        std = np.where(wn > 0, df["std"].to_numpy(dtype=np.float64), 0.0)
+        abs_mean = np.where(wn > 0, df["abs_mean"].to_numpy(dtype=np.float64), 0.0)
+    parts = {
+        "tensors": np.ones(len(df), dtype=np.int64),
+        "numel": numel,
+        **{f"{s}_count": df[f"{s}_count"].to_numpy(dtype=np.int64) for s in ("neg", "zero", "pos")},
+        "learned_numel": np.where(kind != "buffer", numel, 0),
+        "buffer_numel": np.where(kind == "buffer", numel, 0),
+        "weight_numel": np.where(weight, numel, 0),
+        **{f"w_{s}": np.where(weight, df[f"{s}_count"].to_numpy(dtype=np.int64), 0) for s in ("neg", "zero", "pos")},
+        "w_n": wn,
+        "w_sum": wn * mean,
+        "w_sumsq": wn * (std**2 + mean**2),
+        "w_abs": wn * abs_mean,
+        "nan_count": df["nan_count"].to_numpy(dtype=np.int64),
+        "inf_count": df["inf_count"].to_numpy(dtype=np.int64),
+    }
+    g = pd.DataFrame(parts).groupby(df["layer"].to_numpy(), sort=False).sum()
+    out = pd.DataFrame({"layer": g.index.to_numpy(dtype=object)})
+    for c in ("tensors", "numel", "neg_count", "zero_count", "pos_count"):
+        out[c] = g[c].to_numpy()
+    total, wtotal, tot = g["numel"].to_numpy(), g["weight_numel"].to_numpy(), g["w_n"].to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for s in ("neg", "zero", "pos"):
+            out[f"{s}_frac"] = np.where(total > 0, g[f"{s}_count"].to_numpy() / total, np.nan)
+        out["learned_numel"] = g["learned_numel"].to_numpy()
+        out["buffer_numel"] = g["buffer_numel"].to_numpy()
+        out["weight_numel"] = wtotal
+        for s in ("neg", "zero", "pos"):
+            out[f"weight_{s}_frac"] = np.where(wtotal > 0, g[f"w_{s}"].to_numpy() / wtotal, np.nan)
+        sumsq = g["w_sumsq"].to_numpy()
+        m = g["w_sum"].to_numpy() / tot
+        out["weight_abs_mean"] = np.where(tot > 0, g["w_abs"].to_numpy() / tot, np.nan)
+        out["weight_std"] = np.where(tot > 0, np.sqrt(np.maximum(sumsq / tot - m * m, 0.0)), np.nan)
+        out["weight_l2_norm"] = np.where(tot > 0, np.sqrt(sumsq), np.nan)
+    out["nan_count"] = g["nan_count"].to_numpy()
+    out["inf_count"] = g["inf_count"].to_numpy()
+    return out[LAYER_COLUMNS].reset_index(drop=True)
 
 
 def summarize(tensors: pd.DataFrame, layers: pd.DataFrame, meta: dict) -> dict:
