@@ -148,12 +148,17 @@ merge_moments(Summary *s, int64_t n, double mean, double m2, double abs_sum)
 /* One template for float32 (T=float, U=uint32_t) and float64 (T=double, U=uint64_t), block by
  * block, each step a simple loop over the block while it sits in cache:
  *   1. sum and |x| sum in LANES independent float64 accumulators (vectorised). A sum that is
- *      not finite means the block holds NaN or Inf (a float32 block cannot overflow float64):
+ *      not finite means the block holds NaN or Inf, or (float64 only) that its sum overflows:
  *      the block then takes the careful path, which checks every value;
- *   2. min and max; 3. bucket counts; 4. M2 about the block's mean;
+ *   2. min and max, of values now known to be finite; 3. bucket counts; 4. M2 about the
+ *      block's mean;
  *   5. zeros and -0.0, counted only when a value fell into bucket 0 or 1 (zero and the
  *      tiniest subnormals). */
+#if defined(__GNUC__)
 #define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
+#endif
 #if defined(__GNUC__) && !defined(__clang__)
 #define FINITE __attribute__((optimize("finite-math-only", "no-signed-zeros")))
 #else
