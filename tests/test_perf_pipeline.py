@@ -95,6 +95,30 @@ def test_reducers_see_every_chunk_in_order_with_threads():
     assert [r["name"] for r in rows] == list(arrs)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("out_axis", [0, 1])
+def test_weights_with_unit_reducers_are_split_into_parts(workers, out_axis):
+    """Per-unit sign counts split with the tensor (each part from its offset) and merge in order."""
+    from inspector.analysis.parallel import analyze_stream
+    from inspector.api import TABLE_REDUCERS
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((61, 53)).astype(np.float32)  # 3233 values: parts of 1600 split units
+    w[7] = -np.abs(w[7])  # a unit with no positive weight
+    w[:, 5] = -np.abs(w[:, 5])
+    rec = TensorRecord("m.weight", "weight", w.dtype, w.shape, array_reader(w), out_axis=out_axis,
+                       range_reader=array_range_reader(w))
+    parts = []
+    out = list(analyze_stream([rec], CHUNK, TABLE_REDUCERS, workers=workers, on_part=lambda r, n: parts.append(n)))
+    assert len(parts) == 3 and sum(parts) == w.size  # it was reduced in parts
+    row = out[0][1]
+    per_unit = np.moveaxis(w, out_axis, 0).reshape(w.shape[out_axis], -1)
+    frac = (per_unit < 0).mean(axis=1)
+    assert row["units"] == w.shape[out_axis]
+    assert row["all_nonpos_units"] == int((~(per_unit > 0).any(axis=1)).sum()) == 1
+    assert row["unit_neg_frac_min"] == frac.min() and row["unit_neg_frac_max"] == frac.max()
+
+
 def test_torch_zip_pages_released_and_tied_values_intact(tmp_path):
     torch = pytest.importorskip("torch")
     w = torch.randn(300, 400)

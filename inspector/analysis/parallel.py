@@ -1,9 +1,11 @@
 """Reduce a stream of records on several cores; results come back in stream order.
 
 Work items are whole tensors, or, for a large tensor whose record can read a range
-of its values and that has no extra reducers, its parts
-(:func:`~inspector.analysis.stats.part_ranges`), merged in order so that the result
-is the same bits whatever the number of workers. At most ``2 * workers`` items are
+of its values, its parts (:func:`~inspector.analysis.stats.part_ranges`), merged in
+order so that the result is the same bits whatever the number of workers. A tensor
+with extra reducers is split only when every one of them can be: ``r.part(start)``
+gives a reducer for the values from ``start`` on, and ``r.merge(other)`` adds the
+next part's. At most ``2 * workers`` items are
 unfinished at a time, so memory stays bounded by a few chunks and bucket tables per
 worker. Finished items wait to be yielded in order, so that a large tensor does not
 leave the other workers idle: up to ``AHEAD`` items, of which at most
@@ -62,8 +64,8 @@ class _Done:
 
 
 def reduce_range(read_range, dtype, numel: int, chunk_elems: int, start: int, stop: int, reducers=()):
-    """The values [start, stop) of a tensor, read with a portable range reader: its stats row when
-    that is the whole tensor (``reducers`` fed every chunk in order), else the accumulator of that part."""
+    """The values [start, stop) of a tensor, read with a portable range reader (``reducers`` fed every
+    chunk in order): its stats row when that is the whole tensor, else (accumulator, reducers) of that part."""
     acc = StatsAccumulator(dtype, numel, chunk_elems)
     for chunk in read_range(start, stop, chunk_elems):
         acc.update(chunk)
@@ -72,7 +74,12 @@ def reduce_range(read_range, dtype, numel: int, chunk_elems: int, start: int, st
     if (start, stop) == (0, numel):
         return row_of(acc, reducers)
     acc.drop_buffers()
-    return acc
+    return acc, list(reducers)
+
+
+def reduce_part(rec, chunk_elems: int, reducers: list, start: int, stop: int):
+    """(accumulator, reducers) of the values [start, stop) of a record, on this thread."""
+    return accumulate(rec, chunk_elems, reducers, start, stop), reducers
 
 
 def _portable(rec, reducers: list) -> bool:
@@ -122,10 +129,15 @@ def _worker_init() -> None:
 
 
 def _work_items(rec, chunk_elems: int, reducers: list):
-    """(fn, args, (start, stop)) items for one record: its parts, or the whole tensor."""
-    if not reducers and rec.range_reader is not None and rec.numel > chunk_elems * PART_CHUNKS:
-        return [(accumulate, (rec, chunk_elems, (), a, b), (a, b)) for a, b in part_ranges(rec.numel, chunk_elems)]
-    return [(analyze, (rec, chunk_elems, reducers), (0, rec.numel))]
+    """(fn, args, (start, stop), reducers) items for one record: its parts, or the whole tensor."""
+    splittable = all(hasattr(r, "part") and hasattr(r, "merge") for r in reducers)
+    if splittable and rec.range_reader is not None and rec.numel > chunk_elems * PART_CHUNKS:
+        items = []
+        for a, b in part_ranges(rec.numel, chunk_elems):
+            part = [r.part(a) for r in reducers]
+            items.append((reduce_part, (rec, chunk_elems, part, a, b), (a, b), part))
+        return items
+    return [(analyze, (rec, chunk_elems, reducers), (0, rec.numel), reducers)]
 
 
 def analyze_stream(records, chunk_elems: int = CHUNK_ELEMS, reducer_factories=(), workers: int | None = None,
@@ -147,9 +159,9 @@ def analyze_stream(records, chunk_elems: int = CHUNK_ELEMS, reducer_factories=()
                 continue
             reducers = [r for r in (f(rec) for f in reducer_factories) if r is not None]
             items = _work_items(rec, chunk_elems, reducers)
-            for i, (fn, args, span) in enumerate(items):
+            for i, (fn, args, span, item_reducers) in enumerate(items):
                 yield from _make_room(pending, merged, on_part, window)
-                pending.append((rec, reducers, i, len(items), pools.submit(rec, fn, args, span, reducers)))
+                pending.append((rec, reducers, i, len(items), pools.submit(rec, fn, args, span, item_reducers)))
         while pending:
             yield from _finish_oldest(pending, merged, on_part)
     except BaseException:
@@ -179,11 +191,15 @@ def _finish_oldest(pending: deque, merged: dict, on_part):
     if count == 1:
         yield rec, value
         return
+    acc, part_reducers = value
     if on_part:
-        on_part(rec, value.seen)
+        on_part(rec, acc.seen)
     if i == 0:
         merged[id(rec)] = value
     else:
-        merged[id(rec)].merge(value)
+        total, total_reducers = merged[id(rec)]
+        total.merge(acc)
+        for r, p in zip(total_reducers, part_reducers):
+            r.merge(p)
     if i == count - 1:
-        yield rec, row_of(merged.pop(id(rec)), reducers)
+        yield rec, row_of(*merged.pop(id(rec)))

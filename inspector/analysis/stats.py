@@ -454,7 +454,7 @@ def _quantile(q: float, n: int, cum, counts, blo, bhi, integer: bool) -> float:
 def accumulate(record, chunk_elems: int = CHUNK_ELEMS, reducers=(), start: int = 0, stop: int | None = None):
     """A :class:`StatsAccumulator` fed the record's values [start, stop) (all by default).
 
-    ``reducers`` are fed the same chunks, in order (only for a whole tensor).
+    ``reducers`` are fed the same chunks, in order.
     """
     acc = StatsAccumulator(record.np_dtype, record.numel, chunk_elems)
     if start == 0 and stop in (None, record.numel):

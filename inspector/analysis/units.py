@@ -20,6 +20,7 @@ NaN values are neither negative nor positive, as in the tensor table's counts.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -43,6 +44,19 @@ class UnitSigns:
         self.neg = np.zeros(self.units, dtype=np.int64)
         self.pos = np.zeros(self.units, dtype=np.int64)
         self.offset = 0
+
+    def part(self, start: int) -> "UnitSigns":
+        """A reducer for the tensor's values from flat offset ``start`` on (see :meth:`merge`)."""
+        other = copy.copy(self)
+        other.neg = np.zeros_like(self.neg)
+        other.pos = np.zeros_like(self.pos)
+        other.offset = start
+        return other
+
+    def merge(self, other: "UnitSigns") -> None:
+        """Add the counts of another part of the same tensor."""
+        self.neg += other.neg
+        self.pos += other.pos
 
     def update(self, chunk: np.ndarray) -> None:
         n = chunk.size
