@@ -11,7 +11,8 @@ Builds, in a temporary directory (deleted at the end):
 and measures, in the same run:
 
 * the reference: one plain ``numpy.sum`` pass over the same bytes, read from the page
-  cache in 4 MiB ``readinto`` chunks (each chunk summed as float32);
+  cache in 4 MiB ``readinto`` chunks (each chunk summed as float32); the fastest of one
+  pass before the tool and two after;
 * ``winspect SOURCE --csv out.csv --quiet`` as a child process: wall time, GB/s, the
   ratio to the reference, and its peak RSS from the OS (``os.wait4`` rusage);
 * the straightforward implementation (one numpy call per statistic on a float32 copy
@@ -269,8 +270,7 @@ def measure_checkpoint(label: str, source: Path, files: list[Path], tmp: Path, t
     ref1, nbytes = numpy_sum_pass(files)
     env = {"WINSPECT_THREADS": threads} if threads else None
     tool = run_child(winspect_cmd(source, "--csv", str(tmp / f"{label}.csv"), "--quiet"), env)
-    ref2, _ = numpy_sum_pass(files)
-    ref = min(ref1, ref2)
+    ref = min(ref1, *(numpy_sum_pass(files)[0] for _ in range(2)))
     out = {"bytes": nbytes, "workers": threads or "default", "numpy_sum_s": ref, "numpy_sum_gbps": nbytes / ref / GB,
            **tool, "gbps": nbytes / tool["seconds"] / GB, "ratio_to_numpy_sum": tool["seconds"] / ref,
            "cpu_ratio_to_numpy_sum": tool["cpu_s"] / ref}
@@ -335,6 +335,10 @@ def main(argv=None) -> int:
         small = make_small(tmp / "small.safetensors", int(a.small_mb * 1e6))
         pt = make_pt(tmp / "model.pt", int(a.pt_gb * GB)) if a.pt_gb > 0 else None
         print(f"made the checkpoints in {time.perf_counter() - t0:.0f} s")
+        if pt:
+            results["import_torch"] = imp = run_child([sys.executable, "-c", "import torch"])
+            print(f"import torch alone: {imp['seconds']:.2f} s, peak RSS {imp['peak_rss_mb']:.0f} MB "
+                  "(part of every PyTorch checkpoint run)")
         results["small"] = measure_small(small, tmp)
         for th in a.threads.split(","):
             th = None if th == "default" else th
