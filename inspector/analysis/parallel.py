@@ -5,11 +5,10 @@ of its values, its parts (:func:`~inspector.analysis.stats.part_ranges`), merged
 order so that the result is the same bits whatever the number of workers. A tensor
 with extra reducers is split only when every one of them can be: ``r.part(start)``
 gives a reducer for the values from ``start`` on, and ``r.merge(other)`` adds the
-next part's. At most ``2 * workers`` items are
-unfinished at a time, so memory stays bounded by a few chunks and bucket tables per
-worker. Finished items wait to be yielded in order, so that a large tensor does not
-leave the other workers idle: up to ``AHEAD`` items, of which at most
-``2 * workers`` parts (each holds a bucket table).
+next part's. At most ``2 * workers`` items are unfinished at a time, so memory stays
+bounded by a few chunks and bucket tables per worker. Finished items wait to be
+yielded in order, so that a large tensor does not leave the other workers idle: up
+to ``AHEAD`` items, of which at most ``2 * workers`` parts (each holds a bucket table).
 
 Work runs on threads: file reads, numpy's casts and reductions, and the compiled
 kernels (:mod:`~inspector.analysis.kernels`) release the GIL. Without the kernels,
