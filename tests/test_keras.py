@@ -63,6 +63,7 @@ FORMS = {  # fixture -> (format, path of each tensor's dataset in the file)
     "digits_keras_k3legacy.h5": ("keras-h5-legacy", lambda n, k3: f"model_weights/{n.split('/')[0]}/{n}"),
     "digits_keras.weights.h5": ("keras-weights-h5", lambda n, k3: k3),
     "digits_keras.keras": ("keras-zip", lambda n, k3: k3),
+    "digits_keras_sharded/model.weights.json": ("keras-weights-sharded", lambda n, k3: k3),
 }
 
 
@@ -81,7 +82,19 @@ def assert_row_matches(row, values: np.ndarray) -> None:
         assert row[key] == pytest.approx(want, rel=1e-9, abs=1e-12), (row["name"], key)
 
 
+def shards(index: Path) -> list[Path]:
+    return sorted(index.parent.glob("model_*.weights.h5"))
+
+
 def read_dataset(path: Path, inner: str) -> np.ndarray:
+    if path.name.endswith(".weights.json"):  # the one shard that holds it
+        found = []
+        for shard in shards(path):
+            with h5py.File(shard, "r") as f:
+                if inner in f and isinstance(f[inner], h5py.Dataset):
+                    found.append(f[inner][()])
+        assert len(found) == 1, inner
+        return found[0]
     if path.suffix == ".keras":
         with zipfile.ZipFile(path) as z, z.open("model.weights.h5") as m, h5py.File(m, "r") as f:
             return f[inner][()]
@@ -93,7 +106,7 @@ def run_cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-# --- the four forms against the oracle ---------------------------------------------------------
+# --- every form against the oracle -------------------------------------------------------------
 
 
 @pytest.mark.parametrize("fixture", sorted(FORMS))
@@ -123,6 +136,12 @@ def test_every_fixture_holds_optimizer_state():
         if fixture.endswith(".keras"):
             with zipfile.ZipFile(FIX / fixture) as z, z.open("model.weights.h5") as m, h5py.File(m, "r") as f:
                 assert len(f[key]["vars"]) > 16
+        elif fixture.endswith(".weights.json"):  # Adam's slots spread over the shards
+            counts = []
+            for shard in shards(FIX / fixture):
+                with h5py.File(shard, "r") as f:
+                    counts.append(len(f[key]["vars"]) if key in f else 0)
+            assert sum(counts) > 16 and sum(c > 0 for c in counts) > 1
         else:
             with h5py.File(FIX / fixture, "r") as f:
                 assert key in f
@@ -576,3 +595,92 @@ def test_fuzzed_files_never_crash_or_escape_as_other_errors(tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
     assert out.stdout.strip().splitlines()[-1] == "BAD []", out.stdout[-3000:]
+
+
+# --- Keras 3 sharded weights --------------------------------------------------------------------
+
+
+SHARDED = FIX / "digits_keras_sharded"
+
+
+def test_sharded_weights_equal_the_single_file(tmp_path):
+    """The index, its directory and the unsharded weights file give the same table."""
+    whole = inspector.inspect(FIX / "digits_keras.weights.h5").tensors
+    for source in (SHARDED / "model.weights.json", SHARDED):
+        result = inspector.inspect(source)
+        assert result.summary["format"] == "keras-weights-sharded"
+        assert "3 shards from model.weights.json" in result.summary["notes"]
+        pd.testing.assert_frame_equal(result.tensors, whole)
+    res = run_cli(SHARDED, "--quiet", "--csv", tmp_path / "t.csv")
+    assert res.exit_code == 0, res.output
+    assert pd.read_csv(tmp_path / "t.csv")["name"].tolist() == whole["name"].tolist()
+
+
+def write_shards(folder: Path, shards: dict[str, dict[str, np.ndarray]], names: dict[str, str] = {},
+                 weight_map: dict | None = None) -> Path:
+    """Shard files of datasets (path -> array), ``vars`` name attributes, and an index."""
+    folder.mkdir(exist_ok=True)
+    listed: dict[str, list[str]] = {}
+    for fname, arrays in shards.items():
+        with h5py.File(folder / fname, "w") as f:
+            for key, value in arrays.items():
+                f.create_dataset(key, data=value)
+                listed.setdefault("/" + key.rsplit("/", 1)[0], []).append(fname)
+            for group, name in names.items():
+                if group in f:
+                    f[group].attrs["name"] = name
+    index = folder / "model.weights.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map if weight_map is not None else listed}))
+    return index
+
+
+def test_a_layer_split_between_shards_is_read_as_one(tmp_path):
+    rng = np.random.default_rng(1)
+    kernel, bias, other = rng.normal(size=(5, 3)), rng.normal(size=3), rng.normal(size=(3, 2))
+    index = write_shards(tmp_path, {
+        "model_00000.weights.h5": {"layers/dense/vars/0": kernel},
+        "model_00001.weights.h5": {"layers/dense/vars/1": bias, "layers/dense_1/vars/0": other},
+    }, names={"layers/dense/vars": "fc"})
+    t = inspector.inspect(index).tensors.set_index("name")
+    assert list(t.index) == ["fc/kernel", "fc/bias", "dense_1/kernel"]
+    assert list(t["kind"]) == ["weight", "bias", "weight"]
+    for name, values in (("fc/kernel", kernel), ("fc/bias", bias), ("dense_1/kernel", other)):
+        assert_row_matches(t.loc[name].to_dict() | {"name": name}, values)
+
+
+@pytest.mark.parametrize("case,message", [
+    ("duplicate", "more than one shard"),
+    ("missing", "shard model_00009.weights.h5 is missing"),
+    ("traversal", "not a file next to the index"),
+    ("absolute", "not a file next to the index"),
+    ("no-map", "not a Keras shard index"),
+    ("not-json", "not valid JSON"),
+    ("not-hdf5", "failed"),
+    ("external-link", "links to another file"),
+])
+def test_bad_sharded_checkpoints_give_one_error_line(tmp_path, case, message):
+    one = {"layers/dense/vars/0": np.ones((2, 2))}
+    shards = {"model_00000.weights.h5": one, "model_00001.weights.h5": {"layers/dense/vars/1": np.ones(2)}}
+    weight_map = None
+    if case == "duplicate":
+        shards["model_00001.weights.h5"] = one
+    elif case == "missing":
+        weight_map = {"/layers/dense/vars": ["model_00000.weights.h5", "model_00009.weights.h5"]}
+    elif case == "traversal":
+        weight_map = {"/layers/dense/vars": ["../model_00000.weights.h5"]}
+    elif case == "absolute":
+        weight_map = {"/layers/dense/vars": [str(tmp_path / "model_00000.weights.h5")]}
+    elif case == "no-map":
+        weight_map = {}
+    index = write_shards(tmp_path, shards, weight_map=weight_map)
+    if case == "not-json":
+        index.write_text('{"weight_map": ')
+    elif case == "not-hdf5":
+        (tmp_path / "model_00001.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    elif case == "external-link":
+        with h5py.File(tmp_path / "model_00001.weights.h5", "a") as f:
+            f["layers/dense/vars"]["2"] = h5py.ExternalLink(str(tmp_path / "model_00000.weights.h5"),
+                                                            "layers/dense/vars/0")
+    res = run_cli(index, "--quiet")
+    assert res.exit_code == 1, res.output
+    assert res.output.startswith("error: ") and res.output.count("\n") == 1 and message in res.output, res.output

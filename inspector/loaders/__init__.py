@@ -98,7 +98,8 @@ def choose_loader(source: str) -> type[Loader]:
                 return loader
         raise UnsupportedSource(
             f"{source}: directory holds no checkpoint winspect reads "
-            "(expected model.safetensors, *.safetensors shards with an index, or pytorch_model.bin)"
+            "(expected model.safetensors, *.safetensors shards with an index, pytorch_model.bin, "
+            "or Keras sharded weights *.weights.json)"
         )
     if path.exists():
         return _loader_for_file(path)
@@ -131,7 +132,8 @@ def _loader_for_file(path: Path) -> type[Loader]:
         if any(name.endswith(s) for s in loader.suffixes):
             return loader
     raise UnsupportedSource(
-        f"{path}: not a format winspect reads (safetensors, PyTorch .pt/.pth/.bin/.ckpt, Keras .h5/.keras); "
+        f"{path}: not a format winspect reads (safetensors, PyTorch .pt/.pth/.bin/.ckpt, Keras .h5/.keras/"
+        ".weights.json); "
         f"first bytes {head[:8]!r}"
     )
 

@@ -90,11 +90,62 @@ def str_list(group, name: str) -> list[str] | None:
     return [text(v) for p in parts for v in np.atleast_1d(np.asarray(p)).reshape(-1)]
 
 
+class Merged:
+    """One group path across the shards of a sharded Keras 3 checkpoint, seen as one group.
+
+    Its members are the union of the shards' members (a layer's variables may be split
+    between shards); its attributes are those of the first shard that has each one. A
+    dataset stored in two shards is an inconsistent checkpoint.
+    """
+
+    def __init__(self, groups: list, name: str):
+        self.groups, self.name = groups, name
+
+    def keys(self) -> list[str]:
+        return list(dict.fromkeys(k for g in self.groups for k in g.keys()))
+
+    @property
+    def attrs(self) -> dict:
+        out: dict = {}
+        for g in self.groups:
+            for k in g.attrs:
+                out.setdefault(k, g.attrs[k])
+        return out
+
+    def member(self, part: str, where: str):
+        found = [x for x in (child(g, part, where) for g in self.groups) if x is not None]
+        datasets = [x for x in found if isinstance(x, h5py.Dataset)]
+        groups = [x for x in found if isinstance(x, h5py.Group)]
+        if datasets and (len(datasets) > 1 or groups):
+            raise CorruptCheckpoint(f"{where}: {self.name.rstrip('/')}/{part} is stored in more than one shard")
+        if datasets:
+            return datasets[0]
+        return Merged(groups, f"{self.name.rstrip('/')}/{part}") if groups else None
+
+    def visititems(self, fn) -> None:
+        for g in self.groups:
+            g.visititems(fn)
+
+    def close(self) -> None:
+        for g in self.groups:
+            with contextlib.suppress(Exception):
+                g.file.close()
+
+
+def is_group(node) -> bool:
+    return isinstance(node, (h5py.Group, Merged))
+
+
 def child(group, path: str, where: str):
     """The object at ``path`` under ``group`` (None when absent), refusing links to other files."""
     node = group
     for part in path.split("/"):
         if not part:
+            continue
+        if isinstance(node, Merged):
+            node = node.member(part, where)
+            if node is None:
+                return None
             continue
         if not isinstance(node, h5py.Group):
             return None
@@ -204,7 +255,7 @@ class KerasH5Source(OpenedSource):
 
     def _skip_note(self, key: str) -> None:
         g = child(self.h5, key, self.where)
-        if isinstance(g, h5py.Group):
+        if is_group(g):
             n = []
             g.visititems(lambda _, obj: n.append(1) if isinstance(obj, h5py.Dataset) else None)
             self.note(f"optimizer state in '{key}' not read ({len(n)} tensor{'s' if len(n) != 1 else ''})")
@@ -272,20 +323,20 @@ class KerasH5Source(OpenedSource):
         if depth > MAX_DEPTH:
             raise CorruptCheckpoint(f"{self.where}: groups nested deeper than {MAX_DEPTH} levels at {group.name}")
         vars_g = child(group, "vars", self.where)
-        if isinstance(vars_g, h5py.Group):
+        if is_group(vars_g):
             self._vars3(vars_g, path, node, cls)
         for key in sorted(group.keys(), key=natural_key):
             sub = child(group, key, self.where)
-            if key == "vars" or not isinstance(sub, h5py.Group) or (depth == 0 and key == "optimizer"):
+            if key == "vars" or not is_group(sub) or (depth == 0 and key == "optimizer"):
                 continue
             if key in LAYER_CONTAINERS:
                 for k, name, n, c in self._children3(sub, node, by_name=key != "layers"):
-                    self._walk3(sub[k], path + [name], n, c, depth + 1)
+                    self._walk3(child(sub, k, self.where), path + [name], n, c, depth + 1)
             else:  # a saveable held in an attribute: an RNN's cell, a wrapper's layer, ...
                 c = RNN_LAYERS.get(cls or "") if key == "cell" else None
                 n = Node(key, c, node.cfg) if node and c else None
-                self._walk3(sub, path + [vars_name(sub) or key], n, c or class_of_key(vars_name(sub) or key),
-                            depth + 1)
+                own = vars_name(sub, self.where)
+                self._walk3(sub, path + [own or key], n, c or class_of_key(own or key), depth + 1)
 
     def _children3(self, container, node: Node | None, by_name: bool) -> list[tuple]:
         """(key, user name, config node, class) of a layer container's groups, in network order."""
@@ -294,10 +345,11 @@ class KerasH5Source(OpenedSource):
         keys = sorted(container.keys(), key=lambda k: (order.get(k, len(order)), natural_key(k)))
         out = []
         for key in keys:
-            if not isinstance(child(container, key, self.where), h5py.Group):
+            group = child(container, key, self.where)
+            if not is_group(group):
                 continue
             cn = index.get(key)
-            attr = vars_name(container[key])
+            attr = vars_name(group, self.where)
             if cn is not None and attr not in (None, cn.name):
                 cn = None  # the file's own layer name wins over a config that does not match it
             name = attr or (cn.name if cn else key)
@@ -353,11 +405,12 @@ def natural_key(s: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
-def vars_name(group) -> str | None:
+def vars_name(group, where: str) -> str | None:
     """The layer's own name, which Keras 3.x writes as the ``name`` attribute of its ``vars`` group."""
-    v = group.get("vars") if isinstance(group, h5py.Group) else None
-    if isinstance(v, h5py.Group) and "name" in v.attrs:
-        name = text(v.attrs["name"])
+    v = child(group, "vars", where) if is_group(group) else None
+    attrs = v.attrs if is_group(v) else {}
+    if "name" in attrs:
+        name = text(attrs["name"])
         return name if name and "/" not in name else None
     return None
 
@@ -418,4 +471,73 @@ class KerasZipLoader(Loader):
         src.meta["findings"].extend(config_findings(opened.config))
         src.meta.update(opened.meta)
         src.meta["notes"].extend(opened.notes)
+        return src
+
+
+MAX_SHARD_INDEX = 64 * 1024 * 1024
+
+
+def keras_shards(index: Path) -> list[Path]:
+    """The shard files a Keras 3 ``*.weights.json`` index names (``weight_map``: variable path ->
+    file name or list of file names), in shard order; each must sit next to the index."""
+    from .safetensors import parse_json
+
+    try:
+        with open(index, "rb") as f:
+            blob = f.read(MAX_SHARD_INDEX + 1)
+    except OSError as e:
+        raise CorruptCheckpoint(f"{index}: cannot read ({e.strerror or e})") from None
+    if len(blob) > MAX_SHARD_INDEX:
+        raise CorruptCheckpoint(f"{index}: shard index is larger than {MAX_SHARD_INDEX} bytes")
+    data = parse_json(blob, index, "Keras shard index")
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    names: list[str] = []
+    if isinstance(weight_map, dict):
+        for v in weight_map.values():
+            names.extend(v if isinstance(v, list) else [v])
+    if not isinstance(weight_map, dict) or not names or not all(isinstance(n, str) for n in names):
+        raise CorruptCheckpoint(f"{index}: not a Keras shard index (no weight_map of variable paths to file names)")
+    files = []
+    for name in sorted(set(names), key=natural_key):
+        if name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+            raise CorruptCheckpoint(f"{index}: shard name {name!r} is not a file next to the index")
+        path = index.parent / name
+        if not path.is_file():
+            raise CorruptCheckpoint(f"{index}: shard {name} is missing")
+        files.append(path)
+    return files
+
+
+@register
+class KerasShardedLoader(Loader):
+    """Keras 3 sharded weights: ``model.weights.json`` and its ``model_00000.weights.h5`` shards."""
+
+    name = "keras-sharded"
+    suffixes = (".weights.json",)
+    takes_dirs = True
+
+    @classmethod
+    def sniff(cls, path: Path, head: bytes) -> bool:
+        return path.name.endswith(".weights.json") and head.lstrip()[:1] == b"{"
+
+    @classmethod
+    def accepts_dir(cls, path: Path) -> bool:
+        return len(list(path.glob("*.weights.json"))) == 1
+
+    @classmethod
+    def open(cls, source: str, options: LoadOptions) -> OpenedSource:
+        index = Path(source)
+        if index.is_dir():
+            index = next(index.glob("*.weights.json"))
+        roots = []
+        try:
+            for shard in keras_shards(index):
+                roots.append(open_h5(shard))
+            merged = Merged(roots, "/")
+            src = KerasH5Source(source, merged, None, "keras-weights-sharded")
+        except BaseException:
+            for h5 in roots:
+                h5.close()
+            raise
+        src.note(f"{len(roots)} shard{'s' if len(roots) != 1 else ''} from {index.name}")
         return src
