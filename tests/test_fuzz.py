@@ -90,9 +90,12 @@ def mutate_safetensors_header(data: bytes, draw) -> bytes:
 
 
 def mutate_index(data: bytes, draw) -> bytes:
+    """A shard index (safetensors or Keras) with its root, its weight_map or one entry replaced."""
     index = json.loads(data)
     key = draw(st.sampled_from(sorted(index["weight_map"]) + ["__root__", "__map__"]))
-    value = draw(st.one_of(JSON_VALUES, st.sampled_from(["../x.safetensors", "/etc/passwd", "nope.safetensors"])))
+    value = draw(st.one_of(JSON_VALUES, st.sampled_from(["../x.safetensors", "/etc/passwd", "nope.safetensors",
+                                                         ["model_00001.weights.h5", "../model_00000.weights.h5"],
+                                                         ["model_00002.weights.h5"]])))
     if key == "__root__":
         index = value
     elif key == "__map__":
@@ -115,6 +118,7 @@ def mutate_zip_directory(data: bytes, draw) -> bytes:
 FIELD_MUTATORS = {
     "safetensors": mutate_safetensors_header,
     "safetensors-index": mutate_index,
+    "keras-sharded": mutate_index,
     "pytorch-zip": mutate_zip_directory,
     "keras-zip": mutate_zip_directory,
 }

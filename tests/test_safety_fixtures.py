@@ -83,6 +83,17 @@ def committed(name: str):
     return make
 
 
+def committed_shards(folder: str, index: str):
+    """A maker that copies a committed sharded fixture's files into the directory, index included."""
+
+    def make(d: Path) -> Path:
+        for f in (ROOT / "fixtures" / folder).iterdir():
+            shutil.copy(f, d / f.name)
+        return d / index
+
+    return make
+
+
 FORMATS = [
     ("safetensors", make_safetensors),
     ("pytorch-zip", make_torch_zip),
@@ -91,6 +102,7 @@ FORMATS = [
     ("keras-legacy-h5", committed("digits_keras_legacy.h5")),
     ("keras-weights-h5", committed("digits_keras.weights.h5")),
     ("keras-zip", committed("digits_keras.keras")),
+    ("keras-sharded", committed_shards("digits_keras_sharded", "model.weights.json")),
 ]
 FORMAT_IDS = [name for name, _ in FORMATS]
 
