@@ -2,6 +2,9 @@
 
 Exit codes: 0 success; 1 bad input (missing, unknown, unsupported, unsafe or unreadable
 source; unwritable output); 2 usage errors; 3 ``audit`` found what --fail-on lists.
+
+An output path of ``-`` (``--csv -``, ``--json -``) is standard output; the terminal report
+is then left out, so that the data can be piped.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             sys.exit(130)
+        except BrokenPipeError:  # the reader of standard output went away (| head): stop quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(1)
         except Exception as e:  # never a traceback for a user: say what failed and how to see more
             if debug:
                 raise
@@ -63,7 +70,7 @@ def check_outputs(inputs, outputs) -> None:
     shard-index input reads (by path, relative path, symlink or hard link)."""
     ins = [p for i in inputs if i and Path(i).exists() for p in _read_paths(Path(i))]
     for out in outputs:
-        if not out:
+        if not out or out == "-":
             continue
         o = Path(out)
         for i in ins:
@@ -75,11 +82,20 @@ def _read_paths(path: Path) -> list[Path]:
     """The input itself and, for a directory or shard index, the checkpoint files beside it."""
     from .loaders import LOADERS
 
-    folder = path if path.is_dir() else path.parent if path.name.endswith(".index.json") else None
+    index = path.name.endswith((".index.json", ".weights.json"))  # safetensors / Keras shard indexes
+    folder = path if path.is_dir() else path.parent if index else None
     if folder is None:
         return [path]
     suffixes = tuple(s for lo in LOADERS for s in lo.suffixes)
     return [path, *(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(suffixes))]
+
+
+def piped(*paths) -> bool:
+    """Whether one of the outputs is ``-`` (standard output); two of them would interleave."""
+    n = sum(1 for p in paths if p == "-")
+    if n > 1:
+        raise click.UsageError("only one output can be '-' (standard output)")
+    return n == 1
 
 
 def report_outputs(out_dir) -> list:
@@ -131,6 +147,7 @@ def inspect_cmd(source, weights, csv_path, layers_csv, json_path, unsafe_load, o
 
     if svg and not out_dir:
         raise click.UsageError("--svg needs --out DIR")
+    report = not (quiet or piped(csv_path, layers_csv, json_path))
     check_outputs([source], [csv_path, layers_csv, json_path, *report_outputs(out_dir)])
     if unsafe_load:
         click.echo("warning: --unsafe-load fully unpickles the file: any code inside it runs now", err=True)
@@ -148,13 +165,13 @@ def inspect_cmd(source, weights, csv_path, layers_csv, json_path, unsafe_load, o
         result.to_layers_csv(layers_csv)
     if json_path:
         result.to_json(json_path)
-    if not quiet:
+    if report:
         from .report.terminal import render
 
         render(result)
     if out_dir:
         html = result.to_report(out_dir, svg=svg)
-        if not quiet:
+        if report:
             click.echo(f"report: {html}")
 
 
@@ -177,13 +194,14 @@ def _finish(result, inputs, csv_path, json_path, out_dir, out_names, render: str
     """Write what was asked (never over an input), then the terminal summary."""
     outs = [csv_path, json_path] + ([str(Path(out_dir) / n) for n in out_names] if out_dir else [])
     check_outputs(inputs, outs)
+    report = not (quiet or piped(csv_path, json_path))
     if csv_path:
         result.to_csv(csv_path)
     if json_path:
         result.to_json(json_path)
     if out_dir:
         result.save(out_dir)
-    if not quiet:
+    if report:
         from .report import change_terminal
 
         getattr(change_terminal, render)(result)
@@ -246,11 +264,12 @@ def audit_cmd(source, fail_on, json_path, weights, quiet, debug):
     except UnknownFinding as e:
         raise click.BadParameter(str(e).removeprefix("--fail-on: "), param_hint="--fail-on") from None
     check_outputs([source], [json_path])
+    report = not (quiet or piped(json_path))
     result = audit(source, weights=weights)
     failed = result.failed_on(gate)
     if json_path:
         result.to_json(json_path, gate)
-    if not quiet:
+    if report:
         from .report.findings import render_audit
 
         render_audit(result, failed, gate)

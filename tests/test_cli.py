@@ -106,3 +106,41 @@ def test_output_over_input_is_refused(tmp_path):
 def test_debug_shows_the_traceback():
     res = run("no/such/file.pt", "--debug")
     assert res.exit_code == 1 and res.exception is not None
+
+
+def test_dash_writes_to_standard_output_without_the_report(tmp_path):
+    out = tmp_path / "t.csv"
+    assert run(FIXTURE, "--csv", out, "-q").exit_code == 0
+    res = run(FIXTURE, "--csv", "-")
+    assert res.exit_code == 0, res.output
+    assert res.stdout == out.read_text()  # the CSV and nothing else: no report lines
+    assert not (Path.cwd() / "-").exists()
+    res = run(FIXTURE, "--json", "-", "--layers-csv", tmp_path / "l.csv")
+    assert res.exit_code == 0 and json.loads(res.stdout)["summary"]["tensors"] == 18
+    assert (tmp_path / "l.csv").exists()
+
+
+def test_dash_for_the_other_commands():
+    res = run("diff", FIXTURE, FIXTURE, "--csv", "-")
+    assert res.exit_code == 0 and res.stdout.startswith("name,")
+    assert pd.read_csv(__import__("io").StringIO(res.stdout))["max_abs_change"].eq(0).all()
+    res = run("audit", FIXTURE, "--json", "-", "--fail-on", "all")
+    body = json.loads(res.stdout)
+    assert res.exit_code == (3 if body["failed_on"] else 0) and body["source"].endswith("digits_cnn.safetensors")
+
+
+def test_two_outputs_on_standard_output_are_a_usage_error():
+    res = run(FIXTURE, "--csv", "-", "--json", "-")
+    assert res.exit_code == 2 and "only one output can be '-'" in res.output
+
+
+def test_output_over_a_keras_shard_is_refused(tmp_path):
+    src = Path(__file__).resolve().parent.parent / "fixtures" / "digits_keras_sharded"
+    for f in src.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    shard = tmp_path / "model_00001.weights.h5"
+    before = shard.read_bytes()
+    for source in (tmp_path / "model.weights.json", tmp_path):
+        res = run(source, "--csv", shard)
+        assert res.exit_code == 1 and "refusing to overwrite" in res.output
+    assert shard.read_bytes() == before

@@ -1,10 +1,14 @@
-"""CSV and JSON exporters. Files are written atomically: a temporary file, then a rename."""
+"""CSV and JSON exporters. Files are written atomically: a temporary file, then a rename.
+
+The path ``-`` is standard output.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,7 +28,13 @@ _FILE_MODE = 0o666 & ~_read_umask()  # what open() would give a new file (mkstem
 
 
 def atomic_write(path, write, binary: bool = False) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path`` (text, or bytes if ``binary``), then rename it."""
+    """Call ``write(file)`` on a temporary file beside ``path`` (text, or bytes if ``binary``), then rename it;
+    on standard output when ``path`` is ``-``."""
+    if str(path) == "-":
+        stream = sys.stdout.buffer if binary else sys.stdout
+        write(stream)
+        stream.flush()
+        return Path("-")
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a directory; give a file name")
