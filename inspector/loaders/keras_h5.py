@@ -474,38 +474,19 @@ class KerasZipLoader(Loader):
         return src
 
 
-MAX_SHARD_INDEX = 64 * 1024 * 1024
-
-
 def keras_shards(index: Path) -> list[Path]:
     """The shard files a Keras 3 ``*.weights.json`` index names (``weight_map``: variable path ->
-    file name or list of file names), in shard order; each must sit next to the index."""
-    from .safetensors import parse_json
+    file name or list of file names), in shard order; each must be a file next to the index."""
+    from .safetensors import read_weight_map, shard_files
 
-    try:
-        with open(index, "rb") as f:
-            blob = f.read(MAX_SHARD_INDEX + 1)
-    except OSError as e:
-        raise CorruptCheckpoint(f"{index}: cannot read ({e.strerror or e})") from None
-    if len(blob) > MAX_SHARD_INDEX:
-        raise CorruptCheckpoint(f"{index}: shard index is larger than {MAX_SHARD_INDEX} bytes")
-    data = parse_json(blob, index, "Keras shard index")
-    weight_map = data.get("weight_map") if isinstance(data, dict) else None
-    names: list[str] = []
+    weight_map = read_weight_map(index, "Keras shard index")
+    names: list = []
     if isinstance(weight_map, dict):
         for v in weight_map.values():
             names.extend(v if isinstance(v, list) else [v])
     if not isinstance(weight_map, dict) or not names or not all(isinstance(n, str) for n in names):
         raise CorruptCheckpoint(f"{index}: not a Keras shard index (no weight_map of variable paths to file names)")
-    files = []
-    for name in sorted(set(names), key=natural_key):
-        if name in ("", ".", "..") or Path(name).name != name or "\\" in name:
-            raise CorruptCheckpoint(f"{index}: shard name {name!r} is not a file next to the index")
-        path = index.parent / name
-        if not path.is_file():
-            raise CorruptCheckpoint(f"{index}: shard {name} is missing")
-        files.append(path)
-    return files
+    return shard_files(index, names, plain=True)
 
 
 @register

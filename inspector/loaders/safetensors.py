@@ -216,28 +216,41 @@ def is_json_index(path: Path) -> bool:
         return f.read(64).lstrip()[:1] == b"{"
 
 
-def shards_of_index(index: Path) -> list[Path]:
-    """Shard files named by a shard index (``*.safetensors.index.json``, ``*.bin.index.json``), in order."""
+def read_weight_map(index: Path, what: str):
+    """The ``weight_map`` of a JSON shard index (None when the JSON has none), read with a size cap."""
     try:
         with open(index, "rb") as f:
             blob = f.read(MAX_INDEX + 1)
     except OSError as e:
         raise CorruptCheckpoint(f"{index}: cannot read ({e.strerror or e})") from None
     if len(blob) > MAX_INDEX:
-        raise CorruptCheckpoint(f"{index}: shard index is larger than {MAX_INDEX} bytes")
-    data = parse_json(blob, index, "shard index")
-    weight_map = data.get("weight_map") if isinstance(data, dict) else None
-    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-        raise CorruptCheckpoint(f"{index}: not a valid shard index (no weight_map of tensor names to file names)")
+        raise CorruptCheckpoint(f"{index}: {what} is larger than {MAX_INDEX} bytes")
+    data = parse_json(blob, index, what)
+    return data.get("weight_map") if isinstance(data, dict) else None
+
+
+def shard_files(index: Path, names, plain: bool = False) -> list[Path]:
+    """The files ``names`` next to ``index``, each once, in natural order. They must exist and stay
+    inside the index's directory; ``plain``: each must be a bare file name (no subdirectory)."""
     files = []
-    for name in sorted(set(weight_map.values()), key=_natural_key):
+    for name in sorted(set(names), key=_natural_key):
+        p = Path(name)
+        if p.is_absolute() or ".." in p.parts or not p.parts or "\\" in name or (plain and p.name != name):
+            where = "is not a file next to the index" if plain else "points outside the checkpoint directory"
+            raise CorruptCheckpoint(f"{index}: shard path {name!r} {where}")
         path = index.parent / name
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise CorruptCheckpoint(f"{index}: shard path {name!r} points outside the checkpoint directory")
         if not path.is_file():
             raise CorruptCheckpoint(f"{index}: shard {name} is missing")
         files.append(path)
     return files
+
+
+def shards_of_index(index: Path) -> list[Path]:
+    """Shard files named by a shard index (``*.safetensors.index.json``, ``*.bin.index.json``), in order."""
+    weight_map = read_weight_map(index, "shard index")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CorruptCheckpoint(f"{index}: not a valid shard index (no weight_map of tensor names to file names)")
+    return shard_files(index, weight_map.values())
 
 
 @register
