@@ -304,8 +304,11 @@ def measure_small(path: Path, tmp: Path) -> dict:
 def machine() -> dict:
     model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                   if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    from inspector.analysis import kernels
+
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "nproc": os.cpu_count(), "cpu": model,
-            "python": platform.python_version(), "numpy": np.__version__, "load_avg": os.getloadavg()}
+            "python": platform.python_version(), "numpy": np.__version__, "load_avg": os.getloadavg(),
+            "kernels": "compiled" if kernels.native is not None else "numpy (not built, or WINSPECT_NO_KERNELS)"}
 
 
 def main(argv=None) -> int:
@@ -326,7 +329,8 @@ def main(argv=None) -> int:
         print(f"error: needs {need / GB:.1f} GB free for the checkpoints, {free / GB:.1f} GB free", file=sys.stderr)
         return 1
     info = machine()
-    print(f"{info['date']}  {info['nproc']} CPUs  {info['cpu']}  numpy {info['numpy']}  load {info['load_avg']}")
+    print(f"{info['date']}  {info['nproc']} CPUs  {info['cpu']}  numpy {info['numpy']}  load {info['load_avg']}  "
+          f"kernels {info['kernels']}")
     results = {"machine": info}
     with tempfile.TemporaryDirectory(prefix="winspect-bench-", dir=a.dir) as d:
         tmp = Path(d)
