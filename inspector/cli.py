@@ -67,7 +67,10 @@ def common_options(fn):
 
 def check_outputs(inputs, outputs) -> None:
     """Refuse to write an output over an input file, or over a checkpoint file that a directory or
-    shard-index input reads (by path, relative path, symlink or hard link)."""
+    shard-index input reads (by path, relative path, symlink or hard link); and more than one
+    output on standard output (``-``), where they would interleave."""
+    if sum(1 for out in outputs if out == "-") > 1:
+        raise click.UsageError("only one output can be '-' (standard output)")
     ins = [p for i in inputs if i and Path(i).exists() for p in _read_paths(Path(i))]
     for out in outputs:
         if not out or out == "-":
@@ -91,11 +94,8 @@ def _read_paths(path: Path) -> list[Path]:
 
 
 def piped(*paths) -> bool:
-    """Whether one of the outputs is ``-`` (standard output); two of them would interleave."""
-    n = sum(1 for p in paths if p == "-")
-    if n > 1:
-        raise click.UsageError("only one output can be '-' (standard output)")
-    return n == 1
+    """Whether an output is ``-`` (standard output), which the terminal report must leave alone."""
+    return "-" in paths
 
 
 def report_outputs(out_dir) -> list:
@@ -147,8 +147,8 @@ def inspect_cmd(source, weights, csv_path, layers_csv, json_path, unsafe_load, o
 
     if svg and not out_dir:
         raise click.UsageError("--svg needs --out DIR")
-    report = not (quiet or piped(csv_path, layers_csv, json_path))
     check_outputs([source], [csv_path, layers_csv, json_path, *report_outputs(out_dir)])
+    report = not (quiet or piped(csv_path, layers_csv, json_path))
     if unsafe_load:
         click.echo("warning: --unsafe-load fully unpickles the file: any code inside it runs now", err=True)
     from .report.progress import progress_for

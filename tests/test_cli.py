@@ -130,8 +130,9 @@ def test_dash_for_the_other_commands():
 
 
 def test_two_outputs_on_standard_output_are_a_usage_error():
-    res = run(FIXTURE, "--csv", "-", "--json", "-")
-    assert res.exit_code == 2 and "only one output can be '-'" in res.output
+    for args in ((FIXTURE, "--csv", "-", "--json", "-"), ("diff", FIXTURE, FIXTURE, "--csv", "-", "--json", "-")):
+        res = run(*args)
+        assert res.exit_code == 2 and "only one output can be '-'" in res.output
 
 
 def test_output_over_a_keras_shard_is_refused(tmp_path):

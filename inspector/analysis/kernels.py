@@ -1,4 +1,4 @@
-"""The analyzer's compiled inner loops, and the numpy code that stands in for them.
+"""The analyzer's compiled inner loops (``_kernels.c``), when they are built.
 
 ``_kernels.c`` is built by ``pip install`` when a C compiler is there (``setup.py``; the
 build carries on without it). Its loops read each value once while it sits in cache,
