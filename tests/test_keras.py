@@ -616,6 +616,18 @@ def test_sharded_weights_equal_the_single_file(tmp_path):
     assert pd.read_csv(tmp_path / "t.csv")["name"].tolist() == whole["name"].tolist()
 
 
+def test_a_directory_with_one_weights_file(tmp_path):
+    """A KerasHub-style preset directory: model.weights.h5 beside JSON files that are not read."""
+    shutil.copy(FIX / "digits_keras.weights.h5", tmp_path / "model.weights.h5")
+    (tmp_path / "config.json").write_text('{"class_name": "SomeBackbone"}')
+    (tmp_path / "tokenizer.json").write_text("{}")
+    whole = inspector.inspect(FIX / "digits_keras.weights.h5").tensors
+    pd.testing.assert_frame_equal(inspector.inspect(tmp_path).tensors, whole)
+    shutil.copy(FIX / "digits_keras.weights.h5", tmp_path / "other.weights.h5")  # two: which one?
+    res = run_cli(tmp_path, "--quiet")
+    assert res.exit_code == 1 and "directory holds no checkpoint" in res.output
+
+
 def write_shards(folder: Path, shards: dict[str, dict[str, np.ndarray]], names: dict[str, str] = {},
                  weight_map: dict | None = None) -> Path:
     """Shard files of datasets (path -> array), ``vars`` name attributes, and an index."""

@@ -99,7 +99,7 @@ def choose_loader(source: str) -> type[Loader]:
         raise UnsupportedSource(
             f"{source}: directory holds no checkpoint winspect reads "
             "(expected model.safetensors, *.safetensors shards with an index, pytorch_model.bin, "
-            "or Keras sharded weights *.weights.json)"
+            "one Keras *.weights.h5, or Keras sharded weights *.weights.json)"
         )
     if path.exists():
         return _loader_for_file(path)

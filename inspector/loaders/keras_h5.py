@@ -425,14 +425,20 @@ def open_h5(source, fileobj=None, where: str | None = None):
 class KerasH5Loader(Loader):
     name = "keras-h5"
     suffixes = (".h5", ".hdf5")
+    takes_dirs = True  # a directory with one Keras 3 weights file (a KerasHub preset, say)
 
     @classmethod
     def sniff(cls, path: Path, head: bytes) -> bool:
         return has_hdf5_magic(path, head)
 
     @classmethod
+    def accepts_dir(cls, path: Path) -> bool:
+        return len(list(path.glob("*.weights.h5"))) == 1 and not any(path.glob("*.weights.json"))
+
+    @classmethod
     def open(cls, source: str, options: LoadOptions) -> OpenedSource:
-        h5 = open_h5(source)
+        path = Path(source)
+        h5 = open_h5(next(path.glob("*.weights.h5")) if path.is_dir() else source)
         try:
             return KerasH5Source(source, h5)
         except BaseException:
