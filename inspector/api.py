@@ -37,7 +37,9 @@ class Inspection:
 
     ``tensors``: one row per tensor (the CSV columns); ``layers``: one row per layer;
     ``summary``: totals, the headline negative fraction, per-kind figures, findings;
-    ``histograms``: per tensor name, (bin edges, counts) collected during the pass.
+    ``histograms``: per tensor name, (bin edges, counts) from the pass: 64 bins symmetric about
+    zero over ±max|x|, or over ±4 max(|p01|, |p99|) when outliers reach further (they count in
+    the outer bins; see ``StatsAccumulator._hist_edges``).
     """
 
     def __init__(self, source: str, tensors: pd.DataFrame, meta: dict, histograms: dict):

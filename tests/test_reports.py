@@ -537,3 +537,22 @@ def test_report_renders_in_headless_chromium(small, tmp_path):
     neg = np.array([int(P.NEG_COLOR[i:i + 2], 16) / 255 for i in (1, 3, 5)])
     red = np.all(np.abs(img - neg) < 0.08, axis=-1).sum()
     assert red > 5000  # the embedded plots are drawn, their negative side visible
+
+
+def test_small_multiples_keep_the_bulk_of_a_tensor_with_outliers():
+    rng = np.random.default_rng(6)
+    arrays = {"a.weight": rng.normal(0, 0.02, (128, 128)).astype(np.float32),
+              "b.weight": rng.normal(0, 0.02, (128, 128)).astype(np.float32)}
+    arrays["a.weight"][3, 3] = 5.0
+    insp = inspection_of(arrays)
+    entries = {e["label"]: e for e in P.histogram_entries(insp.tensors, insp.histograms)}
+    a, b = entries["a.weight"], entries["b.weight"]
+    assert a["edges"][-1] < 0.25 and a["outliers_to"] == pytest.approx(5.0)
+    assert b["outliers_to"] is None
+    assert (a["counts"] > 0).sum() > 20  # a shape, not a spike in the two bins beside zero
+    xs, cum = P.tensor_cdf(next(insp.tensors[insp.tensors["name"] == "a.weight"].itertuples()),
+                           *insp.histograms["a.weight"])
+    assert xs[-1] == pytest.approx(5.0) and cum[-1] == 128 * 128  # the outer bin reaches out to the max
+    figs = P.histogram_figures(insp.tensors, insp.histograms)
+    texts = [t.get_text() for ax in figs[0].axes for t in ax.texts]
+    assert any("out to ±5" in t for t in texts)

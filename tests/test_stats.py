@@ -142,3 +142,52 @@ def test_accumulator_ignores_empty_chunks():
     acc.update(np.array([0.0], dtype=np.float32))
     row = acc.result()
     assert (row["neg_count"], row["zero_count"], row["pos_count"]) == (1, 1, 1)
+
+
+def with_outliers(dtype, n: int, seed: int = 0) -> np.ndarray:
+    """Normal weights (std 0.02) and three values hundreds of standard deviations out."""
+    x = np.random.default_rng(seed).normal(0, 0.02, n)
+    x[[5, n // 2, n - 3]] = [7.5, -3.0, 12.0]
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype,chunk", [
+    (np.float32, 1 << 20),  # one chunk: exact percentiles and histogram
+    (np.float64, 1 << 20),
+    (ml_dtypes.bfloat16, 1 << 20),  # value table
+    (np.float16, 4096),
+    (np.float32, 4096),  # buckets
+    (np.float64, 4096),
+])
+def test_outliers_do_not_set_the_histogram_range(dtype, chunk):
+    x = with_outliers(dtype, 50_000)
+    row = analyze(record(x), chunk)
+    edges, counts = row["hist_edges"], row["hist_counts"]
+    reach = 4.0 * max(abs(row["p01"]), abs(row["p99"]))
+    assert edges[-1] == pytest.approx(reach, rel=1e-12) and edges[0] == -edges[-1]
+    assert edges[-1] < 0.25 < row["max"]  # the bulk (|x| < 0.1) gets most of the 64 bins
+    assert counts.sum() == x.size
+    x64 = x.astype(np.float64)
+    if percentile_rel_error(x.dtype, x.size, chunk) == 0.0:  # exact paths: numpy on the clipped values
+        assert np.array_equal(counts, np.histogram(np.clip(x64, edges[0], edges[-1]), edges)[0])
+    else:  # buckets: each value within its bucket's width of the right bin
+        want = np.histogram(np.clip(x64, edges[0], edges[-1]), edges)[0]
+        assert np.abs(counts - want).sum() <= 0.01 * x.size
+    assert counts[-1] >= 2 and counts[0] >= 1  # the outliers sit in the outer bins
+
+
+def test_without_outliers_the_histogram_spans_the_extremes():
+    for dtype, chunk in ((np.float32, 1 << 20), (np.float32, 4096), (ml_dtypes.bfloat16, 1 << 20)):
+        x = np.random.default_rng(1).normal(0, 0.02, 50_000).astype(dtype)
+        row = analyze(record(x), chunk)
+        assert row["hist_edges"][-1] == max(abs(row["min"]), abs(row["max"]))
+
+
+def test_hist_counts_puts_values_beyond_the_edges_in_the_outer_bins():
+    from inspector.analysis.exact import hist_counts
+
+    edges = np.linspace(-1, 1, 9)
+    vals = np.array([-5.0, -1.0, -0.3, 0.0, 0.99, 1.0, 2.0, np.float64(1e300)])
+    assert np.array_equal(hist_counts(vals, edges), np.histogram(np.clip(vals, -1, 1), edges)[0])
+    assert np.array_equal(hist_counts(vals, edges, np.full(vals.size, 2.0)),
+                          2 * np.histogram(np.clip(vals, -1, 1), edges)[0])

@@ -34,11 +34,13 @@ def rank_positions(n: int, percentiles) -> list[float]:
 
 
 def hist_counts(vals: np.ndarray, edges: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """``np.histogram(vals, bins=edges, weights=weights)[0]`` as int64, for evenly spaced edges
-    symmetric about zero and values inside them: computed bin indices, corrected against the
-    edges themselves."""
+    """``np.histogram(np.clip(vals, edges[0], edges[-1]), bins=edges, weights=weights)[0]`` as int64,
+    for evenly spaced edges symmetric about zero: computed bin indices, corrected against the edges
+    themselves. Values beyond the edges count in the outer bins."""
     bins = edges.size - 1
     a = edges[-1]
+    if vals.size and (vals.min() < -a or vals.max() > a):
+        vals = np.clip(vals, -a, a)
     idx = ((vals + a) * (bins / (2 * a))).astype(np.intp)
     np.clip(idx, 0, bins - 1, out=idx)
     idx -= vals < edges[idx]

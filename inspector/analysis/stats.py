@@ -6,7 +6,8 @@ and keeps only O(1) state plus a bucket histogram of bounded size:
 * counts of negative / zero / positive / NaN / ±Inf values (``-0.0`` is zero);
 * min, max, sum of |x|, and mean / M2 merged across blocks (Chan et al.), so the
   population std stays accurate even when the mean is large;
-* percentiles and the 64-bin plot histogram.
+* percentiles and the 64-bin plot histogram: symmetric about zero, over ±max|x|, or over
+  ±HIST_SPAN x max(|p01|, |p99|) when outliers reach further (they count in the outer bins).
 
 How, by element type:
 
@@ -53,6 +54,7 @@ PART_CHUNKS = 16  # moments are folded per part of this many chunks
 TABLE_MIN = 1 << 14  # 8/16-bit tensors larger than this use the value table
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 HIST_BINS = 64
+HIST_SPAN = 4.0  # a histogram spans at most this times max(|p01|, |p99|) (see StatsAccumulator._hist_edges)
 
 _F32_SHIFT = 12  # keep 1 + 8 + 11 bits of a float32
 _F64_SHIFT = 44  # keep 1 + 11 + 8 bits of a float64
@@ -378,9 +380,15 @@ class StatsAccumulator:
         self.zero = int(c[v == 0].sum())
         self.min, self.max = float(v[0]), float(v[-1])
 
-    def _hist_edges(self) -> np.ndarray:
-        """HIST_BINS bins symmetric about zero, so zero is always a bin edge."""
+    def _hist_edges(self, pct=None) -> np.ndarray:
+        """HIST_BINS bins symmetric about zero (so zero is always a bin edge) over ±max|x|; or, when
+        the extremes reach beyond HIST_SPAN times the larger of |p01| and |p99| (outliers), over
+        that, the values beyond counting in the outer bins."""
         a = max(abs(self.min), abs(self.max)) if self.n else 0.0
+        if pct is not None:
+            reach = HIST_SPAN * max(abs(pct[0]), abs(pct[-1]))
+            if 0 < reach < a:
+                a = reach
         if not a > 0:
             a = 1.0
         return np.linspace(-a, a, HIST_BINS + 1)
@@ -389,19 +397,25 @@ class StatsAccumulator:
         nan_p = [math.nan] * len(PERCENTILES)
         if self.n == 0:
             return nan_p, (self._hist_edges(), np.zeros(HIST_BINS, dtype=np.int64))
-        edges = self._hist_edges()
         if self.table:
             counts, vals = self._sorted
             cum = np.cumsum(counts)
             pct = [_quantile(q, self.n, cum, counts, vals, vals, False) for q in PERCENTILES]
+            edges = self._hist_edges(pct)
             return pct, (edges, hist_counts(vals, edges, counts))
         if self.exact:
-            pct, hist = percentiles_and_hist(np.concatenate(self._kept), PERCENTILES, edges)
+            kept = np.concatenate(self._kept)
+            full = self._hist_edges()
+            pct, hist = percentiles_and_hist(kept, PERCENTILES, full)
+            edges = self._hist_edges(pct)
+            if edges[-1] < full[-1]:  # outliers: the bins over the bulk, and the outliers in the outer ones
+                hist = hist_counts(kept, edges)
             return pct, (edges, hist)
         counts, blo, bhi = self._sorted_buckets()
         cum = np.cumsum(counts)
         rnd = not is_float(self.dtype)
         pct = [_quantile(q, self.n, cum, counts, blo, bhi, rnd) for q in PERCENTILES]
+        edges = self._hist_edges(pct)
         mids = np.clip((blo + bhi) / 2, self.min, self.max)
         return pct, (edges, hist_counts(mids, edges, counts))
 

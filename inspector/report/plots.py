@@ -152,8 +152,10 @@ def histogram_entries(tensors: pd.DataFrame, histograms: dict) -> list[dict]:
         hists = [histograms[n] for n in sub["name"]]
         edges = max((e for e, _ in hists), key=lambda e: e[-1])
         counts = sum(rebin(e, c, edges) for e, c in hists)
+        reach = float(np.nanmax(np.abs(sub[["min", "max"]].to_numpy(dtype=np.float64)), initial=0.0))
         out.append({"label": g, "edges": edges, "counts": counts, "members": len(sub),
-                    "neg_frac": sub["neg_count"].sum() / sub["numel"].sum()})
+                    "neg_frac": sub["neg_count"].sum() / sub["numel"].sum(),
+                    "outliers_to": reach if reach > edges[-1] else None})
     return out
 
 
@@ -161,10 +163,13 @@ def tensor_cdf(row, edges: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, 
     """Knots (x, number of finite values <= x) of one tensor's distribution, piecewise linear.
 
     The histogram's edges, refined by the tensor's percentiles where they fall
-    inside a bin (a few outliers can stretch a tensor's 64 bins so far that its
-    whole bulk sits in the two bins beside zero; its percentiles still place it).
+    inside a bin; when outliers reach beyond the histogram's range (its outer bins
+    hold them), its outer edges move out to the tensor's min and max.
     """
     h = np.concatenate([[0.0], np.cumsum(counts, dtype=np.float64)])
+    edges = edges.copy()
+    if np.isfinite(row.min) and np.isfinite(row.max):
+        edges[0], edges[-1] = min(edges[0], row.min), max(edges[-1], row.max)
     q = np.array([getattr(row, f"p{p:02d}") for p in PERCENTILES], dtype=np.float64)
     share = np.array(PERCENTILES, dtype=np.float64) / 100 * h[-1]
     ok = np.isfinite(q) & (q > edges[0]) & (q < edges[-1]) & ~np.isin(q, edges)
@@ -338,7 +343,8 @@ def histogram_figures(tensors: pd.DataFrame, histograms: dict) -> list:
             _multiple(ax, entries[i])
         for ax in axes[len(rows):]:
             ax.set_axis_off()
-        fig.suptitle(_title(f"{what} (own range each; red = negative, line = zero)", p, len(pages)),
+        sep = "\n" if cols < 4 else " "  # a narrow figure: the legend on a line of its own
+        fig.suptitle(_title(f"{what}{sep}(own range each; red = negative, line = zero)", p, len(pages)),
                      x=0.01, ha="left", parse_math=False)
         figs.append(fig)
     return figs
@@ -351,6 +357,9 @@ def _multiple(ax, e: dict) -> None:
     ax.set_title(short(label, 34), fontsize=7, parse_math=False)
     ax.text(0.02, 0.97, f"neg {_pct(e['neg_frac'])}", transform=ax.transAxes, va="top", fontsize=7,
             color=NEG_COLOR, fontweight="bold", parse_math=False)
+    if e.get("outliers_to"):
+        ax.text(0.98, 0.97, f"outer bins:\nout to ±{e['outliers_to']:.2g}", transform=ax.transAxes, va="top",
+                ha="right", fontsize=6, color="0.3", parse_math=False)
     a = edges[-1]
     ax.set_xlim(-a, a)
     ax.set_xticks([-a, 0, a], [f"{-a:.2g}", "0", f"{a:.2g}"], fontsize=6)
