@@ -32,7 +32,7 @@ class ProgressBar:
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[tensors]} tensors"),
             DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-            console=Console(file=stream), transient=True,
+            console=Console(file=stream), transient=True, refresh_per_second=4,
         )
         self.task = self.progress.add_task("inspecting", total=None, tensors="0")
         self.tensors, self.total_tensors = 0, None
