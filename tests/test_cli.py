@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def test_dash_writes_to_standard_output_without_the_report(tmp_path):
 def test_dash_for_the_other_commands():
     res = run("diff", FIXTURE, FIXTURE, "--csv", "-")
     assert res.exit_code == 0 and res.stdout.startswith("name,")
-    assert pd.read_csv(__import__("io").StringIO(res.stdout))["max_abs_change"].eq(0).all()
+    assert pd.read_csv(io.StringIO(res.stdout))["max_abs_change"].eq(0).all()
     res = run("audit", FIXTURE, "--json", "-", "--fail-on", "all")
     body = json.loads(res.stdout)
     assert res.exit_code == (3 if body["failed_on"] else 0) and body["source"].endswith("digits_cnn.safetensors")
