@@ -628,7 +628,7 @@ def test_a_directory_with_one_weights_file(tmp_path):
     assert res.exit_code == 1 and "directory holds no checkpoint" in res.output
 
 
-def write_shards(folder: Path, shards: dict[str, dict[str, np.ndarray]], names: dict[str, str] = {},
+def write_shards(folder: Path, shards: dict[str, dict[str, np.ndarray]], names: dict[str, str] | None = None,
                  weight_map: dict | None = None) -> Path:
     """Shard files of datasets (path -> array), ``vars`` name attributes, and an index."""
     folder.mkdir(exist_ok=True)
@@ -638,7 +638,7 @@ def write_shards(folder: Path, shards: dict[str, dict[str, np.ndarray]], names: 
             for key, value in arrays.items():
                 f.create_dataset(key, data=value)
                 listed.setdefault("/" + key.rsplit("/", 1)[0], []).append(fname)
-            for group, name in names.items():
+            for group, name in (names or {}).items():
                 if group in f:
                     f[group].attrs["name"] = name
     index = folder / "model.weights.json"
