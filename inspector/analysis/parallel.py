@@ -149,18 +149,18 @@ def analyze_stream(records, chunk_elems: int = CHUNK_ELEMS, reducer_factories=()
     workers = default_workers() if workers is None else workers
     pools = _Pools(workers, processes)
     window = 2 * workers
-    pending: deque = deque()  # (record, reducers, item index, item count, future), in submission order
+    pending: deque = deque()  # (record, item index, item count, future), in submission order
     merged: dict = {}  # id(record) -> accumulator of its parts so far
     try:
         for rec in records:
             if skip(rec):
-                pending.append((rec, None, 0, 1, _Done(None)))
+                pending.append((rec, 0, 1, _Done(None)))
                 continue
             reducers = [r for r in (f(rec) for f in reducer_factories) if r is not None]
             items = _work_items(rec, chunk_elems, reducers)
             for i, (fn, args, span, item_reducers) in enumerate(items):
                 yield from _make_room(pending, merged, on_part, window)
-                pending.append((rec, reducers, i, len(items), pools.submit(rec, fn, args, span, item_reducers)))
+                pending.append((rec, i, len(items), pools.submit(rec, fn, args, span, item_reducers)))
         while pending:
             yield from _finish_oldest(pending, merged, on_part)
     except BaseException:
@@ -172,10 +172,10 @@ def analyze_stream(records, chunk_elems: int = CHUNK_ELEMS, reducer_factories=()
 def _make_room(pending: deque, merged: dict, on_part, window: int):
     """Yield finished items in order, and wait, until one more item may be submitted."""
     while pending:
-        while pending and pending[0][4].done():
+        while pending and pending[0][3].done():
             yield from _finish_oldest(pending, merged, on_part)
-        running = [p[4] for p in pending if not p[4].done()]
-        parts = sum(1 for p in pending if p[3] > 1)
+        running = [p[3] for p in pending if not p[3].done()]
+        parts = sum(1 for p in pending if p[2] > 1)
         if len(running) < window and len(pending) < AHEAD and parts < window:
             return
         if parts >= window or len(pending) >= AHEAD:
@@ -185,7 +185,7 @@ def _make_room(pending: deque, merged: dict, on_part, window: int):
 
 
 def _finish_oldest(pending: deque, merged: dict, on_part):
-    rec, reducers, i, count, fut = pending.popleft()
+    rec, i, count, fut = pending.popleft()
     value = fut.result()
     if count == 1:
         yield rec, value

@@ -66,10 +66,7 @@ class UnitSigns:
             self._add_runs_native(chunk.reshape(-1), n)
             self.offset += n
             return
-        if is_float(chunk.dtype) and not np.issubdtype(chunk.dtype, np.floating):
-            chunk = chunk.astype(np.float32)  # bf16 / f8 (ml_dtypes): exact, and compares much faster
-        with np.errstate(invalid="ignore"):
-            neg, pos = chunk < 0, chunk > 0
+        neg, pos = self._masks(chunk)
         if self.inner >= MIN_RUN:
             self._add_runs(neg, pos, n)
         else:
@@ -118,8 +115,9 @@ class UnitSigns:
 
     @staticmethod
     def _masks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(values < 0, values > 0); NaN is neither."""
         if is_float(values.dtype) and not np.issubdtype(values.dtype, np.floating):
-            values = values.astype(np.float32)
+            values = values.astype(np.float32)  # bf16 / f8 (ml_dtypes): exact, and compares much faster
         with np.errstate(invalid="ignore"):
             return values < 0, values > 0
 
