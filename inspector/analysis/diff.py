@@ -24,8 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CorruptCheckpoint
-from ..loaders.torch_pickle import strip_prefixes
-from ..report.table import shape_str
+from ..names import shape_str, strip_prefixes
 
 CHANGE_COLUMNS = [
     "rel_change", "cosine", "sign_flips", "sign_flip_frac", "became_neg", "became_pos",

@@ -13,7 +13,7 @@ import glob
 import os
 
 from ..errors import SourceNotFound
-from ..loaders.safetensors import _natural_key as natural_key
+from ..names import natural_key
 from .diff import PairedChange, align_names
 
 _GLOB_CHARS = "*?["

@@ -24,6 +24,7 @@ import ml_dtypes
 import numpy as np
 
 from ..errors import CorruptCheckpoint, InspectorError, UnsafeCheckpoint, UnsupportedSource
+from ..names import natural_key
 from ..records import TensorRecord
 from . import Loader, LoadOptions, OpenedSource, register
 from .keras_config import (
@@ -37,6 +38,7 @@ from .keras_config import (
     var_names,
 )
 from .keras_zip import open_keras_zip
+from .shards import keras_shards
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 USERBLOCK_OFFSETS = (512, 1024, 2048)  # HDF5 also looks for its signature after a user block
@@ -401,10 +403,6 @@ class KerasH5Source(OpenedSource):
                 c()
 
 
-def natural_key(s: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
-
-
 def vars_name(group, where: str) -> str | None:
     """The layer's own name, which Keras 3.x writes as the ``name`` attribute of its ``vars`` group."""
     v = child(group, "vars", where) if is_group(group) else None
@@ -478,21 +476,6 @@ class KerasZipLoader(Loader):
         src.meta.update(opened.meta)
         src.meta["notes"].extend(opened.notes)
         return src
-
-
-def keras_shards(index: Path) -> list[Path]:
-    """The shard files a Keras 3 ``*.weights.json`` index names (``weight_map``: variable path ->
-    file name or list of file names), in shard order; each must be a file next to the index."""
-    from .safetensors import read_weight_map, shard_files
-
-    weight_map = read_weight_map(index, "Keras shard index")
-    names: list = []
-    if isinstance(weight_map, dict):
-        for v in weight_map.values():
-            names.extend(v if isinstance(v, list) else [v])
-    if not isinstance(weight_map, dict) or not names or not all(isinstance(n, str) for n in names):
-        raise CorruptCheckpoint(f"{index}: not a Keras shard index (no weight_map of variable paths to file names)")
-    return shard_files(index, names, plain=True)
 
 
 @register

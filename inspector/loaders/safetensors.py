@@ -8,9 +8,7 @@ so a tensor of any size needs only one chunk of memory.
 
 from __future__ import annotations
 
-import json
 import math
-import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from ..dtypes import SAFETENSORS_DTYPES
 from ..errors import CorruptCheckpoint, UnsupportedSource
 from ..records import TensorRecord, default_out_axis, infer_kinds
 from . import Loader, LoadOptions, OpenedSource, register
+from .shards import is_json_index, is_json_index_head, parse_json, shards_of_index
 
 MAX_HEADER = 100 * 1024 * 1024  # the reference implementation's limit
 
@@ -38,30 +37,6 @@ class _Entry:
 
 MAX_NDIM = 64
 MAX_DIM = (1 << 63) - 1  # the reference reader's usize
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicates(pairs):
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise _DuplicateKey(next(k for k in keys if keys.count(k) > 1))
-    return dict(pairs)
-
-
-def parse_json(blob: bytes, path, what: str):
-    """JSON text (UTF-8, no duplicate keys) or CorruptCheckpoint naming the file and ``what`` it is."""
-    try:
-        return json.loads(blob.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except UnicodeDecodeError as e:
-        raise CorruptCheckpoint(f"{path}: {what} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except _DuplicateKey as e:
-        raise CorruptCheckpoint(f"{path}: {what} lists {str(e)!r} twice (a duplicate would hide data)") from None
-    except (ValueError, RecursionError) as e:  # JSONDecodeError, over-long integers, absurd nesting
-        why = str(e).split(";")[0][:200] or type(e).__name__
-        raise CorruptCheckpoint(f"{path}: {what} is not valid JSON ({why})") from None
 
 
 def read_header(path: Path) -> tuple[list[_Entry], dict]:
@@ -201,58 +176,6 @@ class SafetensorsSource(OpenedSource):
             )
 
 
-def _natural_key(s: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
-
-
-MAX_INDEX = 64 * 1024 * 1024
-
-
-def is_json_index(path: Path) -> bool:
-    """A shard index by name and content (a checkpoint merely named ``*.index.json`` is not one)."""
-    if not path.name.endswith(".index.json"):
-        return False
-    with open(path, "rb") as f:
-        return f.read(64).lstrip()[:1] == b"{"
-
-
-def read_weight_map(index: Path, what: str):
-    """The ``weight_map`` of a JSON shard index (None when the JSON has none), read with a size cap."""
-    try:
-        with open(index, "rb") as f:
-            blob = f.read(MAX_INDEX + 1)
-    except OSError as e:
-        raise CorruptCheckpoint(f"{index}: cannot read ({e.strerror or e})") from None
-    if len(blob) > MAX_INDEX:
-        raise CorruptCheckpoint(f"{index}: {what} is larger than {MAX_INDEX} bytes")
-    data = parse_json(blob, index, what)
-    return data.get("weight_map") if isinstance(data, dict) else None
-
-
-def shard_files(index: Path, names, plain: bool = False) -> list[Path]:
-    """The files ``names`` next to ``index``, each once, in natural order. They must exist and stay
-    inside the index's directory; ``plain``: each must be a bare file name (no subdirectory)."""
-    files = []
-    for name in sorted(set(names), key=_natural_key):
-        p = Path(name)
-        if p.is_absolute() or ".." in p.parts or not p.parts or "\\" in name or (plain and p.name != name):
-            where = "is not a file next to the index" if plain else "points outside the checkpoint directory"
-            raise CorruptCheckpoint(f"{index}: shard path {name!r} {where}")
-        path = index.parent / name
-        if not path.is_file():
-            raise CorruptCheckpoint(f"{index}: shard {name} is missing")
-        files.append(path)
-    return files
-
-
-def shards_of_index(index: Path) -> list[Path]:
-    """Shard files named by a shard index (``*.safetensors.index.json``, ``*.bin.index.json``), in order."""
-    weight_map = read_weight_map(index, "shard index")
-    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-        raise CorruptCheckpoint(f"{index}: not a valid shard index (no weight_map of tensor names to file names)")
-    return shard_files(index, weight_map.values())
-
-
 @register
 class SafetensorsLoader(Loader):
     name = "safetensors"
@@ -304,15 +227,11 @@ class SafetensorsIndexLoader(Loader):
 
     @classmethod
     def sniff(cls, path: Path, head: bytes) -> bool:
-        return path.name.endswith(".index.json") and head.lstrip()[:1] == b"{"
+        return is_json_index_head(path, head) and not path.name.endswith(".bin.index.json")
 
     @classmethod
     def open(cls, source: str, options: LoadOptions) -> OpenedSource:
         path = Path(source)
-        if path.name.endswith(".bin.index.json"):
-            from .torch_pickle import TorchPickleLoader
-
-            return TorchPickleLoader.open(source, options)
         files = shards_of_index(path)
         src = SafetensorsSource(source, files, "safetensors-sharded")
         src.note(f"{len(files)} shards from {path.name}")

@@ -23,9 +23,11 @@ from ..dtypes import torch_to_numpy
 from ..errors import CorruptCheckpoint, UnsupportedSource
 from ..safety.pickle_scan import refusal
 from ..safety.zipcheck import check_zip
+from ..names import strip_prefixes
 from ..records import TensorRecord, default_out_axis, infer_kinds
 from . import Loader, LoadOptions, OpenedSource, register
 from .pages import PageReleaser, file_mappings
+from .shards import is_json_index, is_json_index_head, shards_of_index
 
 # Keys under which training checkpoints commonly nest the model's state dict, by preference.
 NESTED_KEYS = (
@@ -43,7 +45,6 @@ NESTED_KEYS = (
     "params",
     "weights",
 )
-STRIP_PREFIXES = ("module.", "_orig_mod.")
 
 
 def is_torch_zip(path: Path) -> bool:
@@ -156,16 +157,6 @@ def find_state_dict(obj, source: str) -> tuple[dict, str | None]:
         raise UnsupportedSource(f"{source}: no state dict of tensors found in the checkpoint (top level: {keys})")
     sd, path = found
     return sd, ".".join(path) if path else None
-
-
-def strip_prefixes(name: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for p in STRIP_PREFIXES:
-            if name.startswith(p):
-                name, changed = name[len(p):], True
-    return name
 
 
 def tensor_reader(t, pages: PageReleaser | None = None):
@@ -294,11 +285,13 @@ class _MultiSource(OpenedSource):
 @register
 class TorchPickleLoader(Loader):
     name = "pytorch"
-    suffixes = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".tar")
+    suffixes = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".tar", ".bin.index.json")
     takes_dirs = True
 
     @classmethod
     def sniff(cls, path: Path, head: bytes) -> bool:
+        if path.name.endswith(".bin.index.json") and is_json_index_head(path, head):
+            return True
         if head[:2] == b"\x80\x02" or head[:1] == b"\x80" and head[1:2] in (b"\x03", b"\x04", b"\x05"):
             return True
         return head[:4] == b"PK\x03\x04" and is_torch_zip(path)
@@ -314,8 +307,6 @@ class TorchPickleLoader(Loader):
             path = path / "pytorch_model.bin"
             if not path.is_file():
                 path = path.with_name("pytorch_model.bin.index.json")
-        from .safetensors import is_json_index, shards_of_index
-
         if is_json_index(path):
             return _MultiSource(source, shards_of_index(path), options)
         return open_state_dict_file(source, path, options)
