@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .analysis.findings import DEFAULT_FAIL_ON, FINDING_TYPES, unsafe_findings
+from .table.findings import DEFAULT_FAIL_ON, FINDING_TYPES, unsafe_findings
 from .api import inspect
 from .errors import InspectorError
 from .report.export import write_json

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from .analysis.findings import DEFAULT_FAIL_ON, FINDING_TYPES
+from .table.findings import DEFAULT_FAIL_ON, FINDING_TYPES
 from .errors import InspectorError, OutputError
 
 

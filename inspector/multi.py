@@ -13,12 +13,15 @@ import pandas as pd
 from .analysis.diff import CHANGE_COLUMNS, diff_frame, diff_records, diff_summary, pooled_change
 from .analysis.stats import CHUNK_ELEMS
 from .analysis.track import change_factory, ordered_sources, source_list
-from .api import ProgressFn, analyze_records, inspect
+from .api import inspect
 from .errors import OutputError
 from .loaders import LoadOptions, open_source
 from .report import change_plots
 from .report.export import write_csv, write_json
-from .report.table import TENSOR_COLUMNS, layer_frame, summarize, tensor_frame
+from .table.layers import layer_frame
+from .table.rows import ProgressFn, analyze_records
+from .table.schema import TENSOR_COLUMNS, tensor_frame
+from .table.summary import summarize
 
 TRACK_COLUMNS = ["checkpoint", "step", *TENSOR_COLUMNS, "rel_change", "cosine", "sign_flips", "sign_flip_frac",
                  "became_neg", "became_pos", "tied_to"]

@@ -13,7 +13,7 @@ import inspector
 from inspector.analysis.init_baseline import fans
 from inspector.api import table_rows
 from inspector.records import TensorRecord, array_reader
-from inspector.report.table import TENSOR_ANALYSIS_COLUMNS, TENSOR_COLUMNS, tensor_frame
+from inspector.table.schema import TENSOR_ANALYSIS_COLUMNS, TENSOR_COLUMNS, tensor_frame
 
 
 def record(name, arr, kind="weight", out_axis=0):

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from inspector.cli import main
-from inspector.report.table import LAYER_COLUMNS, TENSOR_COLUMNS
+from inspector.table.schema import LAYER_COLUMNS, TENSOR_COLUMNS
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "digits_cnn.safetensors"
 REQUIRED = ("name, layer, kind, dtype, shape, numel, neg_count, zero_count, pos_count, neg_frac, zero_frac, "

@@ -100,7 +100,7 @@ def test_reducers_see_every_chunk_in_order_with_threads():
 def test_weights_with_unit_reducers_are_split_into_parts(workers, out_axis):
     """Per-unit sign counts split with the tensor (each part from its offset) and merge in order."""
     from inspector.analysis.parallel import analyze_stream
-    from inspector.api import TABLE_REDUCERS
+    from inspector.table.rows import TABLE_REDUCERS
 
     rng = np.random.default_rng(3)
     w = rng.standard_normal((61, 53)).astype(np.float32)  # 3233 values: parts of 1600 split units
@@ -198,7 +198,7 @@ def test_worker_processes_give_the_same_bits(tmp_path, monkeypatch, with_reducer
     """Without the compiled kernels, safetensors data goes to worker processes."""
     import inspector.analysis.parallel as parallel
     from inspector.analysis import kernels
-    from inspector.api import TABLE_REDUCERS
+    from inspector.table.rows import TABLE_REDUCERS
 
     arrs = {k: v for k, v in tensors().items() if v.dtype != ml_dtypes.bfloat16}
     path = tmp_path / "m.safetensors"

@@ -19,13 +19,12 @@ from click.testing import CliRunner
 from safetensors.numpy import save_file
 
 import inspector
-from inspector.analysis.findings import layer_outliers, robust_z
+from inspector.table.findings import layer_outliers, robust_z
 from inspector.api import Inspection, analyze_records
 from inspector.cli import main
 from inspector.records import TensorRecord, array_reader, infer_kinds
 from inspector.report import plots as P
 from inspector.report.bundle import REPORT_FILES
-from inspector.report.table import tensor_frame
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 HOSTILE = "<script>alert(1)</script>"
@@ -69,7 +68,7 @@ def inspection_of(arrays: dict, meta: dict | None = None, source: str = "test") 
     kinds = infer_kinds([(n, a.shape) for n, a in arrays.items()])
     recs = [TensorRecord(n, kinds[n], a.dtype, a.shape, array_reader(a)) for n, a in arrays.items()]
     rows, hists = analyze_records(recs)
-    return Inspection(source, tensor_frame(rows), {"format": "test", **(meta or {})}, hists)
+    return Inspection.from_rows(source, rows, {"format": "test", **(meta or {})}, hists)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from inspector import loaders
-from inspector.analysis.findings import DEFAULT_FAIL_ON, FINDING_TYPES
+from inspector.table.findings import DEFAULT_FAIL_ON, FINDING_TYPES
 from inspector.audit import audit, parse_fail_on
 from inspector.cli import main
 from inspector.loaders import Loader, OpenedSource

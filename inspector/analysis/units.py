@@ -5,7 +5,7 @@ PyTorch linear row or conv filter (axis 0), the last axis of a Keras kernel. Val
 flattened in C order, so the unit of flat offset ``i`` is ``(i // inner) % units`` where
 ``inner`` is the product of the dimensions after the output axis.
 
-Columns (see ``report.table.TENSOR_ANALYSIS_COLUMNS``):
+Columns (see ``table.schema.TENSOR_ANALYSIS_COLUMNS``):
 
 * ``units``: number of output units;
 * ``all_nonpos_units``: units whose incoming weights are all <= 0 (no positive value);
@@ -24,7 +24,6 @@ import copy
 import math
 
 import numpy as np
-import pandas as pd
 
 from ..dtypes import is_float
 from . import kernels
@@ -211,26 +210,3 @@ def _bias_for(name: str, units: int, candidates: list[tuple[str, np.ndarray]]):
         if n.replace("/", ".").rsplit(".", 1)[-1] == leaf.replace("weight", "bias").replace("kernel", "bias"):
             return m
     return fits[0][1] if fits else None
-
-
-def dead_relu_layers(tensors: pd.DataFrame) -> list[dict]:
-    """The weight tensors with dead-ReLU candidates, in network order."""
-    if "dead_relu_candidates" not in tensors:
-        return []
-    hit = tensors[tensors["dead_relu_candidates"].fillna(0) > 0]
-    return [
-        {"layer": r.layer, "tensor": r.name, "dead_relu_candidates": int(r.dead_relu_candidates), "units": int(r.units)}
-        for r in hit.itertuples()
-    ]
-
-
-def dead_relu_findings(layers: list[dict]) -> list[dict]:
-    return [
-        {
-            "type": "dead_relu",
-            "tensor": x["tensor"],
-            "detail": f"{x['dead_relu_candidates']} of {x['units']} units have no positive weight and no positive "
-            "bias: a ReLU after them never opens on non-negative inputs",
-        }
-        for x in layers
-    ]

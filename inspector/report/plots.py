@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.stats import PERCENTILES
-from .table import _pooled, counted
+from ..table.layers import pooled
+from ..table.schema import counted
 
 PLOT_KINDS = ("weight", "negative", "magnitude", "histograms")
 BARS_PER_FIG = 60
@@ -137,7 +138,7 @@ def magnitude_entries(tensors: pd.DataFrame) -> pd.DataFrame:
     df = counted(tensors)
     df = df[(df["kind"] == "weight") & (df["finite_count"] > 0)]
     group = _grouped(df["layer"].map(_unit), BARS_PER_FIG * MAX_FIGS["magnitude"])
-    rows = [{"label": g, "layers": sub["layer"].nunique(dropna=False), **_pooled(sub)}
+    rows = [{"label": g, "layers": sub["layer"].nunique(dropna=False), **pooled(sub)}
             for g, sub in df.groupby(group, sort=False)]
     return pd.DataFrame(rows, columns=["label", "layers", "numel", "abs_mean", "std", "l2_norm"])
 

@@ -1,4 +1,4 @@
-"""Findings: facts about a checkpoint that a user auditing it should see."""
+"""Findings: facts about a checkpoint that a user auditing it should see, from the tables."""
 
 from __future__ import annotations
 
@@ -19,6 +19,29 @@ def tensor_findings(tensors: pd.DataFrame) -> list[dict]:
         if isinstance(r.tied_to, str):
             out.append({"type": "tied", "tensor": r.name, "detail": f"shares storage with {r.tied_to}"})
     return out
+
+
+def dead_relu_layers(tensors: pd.DataFrame) -> list[dict]:
+    """The weight tensors with dead-ReLU candidates, in network order."""
+    if "dead_relu_candidates" not in tensors:
+        return []
+    hit = tensors[tensors["dead_relu_candidates"].fillna(0) > 0]
+    return [
+        {"layer": r.layer, "tensor": r.name, "dead_relu_candidates": int(r.dead_relu_candidates), "units": int(r.units)}
+        for r in hit.itertuples()
+    ]
+
+
+def dead_relu_findings(layers: list[dict]) -> list[dict]:
+    return [
+        {
+            "type": "dead_relu",
+            "tensor": x["tensor"],
+            "detail": f"{x['dead_relu_candidates']} of {x['units']} units have no positive weight and no positive "
+            "bias: a ReLU after them never opens on non-negative inputs",
+        }
+        for x in layers
+    ]
 
 
 OUTLIER_Z = 3.5  # robust z-score beyond which a layer is reported (Iglewicz and Hoaglin's cut-off)

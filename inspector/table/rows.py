@@ -1,0 +1,75 @@
+"""Rows of the tensor table: the record stream reduced, one row per tensor, in record order."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..analysis.init_baseline import baseline_columns
+from ..analysis.parallel import analyze_stream
+from ..analysis.stats import CHUNK_ELEMS
+from ..analysis.units import bias_signs, resolve_dead_relu, unit_signs
+from ..names import shape_str
+from ..records import TensorRecord
+
+# Called with each record once its row is done, in order. Optional methods: ``begin(tensors, nbytes)``
+# with the source's totals when known, ``part_done(record, elems)`` as parts of large tensors finish.
+ProgressFn = Callable[[TensorRecord], None]
+# A reducer factory looks at a record and returns a reducer for it (or None): see analysis.stats.analyze.
+ReducerFactory = Callable[[TensorRecord], object]
+# A row function adds columns computed from a record and its finished statistics.
+RowFunction = Callable[[TensorRecord, dict], dict]
+# The tensor table's analyses beyond the core statistics (per-unit signs, init baseline).
+TABLE_REDUCERS: tuple[ReducerFactory, ...] = (unit_signs, bias_signs)
+TABLE_ROW_FUNCTIONS: tuple[RowFunction, ...] = (baseline_columns,)
+
+
+def analyze_records(
+    records,
+    chunk_elems: int = CHUNK_ELEMS,
+    progress: ProgressFn | None = None,
+    reducer_factories: tuple[ReducerFactory, ...] = (),
+    row_functions: tuple[RowFunction, ...] = (),
+    workers: int | None = None,
+):
+    """Stats rows and histograms for a stream of records (tied tensors are not read twice).
+
+    Tensors are reduced by ``workers`` workers (default: one per CPU; see analysis.parallel);
+    rows, histograms and ``progress`` calls come in record order, the same whatever ``workers``.
+    """
+    rows, hists, by_name, submitted = [], {}, {}, set()
+
+    def tied(rec) -> bool:
+        known = bool(rec.tied_to) and rec.tied_to in submitted
+        submitted.add(rec.name)
+        return known
+
+    on_part = getattr(progress, "part_done", None)
+    for rec, stats in analyze_stream(records, chunk_elems, reducer_factories, workers, skip=tied, on_part=on_part):
+        if stats is None:
+            stats = dict(by_name[rec.tied_to])
+        else:
+            for fn in row_functions:
+                stats.update(fn(rec, stats))
+        by_name[rec.name] = dict(stats)
+        hists[rec.name] = (stats.pop("hist_edges"), stats.pop("hist_counts"))
+        rows.append(record_row(rec, stats))
+        if progress:
+            progress(rec)
+    return rows, hists
+
+
+def record_row(rec: TensorRecord, stats: dict) -> dict:
+    """One row of the tensor table: the record's metadata around its statistics."""
+    stats.pop("sum_sq", None)
+    return {
+        "name": rec.name, "layer": rec.layer, "kind": rec.kind, "dtype": rec.dtype, "shape": shape_str(rec.shape),
+        **stats,
+        "out_axis": rec.out_axis, "module_type": rec.module_type, "tied_to": rec.tied_to,
+    }
+
+
+def table_rows(records, chunk_elems: int = CHUNK_ELEMS, progress: ProgressFn | None = None):
+    """Rows of the tensor table: core statistics, per-unit signs and the init baseline, one pass."""
+    rows, hists = analyze_records(records, chunk_elems, progress, TABLE_REDUCERS, TABLE_ROW_FUNCTIONS)
+    resolve_dead_relu(rows)
+    return rows, hists

@@ -1,0 +1,68 @@
+"""The model summary: totals, the headline negative fraction, per kind, extreme layers, findings."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .findings import dead_relu_findings, dead_relu_layers, layer_outliers, tensor_findings
+from .layers import pooled
+from .schema import counted
+
+SUMMARY_TOP = 5  # most / least negative layers listed in the summary
+
+
+def build_summary(tensors: pd.DataFrame, layers: pd.DataFrame, meta: dict) -> dict:
+    """The whole summary of one source: :func:`summarize`, the dead-ReLU layers and every finding
+    (the loader's, in ``meta["findings"]``, then those read off the tables)."""
+    summary = summarize(tensors, layers, meta)
+    summary["dead_relu_layers"] = dead_relu_layers(tensors)
+    summary["findings"] = list(meta.get("findings", [])) + tensor_findings(tensors)
+    summary["findings"] += dead_relu_findings(summary["dead_relu_layers"])
+    summary["findings"] += layer_outliers(layers, tensors)
+    return summary
+
+
+def summarize(tensors: pd.DataFrame, layers: pd.DataFrame, meta: dict) -> dict:
+    """The model summary: totals, the headline negative fraction, per kind, extreme layers."""
+    df = counted(tensors)
+    learned = df[df["kind"] != "buffer"]
+    weights = pooled(df[df["kind"] == "weight"])
+    summary = {
+        "source": meta.get("source"),
+        "format": meta.get("format"),
+        "trained": meta.get("trained"),
+        "tensors": int(len(tensors)),
+        "parameters": int(df["numel"].sum()),
+        "learned_parameters": int(learned["numel"].sum()),
+        "buffer_elements": int(df.loc[df["kind"] == "buffer", "numel"].sum()),
+        "weight_parameters": weights["numel"],
+        "weight_neg_frac": weights["neg_frac"],
+        "weight_zero_frac": weights["zero_frac"],
+        "weight_pos_frac": weights["pos_frac"],
+        "learned_neg_frac": pooled(learned)["neg_frac"],
+        "by_kind": {kind: {"tensors": len(sub), **pooled(sub)} for kind, sub in df.groupby("kind", sort=False)},
+        **extreme_layers(layers),
+        "nan_count": int(df["nan_count"].sum()),
+        "inf_count": int(df["inf_count"].sum()),
+        "dtypes": {str(k): int(v) for k, v in df.groupby("dtype", sort=False)["numel"].sum().items()},
+        "tied_tensors": [
+            {"name": r.name, "tied_to": r.tied_to} for r in tensors[tensors["tied_to"].notna()].itertuples()
+        ],
+        "notes": list(meta.get("notes", [])),
+    }
+    summary.update({key: meta[key] for key in SOURCE_KEYS if key in meta})
+    return summary
+
+
+# what a loader knows about its source, copied into the summary when present
+SOURCE_KEYS = ("model", "weights", "nested_key", "keras_version", "backend", "metadata")
+
+
+def extreme_layers(layers: pd.DataFrame) -> dict:
+    """The SUMMARY_TOP most and least negative layers by weight negative fraction."""
+    ranked = layers[layers["weight_numel"] > 0].sort_values("weight_neg_frac", ascending=False, kind="stable")
+    top = [
+        {"layer": r.layer, "weight_neg_frac": float(r.weight_neg_frac), "weight_numel": int(r.weight_numel)}
+        for r in ranked.itertuples()
+    ]
+    return {"most_negative_layers": top[:SUMMARY_TOP], "least_negative_layers": top[::-1][:SUMMARY_TOP]}
