@@ -71,7 +71,9 @@ def check_outputs(inputs, outputs) -> None:
     output on standard output (``-``), where they would interleave."""
     if sum(1 for out in outputs if out == "-") > 1:
         raise click.UsageError("only one output can be '-' (standard output)")
-    ins = [p for i in inputs if i and Path(i).exists() for p in _read_paths(Path(i))]
+    from .loaders import source_files
+
+    ins = [p for i in inputs if i for p in source_files(str(i))]
     for out in outputs:
         if not out or out == "-":
             continue
@@ -79,18 +81,6 @@ def check_outputs(inputs, outputs) -> None:
         for i in ins:
             if o.exists() and o.samefile(i) or o.resolve() == i.resolve():
                 raise OutputError(f"{out}: is an input of this command; refusing to overwrite it")
-
-
-def _read_paths(path: Path) -> list[Path]:
-    """The input itself and, for a directory or shard index, the checkpoint files beside it."""
-    from .loaders import LOADERS
-
-    index = path.name.endswith((".index.json", ".weights.json"))  # safetensors / Keras shard indexes
-    folder = path if path.is_dir() else path.parent if index else None
-    if folder is None:
-        return [path]
-    suffixes = tuple(s for lo in LOADERS for s in lo.suffixes)
-    return [path, *(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(suffixes))]
 
 
 def piped(*paths) -> bool:
@@ -112,6 +102,14 @@ class DefaultGroup(click.Group):
 
     default_command = "inspect"
 
+    def format_help_text(self, ctx, formatter):
+        from .loaders import formats_text
+
+        super().format_help_text(ctx, formatter)
+        with formatter.indentation():
+            formatter.write_paragraph()
+            formatter.write_text(f"Formats: {formats_text()}.")
+
     def parse_args(self, ctx, args):
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = [self.default_command, *args]
@@ -123,8 +121,7 @@ class DefaultGroup(click.Group):
 def main():
     """winspect: what is inside a model's weights — how much is negative, where, how large.
 
-    SOURCE is a torchvision model name (resnet18), a PyTorch checkpoint (.pt .pth .bin .ckpt),
-    a safetensors file, shard index or model directory, or a Keras .h5 / .keras file.
+    SOURCE is a model name, a checkpoint file, a shard index or a model directory.
     """
 
 

@@ -18,6 +18,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 KINDS = ("weight", "bias", "norm", "buffer", "other")
+# How a weight's axes are laid out: PyTorch ``(out, in, *kernel)`` (linear ``(out, in)``), or Keras
+# ``(*kernel, in, out)`` (dense ``(in, out)``; transposed conv ``(*kernel, out, in)``).
+LAYOUTS = ("pytorch", "keras")
 LEARNED_KINDS = ("weight", "bias", "norm", "other")
 
 ChunkReader = Callable[[int], Iterator[np.ndarray]]
@@ -37,10 +40,13 @@ class TensorRecord:
     nbytes: int | None = None
     # optional reader of the values [start, stop) only: range_reader(start, stop, max_elems)
     range_reader: Callable[[int, int, int], Iterator[np.ndarray]] | None = field(default=None, repr=False)
+    layout: str = "pytorch"  # one of LAYOUTS: whose axis conventions the stored shape follows
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown kind {self.kind!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {self.layout!r}")
         self.shape = tuple(int(s) for s in self.shape)
         self.np_dtype = np.dtype(self.np_dtype)
         if self.layer is None:

@@ -170,6 +170,15 @@ def test_keras_fans():
     assert fans((5,), 0) is None and fans((5, 4), None) is None
 
 
+def test_keras_layout_fans_follow_keras_for_transposed_and_depthwise_kernels():
+    """Keras computes fans on the stored shape whatever the output axis: a transposed conv kernel
+    (kh, kw, out, in) and a depthwise kernel (kh, kw, in, multiplier) have their output unit on
+    the second-to-last axis, yet their fans are prod(kernel) * shape[-2] and prod(kernel) * shape[-1]."""
+    assert fans((3, 3, 16, 32), 2, "keras") == (16 * 9, 32 * 9)
+    assert fans((3, 3, 8, 1), 2, "keras") == (8 * 9, 1 * 9)
+    assert fans((3, 3, 16, 32), 2) == (3 * 16 * 32, 3 * 16 * 32)  # a PyTorch layout reads the same shape otherwise
+
+
 def test_std_ratios_match_numpy():
     rng = np.random.default_rng(7)
     w = rng.uniform(-0.3, 0.3, size=(20, 10, 3, 3))

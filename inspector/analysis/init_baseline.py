@@ -3,9 +3,11 @@
 The fans follow ``torch.nn.init._calculate_fan_in_and_fan_out`` for PyTorch layouts
 (``(out, in, *kernel)``, and ConvTranspose's ``(in, out, *kernel)``, which PyTorch
 initialises with the same formula on the stored shape): receptive field
-``rf = prod(shape[2:])``, ``fan_in = shape[1] * rf``, ``fan_out = shape[0] * rf``. For Keras
-layouts (output on the last axis: dense ``(in, out)``, conv ``(kh, kw, in, out)``) as Keras
-computes them: ``rf = prod(shape[:-2])``, ``fan_in = shape[-2] * rf``, ``fan_out = shape[-1] * rf``.
+``rf = prod(shape[2:])``, ``fan_in = shape[1] * rf``, ``fan_out = shape[0] * rf``. For records in
+the Keras layout (``record.layout == "keras"``: dense ``(in, out)``, conv ``(kh, kw, in, out)``,
+and transposed and depthwise kernels, on their stored shape) as Keras computes them:
+``rf = prod(shape[:-2])``, ``fan_in = shape[-2] * rf``, ``fan_out = shape[-1] * rf``; the same for
+other records whose output is on the last axis (``(in, out)`` matrices).
 
 Reference stds:
 
@@ -25,12 +27,12 @@ from __future__ import annotations
 import math
 
 
-def fans(shape: tuple[int, ...], out_axis: int | None) -> tuple[int, int] | None:
+def fans(shape: tuple[int, ...], out_axis: int | None, layout: str = "pytorch") -> tuple[int, int] | None:
     """(fan_in, fan_out) of a weight tensor, or None when it has no output axis or fewer than 2 dims."""
     nd = len(shape)
     if out_axis is None or nd < 2:
         return None
-    if out_axis == nd - 1:  # Keras: (..., in, out)
+    if layout == "keras" or out_axis == nd - 1:  # (..., in, out), as Keras computes fans
         rf = math.prod(shape[:-2])
         return shape[-2] * rf, shape[-1] * rf
     rf = math.prod(shape[2:])
@@ -52,7 +54,7 @@ def baseline_columns(record, stats: dict) -> dict:
     """fan_in, fan_out and std_vs_<init> columns for a weight record (empty for other kinds)."""
     if record.kind != "weight":
         return {}
-    f = fans(record.shape, record.out_axis)
+    f = fans(record.shape, record.out_axis, record.layout)
     if f is None:
         return {}
     refs = reference_stds(*f)

@@ -4,17 +4,20 @@ A source is a file, a directory, or a model name. Files are identified by their
 content first (magic bytes), then by suffix; directories by what they contain;
 anything that is not a path is offered to the loaders that take names
 (torchvision). Adding a format means one new module with a ``@register``ed
-:class:`Loader` subclass, imported at the bottom of this file.
+:class:`Loader` subclass (its ``name``, ``title``, ``suffixes``, ``order``), listed in
+``FORMAT_MODULES``. Sniffing order is the loaders' ``order``, not import order; the format lists
+of ``--help`` and of the errors are built from the registered loaders.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import SourceNotFound, UnsupportedSource
+from ..errors import InspectorError, SourceNotFound, UnsupportedSource
 from ..records import TensorRecord
 
 HEAD_BYTES = 64
@@ -32,6 +35,7 @@ class OpenedSource:
     def __init__(self, source: str, fmt: str, meta: dict | None = None):
         self.source = source
         self.format = fmt
+        self.paths: list[Path] = []  # the files this source reads (set by open_source from its loader)
         self.meta: dict = {"format": fmt, "notes": [], "findings": []}
         self.meta.update(meta or {})
 
@@ -41,6 +45,10 @@ class OpenedSource:
     def totals(self) -> tuple[int, int] | None:
         """(tensors, bytes) that :meth:`records` will yield, when known up front (for progress)."""
         return None
+
+    def files(self) -> list[Path]:
+        """The files reading this source reads: the source itself and any shards or members beside it."""
+        return list(self.paths)
 
     def note(self, text: str) -> None:
         self.meta["notes"].append(text)
@@ -56,10 +64,13 @@ class OpenedSource:
 
 
 class Loader:
-    """One checkpoint format. Subclasses set ``name`` and ``suffixes`` and implement ``open``."""
+    """One checkpoint format. Subclasses set ``name``, ``title`` and ``suffixes`` and implement ``open``."""
 
     name = ""
+    title = ""  # how --help and errors list the format ("safetensors (.safetensors, shard index)")
+    dir_hint = ""  # what a directory of this format holds, for the error on a directory nobody reads
     suffixes: tuple[str, ...] = ()
+    order = 100  # sniffing order: lower first (cheap, certain magic before structural guesses)
     takes_names = False  # accepts sources that are not paths (model names)
     takes_dirs = False
 
@@ -77,6 +88,11 @@ class Loader:
         return False
 
     @classmethod
+    def files(cls, path: Path) -> list[Path]:
+        """The files that reading ``path`` (a file or directory this loader accepts) reads."""
+        return [path]
+
+    @classmethod
     def open(cls, source: str, options: LoadOptions) -> OpenedSource:  # pragma: no cover
         raise NotImplementedError
 
@@ -85,8 +101,32 @@ LOADERS: list[type[Loader]] = []
 
 
 def register(cls: type[Loader]) -> type[Loader]:
+    """Add a loader to the registry, kept in sniffing order (``order``, then registration)."""
     LOADERS.append(cls)
+    LOADERS.sort(key=lambda lo: lo.order)
     return cls
+
+
+def format_names() -> list[str]:
+    """The registered loaders' names, in sniffing order."""
+    return [lo.name for lo in LOADERS]
+
+
+def formats_text() -> str:
+    """The formats winspect reads, as --help and the errors list them."""
+    return "; ".join(lo.title for lo in LOADERS if lo.title)
+
+
+def source_files(source: str) -> list[Path]:
+    """The files reading ``source`` reads (the source itself, and shards or the checkpoint a directory
+    holds); just the path when no loader takes it, and nothing for a model name."""
+    path = Path(source)
+    if not path.exists():
+        return []
+    try:
+        return [path, *(p for p in choose_loader(source).files(path) if p != path)]
+    except InspectorError:  # reading it will say what is wrong
+        return [path]
 
 
 def choose_loader(source: str) -> type[Loader]:
@@ -96,11 +136,8 @@ def choose_loader(source: str) -> type[Loader]:
         for loader in LOADERS:
             if loader.takes_dirs and loader.accepts_dir(path):
                 return loader
-        raise UnsupportedSource(
-            f"{source}: directory holds no checkpoint winspect reads "
-            "(expected model.safetensors, *.safetensors shards with an index, pytorch_model.bin, "
-            "one Keras *.weights.h5, or Keras sharded weights *.weights.json)"
-        )
+        hints = ", ".join(lo.dir_hint for lo in LOADERS if lo.takes_dirs and lo.dir_hint)
+        raise UnsupportedSource(f"{source}: directory holds no checkpoint winspect reads (expected {hints})")
     if path.exists():
         return _loader_for_file(path)
     if _looks_like_path(source):
@@ -131,11 +168,7 @@ def _loader_for_file(path: Path) -> type[Loader]:
     for loader in LOADERS:
         if any(name.endswith(s) for s in loader.suffixes):
             return loader
-    raise UnsupportedSource(
-        f"{path}: not a format winspect reads (safetensors, PyTorch .pt/.pth/.bin/.ckpt, Keras .h5/.keras/"
-        ".weights.json); "
-        f"first bytes {head[:8]!r}"
-    )
+    raise UnsupportedSource(f"{path}: not a format winspect reads ({formats_text()}); first bytes {head[:8]!r}")
 
 
 def _sniffs(loader: type[Loader], path: Path, head: bytes) -> bool:
@@ -159,11 +192,17 @@ def open_source(source: str, options: LoadOptions | None = None) -> OpenedSource
     """Open a source with the loader the registry chooses for it."""
     options = options or LoadOptions()
     loader = choose_loader(str(source))
-    return loader.open(str(source), options)
+    src = loader.open(str(source), options)
+    if not src.paths and Path(source).exists():
+        try:
+            src.paths = loader.files(Path(source))
+        except BaseException:
+            src.close()
+            raise
+    return src
 
 
-# Registration order is sniffing order.
-from . import safetensors as _safetensors  # noqa: E402,F401
-from . import torch_pickle as _torch_pickle  # noqa: E402,F401
-from . import torchvision_zoo as _torchvision_zoo  # noqa: E402,F401
-from . import keras_h5 as _keras_h5  # noqa: E402,F401
+# The format modules; each registers its loaders (sniffing order is their ``order``, not this list's).
+FORMAT_MODULES = ("safetensors", "torch_pickle", "torchvision_zoo", "keras_h5")
+for _module in FORMAT_MODULES:
+    importlib.import_module(f"{__name__}.{_module}")

@@ -395,6 +395,7 @@ class KerasH5Source(OpenedSource):
                 out_axis=out_axis_of(kind, e.module_type, leaf, len(shape)),
                 module_type=e.module_type,
                 nbytes=math.prod(shape) * np_dtype.itemsize,
+                layout="keras",
             )
 
     def close(self) -> None:
@@ -422,8 +423,11 @@ def open_h5(source, fileobj=None, where: str | None = None):
 @register
 class KerasH5Loader(Loader):
     name = "keras-h5"
+    title = "Keras .h5 (HDF5: a Keras 3 .weights.h5 or a Keras 2 model or weights file)"
+    dir_hint = "one Keras *.weights.h5"
     suffixes = (".h5", ".hdf5")
     takes_dirs = True  # a directory with one Keras 3 weights file (a KerasHub preset, say)
+    order = 50
 
     @classmethod
     def sniff(cls, path: Path, head: bytes) -> bool:
@@ -434,9 +438,13 @@ class KerasH5Loader(Loader):
         return len(list(path.glob("*.weights.h5"))) == 1 and not any(path.glob("*.weights.json"))
 
     @classmethod
+    def files(cls, path: Path) -> list[Path]:
+        return [next(path.glob("*.weights.h5"))] if path.is_dir() else [path]
+
+    @classmethod
     def open(cls, source: str, options: LoadOptions) -> OpenedSource:
         path = Path(source)
-        h5 = open_h5(next(path.glob("*.weights.h5")) if path.is_dir() else source)
+        h5 = open_h5(cls.files(path)[0] if path.is_dir() else source)
         try:
             return KerasH5Source(source, h5)
         except BaseException:
@@ -447,7 +455,9 @@ class KerasH5Loader(Loader):
 @register
 class KerasZipLoader(Loader):
     name = "keras-zip"
+    title = "Keras .keras"
     suffixes = (".keras",)
+    order = 60
 
     @classmethod
     def sniff(cls, path: Path, head: bytes) -> bool:
@@ -483,8 +493,11 @@ class KerasShardedLoader(Loader):
     """Keras 3 sharded weights: ``model.weights.json`` and its ``model_00000.weights.h5`` shards."""
 
     name = "keras-sharded"
+    title = "Keras sharded weights .weights.json"
+    dir_hint = "or Keras sharded weights *.weights.json"
     suffixes = (".weights.json",)
     takes_dirs = True
+    order = 70
 
     @classmethod
     def sniff(cls, path: Path, head: bytes) -> bool:
@@ -494,11 +507,18 @@ class KerasShardedLoader(Loader):
     def accepts_dir(cls, path: Path) -> bool:
         return len(list(path.glob("*.weights.json"))) == 1
 
+    @staticmethod
+    def _index(path: Path) -> Path:
+        return next(path.glob("*.weights.json")) if path.is_dir() else path
+
+    @classmethod
+    def files(cls, path: Path) -> list[Path]:
+        index = cls._index(path)
+        return [index, *keras_shards(index)]
+
     @classmethod
     def open(cls, source: str, options: LoadOptions) -> OpenedSource:
-        index = Path(source)
-        if index.is_dir():
-            index = next(index.glob("*.weights.json"))
+        index = cls._index(Path(source))
         roots = []
         try:
             for shard in keras_shards(index):

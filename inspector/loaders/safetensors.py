@@ -179,8 +179,11 @@ class SafetensorsSource(OpenedSource):
 @register
 class SafetensorsLoader(Loader):
     name = "safetensors"
+    title = "safetensors (.safetensors, a shard index or a model directory)"
+    dir_hint = "model.safetensors, *.safetensors shards with an index"
     suffixes = (".safetensors",)
     takes_dirs = True
+    order = 10
 
     @classmethod
     def sniff(cls, path: Path, head: bytes) -> bool:
@@ -206,6 +209,11 @@ class SafetensorsLoader(Loader):
         return None
 
     @classmethod
+    def files(cls, path: Path) -> list[Path]:
+        target = cls._dir_target(path) if path.is_dir() else path
+        return [target, *shards_of_index(target)] if is_json_index(target) else [target]
+
+    @classmethod
     def open(cls, source: str, options: LoadOptions) -> OpenedSource:
         path = Path(source)
         if path.is_dir():
@@ -224,6 +232,11 @@ class SafetensorsIndexLoader(Loader):
 
     name = "safetensors-index"
     suffixes = (".safetensors.index.json",)
+    order = 20
+
+    @classmethod
+    def files(cls, path: Path) -> list[Path]:
+        return [path, *shards_of_index(path)]
 
     @classmethod
     def sniff(cls, path: Path, head: bytes) -> bool:

@@ -285,6 +285,9 @@ class _MultiSource(OpenedSource):
 @register
 class TorchPickleLoader(Loader):
     name = "pytorch"
+    title = "PyTorch .pt/.pth/.bin/.ckpt (zip or legacy pickle, sharded *.bin.index.json)"
+    dir_hint = "pytorch_model.bin"
+    order = 30
     suffixes = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".tar", ".bin.index.json")
     takes_dirs = True
 
@@ -300,13 +303,22 @@ class TorchPickleLoader(Loader):
     def accepts_dir(cls, path: Path) -> bool:
         return (path / "pytorch_model.bin").is_file() or (path / "pytorch_model.bin.index.json").is_file()
 
-    @classmethod
-    def open(cls, source: str, options: LoadOptions) -> OpenedSource:
-        path = Path(source)
+    @staticmethod
+    def _target(path: Path) -> Path:
         if path.is_dir():
             path = path / "pytorch_model.bin"
             if not path.is_file():
                 path = path.with_name("pytorch_model.bin.index.json")
+        return path
+
+    @classmethod
+    def files(cls, path: Path) -> list[Path]:
+        target = cls._target(path)
+        return [target, *shards_of_index(target)] if is_json_index(target) else [target]
+
+    @classmethod
+    def open(cls, source: str, options: LoadOptions) -> OpenedSource:
+        path = cls._target(Path(source))
         if is_json_index(path):
             return _MultiSource(source, shards_of_index(path), options)
         return open_state_dict_file(source, path, options)

@@ -157,6 +157,8 @@ def _fetch(name: str, member) -> Path:
 @register
 class TorchvisionLoader(Loader):
     name = "torchvision"
+    title = "torchvision model names (resnet18)"
+    order = 40
     takes_names = True
 
     @classmethod
