@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .table.findings import DEFAULT_FAIL_ON, FINDING_TYPES, unsafe_findings
+from .finding import DEFAULT_FAIL_ON, FINDING_TYPES, Finding
+from .table.findings import unsafe_findings
 from .api import inspect
 from .errors import InspectorError
 from .report.export import write_json
@@ -24,12 +25,12 @@ class UnknownFinding(InspectorError):
 @dataclass
 class Audit:
     source: str
-    findings: list[dict] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
     refused: str | None = None  # the refusal message when the source could not be loaded safely
 
     def failed_on(self, fail_on) -> list[str]:
         """The finding types present that are listed in ``fail_on``, in FINDING_TYPES order."""
-        present = {f["type"] for f in self.findings}
+        present = {f.type for f in self.findings}
         return [t for t in FINDING_TYPES if t in present and t in fail_on]
 
     def to_json(self, path, fail_on) -> Path:

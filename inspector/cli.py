@@ -16,8 +16,8 @@ from pathlib import Path
 
 import click
 
-from .table.findings import DEFAULT_FAIL_ON, FINDING_TYPES
 from .errors import InspectorError, OutputError
+from .finding import DEFAULT_FAIL_ON, FINDING_TYPES
 
 
 class _Fail(click.ClickException):

@@ -87,9 +87,9 @@ def test_dead_relu_candidates_exact_from_a_file(tmp_path):
         {"layer": "conv", "tensor": "conv.weight", "dead_relu_candidates": 3, "units": 8},
         {"layer": "fc", "tensor": "fc.weight", "dead_relu_candidates": 2, "units": 10},
     ]
-    dead = [f for f in ins.summary["findings"] if f["type"] == "dead_relu"]
-    assert [f["tensor"] for f in dead] == ["conv.weight", "fc.weight"]
-    assert "3 of 8 units" in dead[0]["detail"]
+    dead = [f for f in ins.summary["findings"] if f.type == "dead_relu"]
+    assert [f.subject for f in dead] == ["conv.weight", "fc.weight"]
+    assert "3 of 8 units" in dead[0].detail
 
 
 def test_dead_relu_same_for_a_torch_checkpoint_and_either_stream_order(tmp_path):

@@ -413,7 +413,7 @@ def test_nested_keras_zip_names_and_findings(tmp_path):
     assert t.loc["block/scale_layer/vars/0", "module_type"] == "Scale"
     for name, inner in (("d1/kernel", "layers/dense/vars/0"), ("block/inner_dense/bias", "layers/functional/layers/dense/vars/1")):
         assert_row_matches(t.loc[name].to_dict() | {"name": name}, arrays[inner])
-    findings = {(f["type"], f["tensor"]) for f in result.summary["findings"]}
+    findings = {(f.type, f.subject) for f in result.summary["findings"]}
     assert findings == {("lambda", "block/double"), ("custom_object", "block/scale_layer")}
     assert result.summary["keras_version"] == "3.4.1"
 
@@ -479,7 +479,7 @@ def test_legacy_lambda_and_custom_objects_in_nested_models(tmp_path):
     with h5py.File(path, "r+") as f:
         f.attrs["training_config"] = json.dumps({"loss": {"class_name": "my_losses>Focal", "config": {}}})
     result = inspector.inspect(path)
-    assert {(f["type"], f["tensor"]) for f in result.summary["findings"]} == {
+    assert {(f.type, f.subject) for f in result.summary["findings"]} == {
         ("lambda", "block/lam"), ("custom_object", "block/gate"), ("custom_object", "(model)")}
     assert list(result.tensors["name"]) == ["dense/kernel"]
 

@@ -472,9 +472,9 @@ def test_layer_outliers_flags_far_layers_only():
     arrays["l5.weight"] = arrays["l5.weight"] * 100
     arrays["tiny.weight"] = np.array([[-0.1, -0.1], [-0.1, 0.1]], np.float32)  # 75% negative, 4 values
     insp = inspection_of(arrays)
-    found = {(f["layer"], f["statistic"]) for f in layer_outliers(insp.layers, insp.tensors)}
+    found = {(f.subject, f.data["statistic"]) for f in layer_outliers(insp.layers, insp.tensors)}
     assert found == {("l3", "negative fraction"), ("l5", "weight magnitude")}
-    assert {f["layer"] for f in insp.summary["findings"] if f["type"] == "outlier"} == {"l3", "l5"}
+    assert {f.subject for f in insp.summary["findings"] if f.type == "outlier"} == {"l3", "l5"}
     plain = inspection_of({k: v for k, v in arrays.items() if k not in ("l3.weight", "l5.weight")})
     assert layer_outliers(plain.layers, plain.tensors) == []
 

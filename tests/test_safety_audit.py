@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from inspector import loaders
-from inspector.table.findings import DEFAULT_FAIL_ON, FINDING_TYPES
+from inspector.finding import DEFAULT_FAIL_ON, FINDING_TYPES, finding
 from inspector.audit import audit, parse_fail_on
 from inspector.cli import main
 from inspector.loaders import Loader, OpenedSource
@@ -41,7 +41,7 @@ def run(*args):
 
 def test_findings_match_numpy(flawed):
     path, arrays = flawed
-    found = {(f["type"], f["tensor"]): f["detail"] for f in audit(path).findings}
+    found = {(f.type, f.subject): f.detail for f in audit(path).findings}
     assert found == {
         ("nan", "bad.weight"): f"{int(np.isnan(arrays['bad.weight']).sum())} NaN values",
         ("inf", "bad.weight"): f"{int(np.isinf(arrays['bad.weight']).sum())} infinite values",
@@ -119,7 +119,7 @@ class _FindingsLoader(Loader):
     @classmethod
     def open(cls, source, options):
         src = OpenedSource(source, cls.name)
-        src.meta["findings"].append({"type": "lambda", "tensor": "model/lambda", "detail": "Lambda layer"})
+        src.meta["findings"].append(finding("lambda", "model/lambda", "Lambda layer"))
         src.records = lambda: iter([TensorRecord("d.kernel", "weight", np.float32, (2, 2),
                                                  array_reader(np.ones((2, 2), np.float32)))])
         return src
@@ -148,7 +148,7 @@ def test_keras_lambda_layer_gates_audit(tmp_path):
     res = run(str(path), "--fail-on", "lambda", "--json", str(tmp_path / "a.json"))
     assert res.exit_code == 3 and "lambda lam:" in res.stdout
     data = json.loads((tmp_path / "a.json").read_text())
-    assert data["failed_on"] == ["lambda"] and data["findings"][0]["tensor"] == "lam"
+    assert data["failed_on"] == ["lambda"] and data["findings"][0]["subject"] == "lam"
 
 
 def test_long_finding_lists_are_cut_in_the_terminal_not_in_json(tmp_path):

@@ -61,7 +61,7 @@ def test_cli_inspect_and_audit_never_execute(hostile, case, tmp_path):
     assert f"unsafe {glob}" in res.stdout
     data = json.loads((tmp_path / "a.json").read_text())
     assert data["failed_on"] == ["unsafe"]
-    assert {"type": "unsafe", "global": glob, "class": "dangerous"}.items() <= data["findings"][0].items()
+    assert {"type": "unsafe", "subject": glob, "severity": "error", "class": "dangerous"}.items() <= data["findings"][0].items()
 
 
 @pytest.mark.parametrize("case", HOSTILE_IDS)
@@ -70,7 +70,7 @@ def test_api_audit_reports_unsafe_finding(hostile, case):
     path, glob = files[case]
     result = audit(path)
     assert result.refused and not marker.exists()
-    assert [f["global"] for f in result.findings if f["class"] == "dangerous"] == [glob]
+    assert [f.subject for f in result.findings if f.data["class"] == "dangerous"] == [glob]
     assert result.failed_on(("unsafe",)) == ["unsafe"] and result.failed_on(("nan",)) == []
 
 

@@ -56,7 +56,7 @@ def test_layer_figures_pool_their_tensors(result):
 
 
 def test_zero_tensor_finding(result):
-    found = {(f["type"], f["tensor"]) for f in result.summary["findings"]}
+    found = {(f.type, f.subject) for f in result.summary["findings"]}
     assert ("zero", "b.bias") in found and ("zero", "n.bias") in found
 
 

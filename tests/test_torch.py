@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import inspector
+from inspector.finding import Finding
 from inspector.errors import UnsupportedSource
 
 from .conftest import assert_stats_match
@@ -82,8 +83,7 @@ def test_shared_storage_counted_once_and_flagged(tmp_path):
     assert t.loc["head.weight", "neg_count"] == t.loc["embed.weight", "neg_count"]
     assert result.summary["parameters"] == 40 + 10
     assert result.summary["tied_tensors"] == [{"name": "head.weight", "tied_to": "embed.weight"}]
-    assert {"type": "tied", "tensor": "head.weight", "detail": "shares storage with embed.weight"} in \
-        result.summary["findings"]
+    assert Finding("tied", "head.weight", "info", "shares storage with embed.weight") in result.summary["findings"]
 
 
 def test_bf16_and_f16_tensors(tmp_path):

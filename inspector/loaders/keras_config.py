@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..finding import Finding, custom_object_finding, lambda_finding
+
 # Per class: the variables Keras creates, in creation order, as (name, config flag, default).
 # A variable whose flag is not None exists only when ``config.get(flag, default)`` is truthy.
 _KERNEL_BIAS = (("kernel", None, True), ("bias", "use_bias", True))
@@ -181,9 +183,9 @@ def _custom(obj: dict) -> str | None:
     return f"custom object {cls!r}{where}{name}"
 
 
-def config_findings(entry: dict) -> list[dict]:
+def config_findings(entry: dict) -> list[Finding]:
     """Lambda layers and custom objects anywhere in a model config, nested models included."""
-    out: list[dict] = []
+    out: list[Finding] = []
     _walk_findings(entry, [], out)
     unique = []
     for f in out:
@@ -192,7 +194,7 @@ def config_findings(entry: dict) -> list[dict]:
     return unique
 
 
-def _walk_findings(obj, path: list[str], out: list[dict]) -> None:
+def _walk_findings(obj, path: list[str], out: list[Finding]) -> None:
     if isinstance(obj, list):
         for item in obj:
             _walk_findings(item, path, out)
@@ -204,14 +206,12 @@ def _walk_findings(obj, path: list[str], out: list[dict]) -> None:
         cfg = obj.get("config") if isinstance(obj.get("config"), dict) else {}
         fn = cfg.get("function")
         kind = fn.get("class_name") if isinstance(fn, dict) else cfg.get("function_type", type(fn).__name__)
-        out.append({"type": "lambda", "tensor": where,
-                    "detail": f"Lambda layer stores Python code ({kind}); winspect never runs it"})
+        out.append(lambda_finding(where, kind))
         return
     if "class_name" in obj:
         why = _custom(obj)
         if why:
-            out.append({"type": "custom_object", "tensor": where,
-                        "detail": f"{why} in the config; winspect does not import or run it"})
+            out.append(custom_object_finding(where, why))
     for key, value in obj.items():
         if key == "layers" and isinstance(value, list):
             for sub in value:

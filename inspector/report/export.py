@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import OutputError
+from ..finding import Finding
 
 
 def _read_umask() -> int:
@@ -76,6 +77,8 @@ def jsonable(obj):
     """Plain JSON values: NaN and ±Inf become null, numpy scalars become numbers, frames become row lists."""
     if isinstance(obj, pd.DataFrame):
         return [jsonable(r) for r in obj.to_dict(orient="records")]
+    if isinstance(obj, Finding):
+        return jsonable(obj.to_dict())
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -16,8 +16,7 @@ def render_audit(audit, failed: list[str], fail_on, console: Console | None = No
     if audit.refused:
         console.print("  note: pickle refused (nothing executed); its tensors were not checked")
     for f in audit.findings[:MAX_SHOWN]:
-        where = f.get("tensor") or f.get("layer") or f.get("global") or ""
-        console.print(f"[yellow]{safe(f['type'])}[/yellow] {safe(where)}: {safe(f['detail'])}")
+        console.print(f"[yellow]{safe(f.type)}[/yellow] {safe(f.subject)}: {safe(f.detail)}")
     if n > MAX_SHOWN:
         console.print(f"… {n - MAX_SHOWN} more findings (--json FILE lists all)")
     gate = ", ".join(fail_on) or "nothing"

@@ -67,8 +67,7 @@ def render(inspection, console: Console | None = None, max_rows: int = MAX_LAYER
         console.print(f"least negative layers: {least}")
     console.print(_layer_table(inspection.layers, max_rows))
     for f in s.get("findings", [])[:20]:
-        who = f.get("tensor", f.get("layer", ""))  # outlier findings name a layer
-        console.print(f"[yellow]finding[/yellow] {safe(f['type'])}: {safe(who)} {safe(f['detail'])}")
+        console.print(f"[yellow]finding[/yellow] {safe(f.type)}: {safe(f.subject)} {safe(f.detail)}")
     if len(s.get("findings", [])) > 20:
         console.print(f"… {len(s['findings']) - 20} more findings (see --json)")
 

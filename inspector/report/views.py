@@ -85,6 +85,5 @@ def extreme_layers(s: dict) -> list[tuple[str, list[tuple[str, str]]]]:
 
 
 def finding_rows(s: dict) -> list[tuple[str, str, str]]:
-    """(type, tensor or layer, detail) per finding."""
-    return [(str(f.get("type", "")), str(f.get("tensor", f.get("layer", ""))), str(f.get("detail", "")))
-            for f in s.get("findings", [])]
+    """(type, subject, detail) per finding."""
+    return [(f.type, f.subject, f.detail) for f in s.get("findings", [])]

@@ -5,19 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..finding import (
+    Finding, dead_relu_finding, inf_finding, nan_finding, outlier_finding, tied_finding, unsafe_finding, zero_finding,
+)
 
-def tensor_findings(tensors: pd.DataFrame) -> list[dict]:
+
+def tensor_findings(tensors: pd.DataFrame) -> list[Finding]:
     """NaN/Inf values, all-zero tensors and tied tensors, from the tensor table."""
     out = []
     for r in tensors.itertuples():
         if r.nan_count:
-            out.append({"type": "nan", "tensor": r.name, "detail": f"{r.nan_count} NaN values"})
+            out.append(nan_finding(r.name, r.nan_count))
         if r.inf_count:
-            out.append({"type": "inf", "tensor": r.name, "detail": f"{r.inf_count} infinite values"})
+            out.append(inf_finding(r.name, r.inf_count))
         if r.numel > 0 and r.zero_count == r.numel and r.kind != "buffer":
-            out.append({"type": "zero", "tensor": r.name, "detail": "every value is zero"})
+            out.append(zero_finding(r.name))
         if isinstance(r.tied_to, str):
-            out.append({"type": "tied", "tensor": r.name, "detail": f"shares storage with {r.tied_to}"})
+            out.append(tied_finding(r.name, r.tied_to))
     return out
 
 
@@ -32,16 +36,8 @@ def dead_relu_layers(tensors: pd.DataFrame) -> list[dict]:
     ]
 
 
-def dead_relu_findings(layers: list[dict]) -> list[dict]:
-    return [
-        {
-            "type": "dead_relu",
-            "tensor": x["tensor"],
-            "detail": f"{x['dead_relu_candidates']} of {x['units']} units have no positive weight and no positive "
-            "bias: a ReLU after them never opens on non-negative inputs",
-        }
-        for x in layers
-    ]
+def dead_relu_findings(layers: list[dict]) -> list[Finding]:
+    return [dead_relu_finding(x["tensor"], x["dead_relu_candidates"], x["units"]) for x in layers]
 
 
 OUTLIER_Z = 3.5  # robust z-score beyond which a layer is reported (Iglewicz and Hoaglin's cut-off)
@@ -70,7 +66,7 @@ def _layer_groups(layers: pd.DataFrame, tensors: pd.DataFrame) -> pd.DataFrame:
     return layers[layers["weight_numel"] > 0].merge(info, on="layer", how="inner")
 
 
-def layer_outliers(layers: pd.DataFrame, tensors: pd.DataFrame, z: float = OUTLIER_Z) -> list[dict]:
+def layer_outliers(layers: pd.DataFrame, tensors: pd.DataFrame, z: float = OUTLIER_Z) -> list[Finding]:
     """Layers whose weight statistics are far from the rest of their kind.
 
     Within each kind of layer (module type, or the weight's rank when unknown)
@@ -99,41 +95,17 @@ def layer_outliers(layers: pd.DataFrame, tensors: pd.DataFrame, z: float = OUTLI
         far_mag = (np.abs(z_mag) > z) & (np.abs(mag - np.median(mag)) >= np.log10(OUTLIER_MIN_RATIO))
         for i, r in enumerate(sub.itertuples()):
             if far_neg[i]:
-                out.append(_outlier(r.layer, group, len(sub), "negative fraction",
+                out.append(outlier_finding(r.layer, group, len(sub), "negative fraction",
                                     f"{neg[i]:.1%} vs median {np.median(neg):.1%}", z_neg[i]))
             if far_mag[i]:
                 ratio = 10 ** (mag[i] - np.median(mag))
-                out.append(_outlier(r.layer, group, len(sub), "weight magnitude",
+                out.append(outlier_finding(r.layer, group, len(sub), "weight magnitude",
                                     f"abs mean {ratio:.3g} times the median", z_mag[i]))
     return out
 
 
-def _outlier(layer: str, group: str, n: int, what: str, how: str, score: float) -> dict:
-    detail = f"{what} far from the other {n - 1} {group} layers: {how} (robust z {score:+.1f})"
-    return {"type": "outlier", "layer": layer, "statistic": what, "z": float(score), "detail": detail}
-
-
-# Every finding type, with what it means. Loaders and analyses add findings of these types to
-# ``meta["findings"]``; ``winspect audit --fail-on`` accepts exactly these names.
-FINDING_TYPES = {
-    "nan": "NaN values in a tensor",
-    "inf": "infinite values in a tensor",
-    "zero": "a learned tensor whose values are all zero",
-    "tied": "a tensor sharing storage with another",
-    "dead_relu": "units that never activate (dead-ReLU candidates)",
-    "outlier": "a layer whose weight statistics are far from the other layers of its kind",
-    "lambda": "a Keras Lambda layer (code that runs when the model is loaded)",
-    "custom_object": "a Keras layer or object of a custom class",
-    "unsafe": "a pickle that imports code (refused; nothing was executed)",
-}
-DEFAULT_FAIL_ON = ("nan", "inf", "unsafe")
-
-
-def unsafe_findings(scan) -> list[dict]:
+def unsafe_findings(scan) -> list[Finding]:
     """One ``unsafe`` finding per dangerous or unknown global of a refused pickle's scan."""
     from ..safety.pickle_scan import classify
 
-    return [
-        {"type": "unsafe", "global": g, "class": classify(g), "detail": f"pickle imports {classify(g)} global {g}"}
-        for g in scan.unsafe
-    ]
+    return [unsafe_finding(g, classify(g)) for g in scan.unsafe]
