@@ -13,7 +13,7 @@ from pathlib import Path
 from .finding import DEFAULT_FAIL_ON, FINDING_TYPES, Finding
 from .table.findings import unsafe_findings
 from .api import inspect
-from .errors import InspectorError
+from .errors import FindingsFound, InspectorError
 from .report.export import write_json
 from .safety.pickle_scan import UnsafePickle
 
@@ -32,6 +32,15 @@ class Audit:
         """The finding types present that are listed in ``fail_on``, in FINDING_TYPES order."""
         present = {f.type for f in self.findings}
         return [t for t in FINDING_TYPES if t in present and t in fail_on]
+
+    def check(self, fail_on) -> None:
+        """Raise FindingsFound when a type in ``fail_on`` is present; else the refusal, if the source was
+        refused (its tensors could not be checked for what ``fail_on`` asks)."""
+        failed = self.failed_on(fail_on)
+        if failed:
+            raise FindingsFound(f"found {', '.join(failed)} (--fail-on {', '.join(fail_on) or 'nothing'})")
+        if self.refused:
+            raise InspectorError(self.refused)
 
     def to_json(self, path, fail_on) -> Path:
         return write_json({"source": self.source, "findings": self.findings, "failed_on": self.failed_on(fail_on)},

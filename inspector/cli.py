@@ -16,12 +16,16 @@ from pathlib import Path
 
 import click
 
-from .errors import InspectorError, OutputError
+from .errors import FindingsFound, InspectorError, OutputError
 from .finding import DEFAULT_FAIL_ON, FINDING_TYPES
 
 
 class _Fail(click.ClickException):
-    exit_code = 1
+    """An InspectorError as one ``error:`` line, with the error's exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
 
     def show(self, file=None) -> None:
         from .report.terminal import visible
@@ -30,17 +34,19 @@ class _Fail(click.ClickException):
 
 
 def handle_errors(fn):
-    """Turn library errors into one ``error:`` line and exit 1 (``--debug`` re-raises)."""
+    """Turn library errors into one ``error:`` line and the error's exit code (``--debug`` re-raises)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         debug = kwargs.get("debug") or os.environ.get("WINSPECT_DEBUG")
         try:
             return fn(*args, **kwargs)
+        except FindingsFound as e:  # the audit report has said what was found
+            raise click.exceptions.Exit(e.exit_code) from None
         except InspectorError as e:
             if debug:
                 raise
-            raise _Fail(str(e)) from None
+            raise _Fail(str(e), e.exit_code) from None
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except KeyboardInterrupt:
@@ -57,6 +63,16 @@ def handle_errors(fn):
             raise _Fail(f"unexpected {type(e).__name__}: {msg} (rerun with --debug for the traceback)") from None
 
     return wrapper
+
+
+def show(renderable) -> None:
+    """Print a report's renderable on standard output, at least 120 columns wide in a file or pipe."""
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 120)
+    console.print(renderable)
 
 
 def common_options(fn):
@@ -165,7 +181,7 @@ def inspect_cmd(source, weights, csv_path, layers_csv, json_path, unsafe_load, o
     if report:
         from .report.terminal import render
 
-        render(result)
+        show(render(result))
     if out_dir:
         html = result.to_report(out_dir, svg=svg)
         if report:
@@ -201,7 +217,7 @@ def _finish(result, inputs, csv_path, json_path, out_dir, out_names, render: str
     if report:
         from .report import change_terminal
 
-        getattr(change_terminal, render)(result)
+        show(getattr(change_terminal, render)(result))
 
 
 @main.command("diff")
@@ -269,8 +285,5 @@ def audit_cmd(source, fail_on, json_path, weights, quiet, debug):
     if report:
         from .report.findings import render_audit
 
-        render_audit(result, failed, gate)
-    if failed:
-        raise click.exceptions.Exit(3)
-    if result.refused:  # the tensors could not be checked for what --fail-on asks
-        raise InspectorError(result.refused)
+        show(render_audit(result, failed, gate))
+    result.check(gate)

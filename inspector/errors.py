@@ -36,3 +36,9 @@ class WeightsUnavailable(InspectorError):
 
 class OutputError(InspectorError):
     """An output file cannot be written (or would overwrite an input)."""
+
+
+class FindingsFound(InspectorError):
+    """An audit found finding types the caller gates on (its report has already said which)."""
+
+    exit_code = 3

@@ -86,7 +86,7 @@ def test_names_with_markup_and_control_characters_are_escaped(tmp_path):
     names = ["[bold red]evil[/bold red].weight", "esc\x1b[2J\x07.weight", "new\nline.weight"]
     save_file({n: np.zeros((2, 2), np.float32) for n in names}, str(tmp_path / "m.safetensors"))
     buf = io.StringIO()
-    render(inspect(tmp_path / "m.safetensors"), Console(file=buf, width=200, force_terminal=False))
+    Console(file=buf, width=200, force_terminal=False).print(render(inspect(tmp_path / "m.safetensors")))
     text = buf.getvalue()
     assert "\x1b" not in text and "\x07" not in text
     assert "[bold red]evil[/bold red]" in text  # shown literally, not interpreted

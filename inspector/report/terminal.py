@@ -1,24 +1,17 @@
-"""The terminal report: summary first, then a per-layer table that stays readable at any size."""
+"""The terminal report: summary first, then a per-layer table that stays readable at any size.
+
+Renderers here return rich renderables; the CLI prints them."""
 
 from __future__ import annotations
 
-import math
 
-from rich.console import Console
+from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
+from .views import headline, num, pct, totals
+
 MAX_LAYER_ROWS = 40
-
-
-def pct(x) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
-
-
-def num(x) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "—"
-    return f"{x:.4g}"
 
 
 def visible(text) -> str:
@@ -31,45 +24,33 @@ def safe(text) -> str:
     return escape(visible(text))
 
 
-def console_for(console: Console | None = None) -> Console:
-    """The console to print on; at least 120 columns when output goes to a file or pipe."""
-    console = console or Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 120)
-    return console
-
-
-def render(inspection, console: Console | None = None, max_rows: int = MAX_LAYER_ROWS) -> None:
-    console = console_for(console)
+def render(inspection, max_rows: int = MAX_LAYER_ROWS) -> Group:
+    parts: list = []
     s = inspection.summary
-    console.print(f"[bold]winspect[/bold] {safe(inspection.source)}  ({safe(s['format'])})")
+    parts.append(f"[bold]winspect[/bold] {safe(inspection.source)}  ({safe(s['format'])})")
     if s.get("trained") is False:
-        console.print("[bold red]UNTRAINED[/bold red]: freshly initialised weights, not a trained model")
+        parts.append("[bold red]UNTRAINED[/bold red]: freshly initialised weights, not a trained model")
     keras = [f"{k} {s[v]}" for k, v in (("keras", "keras_version"), ("backend", "backend")) if s.get(v)]
     if keras:
-        console.print(f"  {safe(', '.join(keras))}")
+        parts.append(f"  {safe(', '.join(keras))}")
     for note in s["notes"]:
-        console.print(f"  note: {safe(note)}")
-    console.print(
-        f"{s['tensors']} tensors, {s['parameters']:,} values "
-        f"({s['learned_parameters']:,} learned, {s['buffer_elements']:,} in buffers)"
-    )
-    if s["weight_parameters"]:
-        console.print(
-            f"[bold]{pct(s['weight_neg_frac'])}[/bold] of the {s['weight_parameters']:,} weight parameters are "
-            f"negative ({pct(s['weight_zero_frac'])} zero, {pct(s['weight_pos_frac'])} positive)"
-        )
-    console.print(_kind_table(s))
+        parts.append(f"  note: {safe(note)}")
+    parts.append(totals(s))
+    if headline(s):
+        parts.append(f"[bold]{headline(s)}[/bold] ({pct(s['weight_zero_frac'])} zero, {pct(s['weight_pos_frac'])} "
+                     "positive)")
+    parts.append(_kind_table(s))
     if s["most_negative_layers"]:
         most = ", ".join(f"{safe(x['layer'])} {pct(x['weight_neg_frac'])}" for x in s["most_negative_layers"][:3])
         least = ", ".join(f"{safe(x['layer'])} {pct(x['weight_neg_frac'])}" for x in s["least_negative_layers"][:3])
-        console.print(f"most negative layers: {most}")
-        console.print(f"least negative layers: {least}")
-    console.print(_layer_table(inspection.layers, max_rows))
+        parts.append(f"most negative layers: {most}")
+        parts.append(f"least negative layers: {least}")
+    parts.append(_layer_table(inspection.layers, max_rows))
     for f in s.get("findings", [])[:20]:
-        console.print(f"[yellow]finding[/yellow] {safe(f.type)}: {safe(f.subject)} {safe(f.detail)}")
+        parts.append(f"[yellow]finding[/yellow] {safe(f.type)}: {safe(f.subject)} {safe(f.detail)}")
     if len(s.get("findings", [])) > 20:
-        console.print(f"… {len(s['findings']) - 20} more findings (see --json)")
+        parts.append(f"… {len(s['findings']) - 20} more findings (see --json)")
+    return Group(*parts)
 
 
 def _kind_table(s) -> Table:

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import math
 
-from .terminal import num, pct
+
+
+def pct(x) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def num(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return f"{x:.4g}"
 
 
 def count(x) -> str:
