@@ -69,7 +69,7 @@ class Inspection:
         s = self.summary
         frac = s["weight_neg_frac"]
         head = f"{frac:.1%} of weight parameters negative" if frac == frac else "no weight parameters"
-        return f"<Inspection {self.source}: {s['tensors']} tensors, {s['parameters']:,} values, {head}>"
+        return f"<Inspection {self.source}: {s['tensors']} tensors, {s['numel']:,} values, {head}>"
 
 
 def inspect(

@@ -25,10 +25,10 @@ from .table.summary import summarize
 
 TRACK_COLUMNS = ["checkpoint", "step", *TENSOR_COLUMNS, "rel_change", "cosine", "sign_flips", "sign_flip_frac",
                  "became_neg", "became_pos", "tied_to"]
-STEP_COLUMNS = ["step", "checkpoint", "tensors", "parameters", "weight_neg_frac", "weight_std", "weight_l2_norm",
+STEP_COLUMNS = ["step", "checkpoint", "tensors", "numel", "weight_neg_frac", "weight_std", "weight_l2_norm",
                 "weight_rel_change", "weight_sign_flips", "weight_sign_flip_frac", "weight_became_neg",
                 "weight_became_pos"]
-COMPARE_COLUMNS = ["model", "kind", "tensors", "parameters", "neg_frac", "zero_frac", "pos_frac", "abs_mean", "std"]
+COMPARE_COLUMNS = ["model", "kind", "tensors", "numel", "neg_frac", "zero_frac", "pos_frac", "abs_mean", "std"]
 
 
 class _Result:
@@ -183,7 +183,7 @@ def _step_row(step: int, path: str, df: pd.DataFrame) -> dict:
     """One checkpoint's headline figures, and the weights' change from the previous checkpoint."""
     s = summarize(df, layer_frame(df), {"source": path})
     w = s["by_kind"].get("weight", {})
-    row = {"step": step, "checkpoint": path, "tensors": s["tensors"], "parameters": s["parameters"],
+    row = {"step": step, "checkpoint": path, "tensors": s["tensors"], "numel": s["numel"],
            "weight_neg_frac": s["weight_neg_frac"], "weight_std": w.get("std"), "weight_l2_norm": w.get("l2_norm")}
     changed = df[(df["kind"] == "weight") & df["rel_change"].notna()]
     if len(changed):
@@ -199,10 +199,10 @@ def compare(sources, weights: str = "DEFAULT", *, chunk_elems: int = CHUNK_ELEMS
     for source in sources:
         ins = inspect(source, weights=weights, chunk_elems=chunk_elems)
         s = ins.summary
-        models[source] = {k: s.get(k) for k in ("format", "model", "weights", "trained", "parameters",
-                                                  "weight_parameters", "weight_neg_frac")}
+        models[source] = {k: s.get(k) for k in ("format", "model", "weights", "trained", "numel",
+                                                  "weight_numel", "weight_neg_frac")}
         for kind, k in s["by_kind"].items():
-            rows.append({"model": source, "kind": kind, "tensors": k["tensors"], "parameters": k["numel"],
+            rows.append({"model": source, "kind": kind, "tensors": k["tensors"], "numel": k["numel"],
                          **{c: k[c] for c in ("neg_frac", "zero_frac", "pos_frac", "abs_mean", "std")}})
     table = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
     return CompareResult(sources, table, {"models": models})

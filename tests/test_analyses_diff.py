@@ -229,12 +229,12 @@ def test_compare_files_and_a_torchvision_name(tmp_path):
     t = c.table.set_index(["model", "kind"])
     w = np.concatenate([a["conv.weight"].ravel(), a["fc.weight"].ravel()]).astype(np.float64)
     row = t.loc[(str(tmp_path / "a.safetensors"), "weight")]
-    assert row["parameters"] == w.size and row["tensors"] == 2
+    assert row["numel"] == w.size and row["tensors"] == 2
     assert row["neg_frac"] == (w < 0).mean()
     assert row["abs_mean"] == pytest.approx(np.abs(w).mean(), rel=1e-12)
     assert row["std"] == pytest.approx(w.std(), rel=1e-9)
     assert t.loc[(str(tmp_path / "b.pt"), "weight"), "neg_frac"] == 0.0
-    assert t.loc[("squeezenet1_1", "weight"), "parameters"] > 700_000
+    assert t.loc[("squeezenet1_1", "weight"), "numel"] > 700_000
     assert c.summary["models"]["squeezenet1_1"]["trained"] is False
     assert [p.name for p in c.save(tmp_path / "out")] == ["compare.csv", "compare.png"]
 

@@ -49,7 +49,7 @@ def test_json_and_layers_csv(tmp_path):
     assert 0 < data["summary"]["weight_neg_frac"] < 1
     layers = pd.read_csv(lay)
     assert list(layers.columns) == LAYER_COLUMNS
-    assert layers["numel"].sum() == data["summary"]["parameters"]
+    assert layers["numel"].sum() == data["summary"]["numel"]
 
 
 def test_terminal_report(tmp_path):

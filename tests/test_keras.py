@@ -125,7 +125,7 @@ def test_every_tensor_equals_the_oracle(fixture):
         assert row["module_type"] == (None if no_config else cls), name
         assert row["layer"] == name.rsplit("/", 1)[0]
         assert_row_matches(row, read_dataset(path, where(name, k3)))
-    assert result.summary["parameters"] == 3754
+    assert result.summary["numel"] == 3754
     assert any("optimizer" in n and "not read (26 tensors)" in n for n in result.summary["notes"])
 
 

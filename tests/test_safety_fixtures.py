@@ -99,7 +99,7 @@ FORMATS = [
     ("pytorch-zip", make_torch_zip),
     ("pytorch-legacy", make_torch_legacy),
     ("safetensors-index", make_safetensors_index),
-    ("keras-legacy-h5", committed("digits_keras_legacy.h5")),
+    ("keras-h5-legacy", committed("digits_keras_legacy.h5")),
     ("keras-weights-h5", committed("digits_keras.weights.h5")),
     ("keras-zip", committed("digits_keras.keras")),
     ("keras-sharded", committed_shards("digits_keras_sharded", "model.weights.json")),
@@ -186,5 +186,5 @@ def inspected_counts(inspection) -> dict[str, tuple[int, int]]:
 
 
 # Formats whose checkpoint is one self-contained file: renamed to any suffix, it must still be read.
-SELF_CONTAINED = ["safetensors", "pytorch-zip", "pytorch-legacy", "keras-legacy-h5", "keras-weights-h5",
+SELF_CONTAINED = ["safetensors", "pytorch-zip", "pytorch-legacy", "keras-h5-legacy", "keras-weights-h5",
                   "keras-zip"]

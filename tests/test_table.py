@@ -27,16 +27,16 @@ def result(tmp_path):
 
 def test_layer_sums_equal_totals(result):
     layers, s = result.layers, result.summary
-    assert layers["numel"].sum() == s["parameters"] == result.tensors["numel"].sum()
-    assert layers["learned_numel"].sum() == s["learned_parameters"]
-    assert layers["buffer_numel"].sum() == s["buffer_elements"]
-    assert layers["weight_numel"].sum() == s["weight_parameters"]
-    assert sum(k["numel"] for k in s["by_kind"].values()) == s["parameters"]
+    assert layers["numel"].sum() == s["numel"] == result.tensors["numel"].sum()
+    assert layers["learned_numel"].sum() == s["learned_numel"]
+    assert layers["buffer_numel"].sum() == s["buffer_numel"]
+    assert layers["weight_numel"].sum() == s["weight_numel"]
+    assert sum(k["numel"] for k in s["by_kind"].values()) == s["numel"]
 
 
 def test_headline_is_over_weight_kind_only(result):
     s = result.summary
-    assert s["weight_parameters"] == 32 + 16
+    assert s["weight_numel"] == 32 + 16
     assert s["weight_neg_frac"] == pytest.approx(32 / 48)
     assert s["by_kind"]["buffer"]["neg_frac"] == 1.0
     assert s["by_kind"]["norm"]["zero_frac"] == 0.5

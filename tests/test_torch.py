@@ -81,7 +81,7 @@ def test_shared_storage_counted_once_and_flagged(tmp_path):
     t = result.tensors.set_index("name")
     assert t.loc["head.weight", "tied_to"] == "embed.weight"
     assert t.loc["head.weight", "neg_count"] == t.loc["embed.weight", "neg_count"]
-    assert result.summary["parameters"] == 40 + 10
+    assert result.summary["numel"] == 40 + 10
     assert result.summary["tied_tensors"] == [{"name": "head.weight", "tied_to": "embed.weight"}]
     assert Finding("tied", "head.weight", "info", "shares storage with embed.weight") in result.summary["findings"]
 

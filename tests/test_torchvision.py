@@ -88,7 +88,7 @@ def test_unknown_weights_member_lists_choices():
 
 def test_untrained_detection_model_needs_no_backbone_download():
     result = inspector.inspect("ssdlite320_mobilenet_v3_large", weights="none")
-    assert result.summary["trained"] is False and result.summary["weight_parameters"] > 0
+    assert result.summary["trained"] is False and result.summary["weight_numel"] > 0
 
 
 def test_architecture_that_cannot_be_built_on_meta_still_gets_module_types():

@@ -66,10 +66,10 @@ def render_compare(result) -> Group:
     parts: list = []
     parts.append(f"[bold]winspect compare[/bold] {len(result.sources)} models")
     t = Table(title_justify="left")
-    for col in ("model", "kind", "tensors", "parameters", "negative", "abs mean", "std"):
+    for col in ("model", "kind", "tensors", "numel", "negative", "abs mean", "std"):
         t.add_column(col, justify="left" if col in ("model", "kind") else "right")
     for r in result.table.itertuples():
-        t.add_row(safe(r.model), r.kind, str(r.tensors), f"{r.parameters:,}", pct(r.neg_frac), num(r.abs_mean),
+        t.add_row(safe(r.model), r.kind, str(r.tensors), f"{r.numel:,}", pct(r.neg_frac), num(r.abs_mean),
                   num(r.std))
     parts.append(t)
     for source, m in result.summary["models"].items():

@@ -378,7 +378,7 @@ def distribution_figure(tensors: pd.DataFrame, histograms: dict, summary: dict):
     _signed_hist(ax, edges, counts)
     ax.set_xlim(edges[0], edges[-1])
     ax.set_yticks([])
-    neg, n = summary["weight_neg_frac"], summary["weight_parameters"]
+    neg, n = summary["weight_neg_frac"], summary["weight_numel"]
     ax.text(0.02, 0.95, f"{_pct(neg)} negative", transform=ax.transAxes, va="top", fontsize=16,
             color=NEG_COLOR, fontweight="bold", parse_math=False)
     ax.text(0.98, 0.95, f"{_pct(summary['weight_pos_frac'])} positive", transform=ax.transAxes, va="top",

@@ -68,9 +68,9 @@ UNTRAINED = "UNTRAINED: freshly initialised weights, not a trained model. These 
 
 def headline(s: dict) -> str | None:
     """The one-sentence answer, or None for a model without weight-kind tensors."""
-    if not s["weight_parameters"]:
+    if not s["weight_numel"]:
         return None
-    return f"{pct(s['weight_neg_frac'])} of the {s['weight_parameters']:,} weight parameters are negative"
+    return f"{pct(s['weight_neg_frac'])} of the {s['weight_numel']:,} weight parameters are negative"
 
 
 def headline_detail(s: dict) -> str:
@@ -79,8 +79,8 @@ def headline_detail(s: dict) -> str:
 
 
 def totals(s: dict) -> str:
-    return (f"{s['tensors']:,} tensors, {s['parameters']:,} values "
-            f"({s['learned_parameters']:,} learned, {s['buffer_elements']:,} in buffers)")
+    return (f"{s['tensors']:,} tensors, {s['numel']:,} values "
+            f"({s['learned_numel']:,} learned, {s['buffer_numel']:,} in buffers)")
 
 
 def extreme_layers(s: dict) -> list[tuple[str, list[tuple[str, str]]]]:
