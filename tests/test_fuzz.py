@@ -1,6 +1,7 @@
 """Fuzz: mutated checkpoints of every format either inspect cleanly or raise an InspectorError.
 
-Each format in ``FORMATS`` (test_safety_fixtures) gets a few hundred derandomised cases of
+Each format in ``FORMATS`` (tests/helpers.py, the registered formats' samples) gets a few hundred
+derandomised cases of
 truncation, byte flips (concentrated on headers) and, where the format has them, rewritten
 header fields. Every case runs the whole pipeline through ``inspector.inspect`` (open, every
 record, every chunk analysed), all cases of a format in one child interpreter so that a native
@@ -25,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inspector import InspectorError, inspect
-from tests.test_safety_fixtures import FORMAT_IDS, FORMATS, ROOT, assert_clean_error, run_cli
+from tests.helpers import FORMAT_IDS, FORMATS, ROOT, assert_clean_error, run_cli
 
 CASES_PER_FORMAT = 200
 CASE_ALARM_S = 60  # a hang detector, far above any honest case
@@ -175,6 +176,8 @@ def fuzz_format(fmt: str, workdir: str, cases: int) -> collections.Counter:
 
 CHILD = """
 import sys
+from hypothesis import configuration
+configuration.set_hypothesis_home_dir(sys.argv[2] + "/.hypothesis")
 from tests.test_fuzz import fuzz_format
 outcomes = fuzz_format(sys.argv[1], sys.argv[2], int(sys.argv[3]))
 print("FUZZ OK", sys.argv[1], sum(outcomes.values()), dict(outcomes))
@@ -187,7 +190,7 @@ def test_fuzz(fmt, tmp_path):
     (HDF5, torch) is a test failure rather than the end of the test run."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", CHILD, fmt, str(tmp_path), str(CASES_PER_FORMAT)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"exit {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     assert f"FUZZ OK {fmt} " in proc.stdout
 

@@ -84,3 +84,14 @@ def test_records_say_their_layout():
         assert {r.layout for r in src.records()} == {"keras"}
     with open_source(str(FIXTURES / "digits_cnn.safetensors")) as src:
         assert {r.layout for r in src.records()} == {"pytorch"}
+
+
+def test_every_registered_format_has_samples():
+    """The generic tests (fuzzing, bad input, renamed files) run over tests/helpers.SAMPLES: every loader
+    that reads files must have samples there, so a new format is tested the day it is registered."""
+    from tests.helpers import FORMATS, SAMPLES
+
+    file_loaders = {lo.name for lo in LOADERS if not lo.takes_names}
+    assert file_loaders <= set(SAMPLES), f"no samples for {sorted(file_loaders - set(SAMPLES))}"
+    assert set(SAMPLES) <= {lo.name for lo in LOADERS}
+    assert len(FORMATS) == sum(len(v) for v in SAMPLES.values())

@@ -14,7 +14,7 @@ import inspector
 from inspector.errors import CorruptCheckpoint, UnsupportedSource
 from inspector.loaders import choose_loader, open_source
 
-from .conftest import assert_stats_match
+from .helpers import assert_stats_match
 
 
 def write_raw(path, tensors: list[tuple[str, str, tuple, bytes]], metadata=None):

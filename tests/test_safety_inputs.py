@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from inspector import CorruptCheckpoint, InspectorError, SourceNotFound, UnsupportedSource, inspect
 from inspector.cli import main
 from inspector.loaders import LOADERS
-from tests.test_safety_fixtures import (
+from tests.helpers import (
     FORMAT_IDS,
     FORMATS,
     SELF_CONTAINED,

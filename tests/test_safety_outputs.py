@@ -15,7 +15,7 @@ from inspector import OutputError, inspect
 from inspector.cli import check_outputs, main
 from inspector.report.export import atomic_write
 from inspector.report.terminal import render
-from tests.test_safety_fixtures import make_safetensors, make_safetensors_index
+from tests.helpers import make_safetensors, make_safetensors_index
 
 
 def refused(args) -> str:

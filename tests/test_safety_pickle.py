@@ -16,7 +16,7 @@ from inspector.cli import main
 from inspector.loaders import LoadOptions
 from inspector.safety import pickle_scan
 from inspector.safety.pickle_scan import UnsafePickle, classify, scan_file
-from tests.test_safety_fixtures import HOSTILE_IDS, SYSTEM, hostile_files, make_torch_zip, run_cli
+from tests.helpers import HOSTILE_IDS, SYSTEM, hostile_files, make_torch_zip, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 from inspector import CorruptCheckpoint, inspect
 from inspector.safety import zipcheck
 from inspector.safety.zipcheck import ZipLimits, check_zip, read_member
-from tests.test_safety_fixtures import make_torch_zip
+from tests.helpers import make_torch_zip
 
 
 def keras_like(path, weights: bytes = b"\0" * (2 << 20)) -> bytes:

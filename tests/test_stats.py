@@ -11,7 +11,7 @@ import pytest
 from inspector.analysis.stats import HIST_BINS, StatsAccumulator, analyze, percentile_rel_error
 from inspector.records import TensorRecord, array_reader
 
-from .conftest import assert_stats_match
+from .helpers import assert_stats_match
 
 FLOATS = [np.float64, np.float32, np.float16, ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2]
 INTS = [np.int8, np.uint8, np.int16, np.int32, np.int64, np.bool_]

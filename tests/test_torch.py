@@ -11,7 +11,7 @@ import inspector
 from inspector.finding import Finding
 from inspector.errors import UnsupportedSource
 
-from .conftest import assert_stats_match
+from .helpers import assert_stats_match
 
 
 def state_dict(seed=0):

@@ -12,7 +12,7 @@ import torchvision.models as tvm
 import inspector
 from inspector.errors import SourceNotFound, WeightsUnavailable
 
-from .conftest import assert_stats_match
+from .helpers import assert_stats_match
 
 
 def cache_checkpoint(name: str, weights: str = "DEFAULT", seed: int = 0) -> tuple[Path, dict]:
