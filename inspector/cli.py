@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from .errors import FindingsFound, InspectorError, OutputError
+from .errors import FindingsFound, InspectorError, OutputError, first_line
 from .finding import DEFAULT_FAIL_ON, FINDING_TYPES
 
 
@@ -59,7 +59,7 @@ def handle_errors(fn):
         except Exception as e:  # never a traceback for a user: say what failed and how to see more
             if debug:
                 raise
-            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            msg = first_line(e) if str(e).strip() else ""
             raise _Fail(f"unexpected {type(e).__name__}: {msg} (rerun with --debug for the traceback)") from None
 
     return wrapper

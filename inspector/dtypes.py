@@ -43,10 +43,6 @@ def is_float(dtype: np.dtype) -> bool:
     return dtype in _ML_FLOATS or np.issubdtype(dtype, np.floating)
 
 
-def display_name(dtype: np.dtype) -> str:
-    return np.dtype(dtype).name
-
-
 def torch_to_numpy(torch_dtype) -> tuple[np.dtype, np.dtype | None]:
     """(numpy dtype, integer view dtype or None) for a torch dtype.
 

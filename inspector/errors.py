@@ -8,6 +8,12 @@ The CLI turns these into a one-line ``error: ...`` and an exit code.
 from __future__ import annotations
 
 
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, at most ``limit`` characters (its type name when empty)."""
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__
+
+
 class InspectorError(Exception):
     """Base class for every error winspect reports to a user."""
 

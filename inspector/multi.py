@@ -14,9 +14,9 @@ from .analysis.diff import CHANGE_COLUMNS, diff_frame, diff_records, diff_summar
 from .analysis.stats import CHUNK_ELEMS
 from .analysis.track import change_factory, ordered_sources, source_list
 from .api import inspect
-from .errors import OutputError
 from .loaders import LoadOptions, open_source
 from .report import change_plots
+from .report.bundle import report_dir
 from .report.export import write_csv, write_json
 from .table.layers import layer_frame
 from .table.rows import ProgressFn, analyze_records
@@ -46,16 +46,6 @@ class _Result:
         raise NotImplementedError
 
 
-def out_dir(path) -> Path:
-    """An output directory, created if needed."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot create the output directory ({e.strerror or e})") from None
-    return path
-
-
 class DiffResult(_Result):
     """``tensors``: one row per matched tensor (``DIFF_COLUMNS``); ``summary``: pooled figures,
     the most changed tensors, unmatched names and shape mismatches."""
@@ -68,7 +58,7 @@ class DiffResult(_Result):
 
     def save(self, directory) -> list[Path]:
         """diff.csv and diff_change.png in ``directory``."""
-        d = out_dir(directory)
+        d = report_dir(directory, "output")
         return [self.to_csv(d / "diff.csv"), change_plots.diff_plot(self.tensors, d)]
 
     def __repr__(self) -> str:
@@ -92,7 +82,7 @@ class TrackResult(_Result):
 
     def save(self, directory) -> list[Path]:
         """track.csv, track_steps.csv, trend pages and the sign-flip plot in ``directory``."""
-        d = out_dir(directory)
+        d = report_dir(directory, "output")
         paths = [self.to_csv(d / "track.csv"), self.to_steps_csv(d / "track_steps.csv")]
         return paths + change_plots.track_plots(self.tensors, self.steps, d)
 
@@ -113,7 +103,7 @@ class CompareResult(_Result):
 
     def save(self, directory) -> list[Path]:
         """compare.csv and compare.png in ``directory``."""
-        d = out_dir(directory)
+        d = report_dir(directory, "output")
         return [self.to_csv(d / "compare.csv"), change_plots.compare_plot(self.table, d)]
 
     def __repr__(self) -> str:

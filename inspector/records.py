@@ -5,7 +5,7 @@ which yields 1-D numpy arrays of at most ``max_elems`` elements in the tensor's 
 dtype (``ml_dtypes`` types for bf16 / f8). A yielded array may be a view into a buffer
 that the reader reuses: it is valid only until the next chunk is requested.
 
-Kinds (see DESIGN.md): ``weight`` (linear/conv/embedding/attention matrices), ``bias``,
+Kinds: ``weight`` (linear/conv/embedding/attention matrices), ``bias``,
 ``norm`` (normalisation scale/shift), ``buffer`` (non-learned state), ``other``.
 """
 
@@ -21,7 +21,6 @@ KINDS = ("weight", "bias", "norm", "buffer", "other")
 # How a weight's axes are laid out: PyTorch ``(out, in, *kernel)`` (linear ``(out, in)``), or Keras
 # ``(*kernel, in, out)`` (dense ``(in, out)``; transposed conv ``(*kernel, out, in)``).
 LAYOUTS = ("pytorch", "keras")
-LEARNED_KINDS = ("weight", "bias", "norm", "other")
 
 ChunkReader = Callable[[int], Iterator[np.ndarray]]
 

@@ -156,12 +156,6 @@ def config_tree(entry: dict) -> Node:
     return node
 
 
-def node_at(root: Node | None, path: list[str]) -> Node | None:
-    """The config node of a layer path given by user names (``head/dense``)."""
-    node = root
-    for part in path:
-        node = node.by_name.get(part) if node else None
-    return node
 
 
 # --- findings -------------------------------------------------------------------------------

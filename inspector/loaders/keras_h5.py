@@ -23,7 +23,7 @@ import h5py
 import ml_dtypes
 import numpy as np
 
-from ..errors import CorruptCheckpoint, InspectorError, UnsafeCheckpoint, UnsupportedSource
+from ..errors import CorruptCheckpoint, InspectorError, UnsafeCheckpoint, UnsupportedSource, first_line
 from ..names import natural_key
 from ..records import TensorRecord
 from . import Loader, LoadOptions, OpenedSource, register
@@ -57,8 +57,7 @@ def h5_errors(where: str, what: str):
     except InspectorError:
         raise
     except H5_ERRORS as e:
-        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise CorruptCheckpoint(f"{where}: {what} failed ({msg}); the HDF5 file is damaged or truncated") from None
+        raise CorruptCheckpoint(f"{where}: {what} failed ({first_line(e)}); the HDF5 file is damaged or truncated") from None
 
 
 def has_hdf5_magic(path: Path, head: bytes) -> bool:

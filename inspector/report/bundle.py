@@ -20,15 +20,15 @@ PLOT_FILE = re.compile(r"^(weight-distribution|negative-fraction|magnitudes|hist
 DPI = 100
 
 
-def report_dir(directory) -> Path:
-    """DIR, created if missing; an existing file there is refused."""
+def report_dir(directory, what: str = "report") -> Path:
+    """DIR, created if missing; an existing file there is refused. ``what``: the directory's role in messages."""
     out = Path(directory)
     if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: exists and is not a directory; give a directory for the report")
+        raise OutputError(f"{out}: exists and is not a directory; cannot create the {what} directory there")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OutputError(f"{out}: cannot create the report directory ({e.strerror or e})") from None
+        raise OutputError(f"{out}: cannot create the {what} directory ({e.strerror or e})") from None
     return out
 
 

@@ -1,7 +1,7 @@
-"""What the HTML and Markdown reports show, defined once: columns, formats, summary lines.
+"""What the reports show, defined once: columns, number formats, summary lines.
 
-The renderers only escape and lay out these strings, so both reports show the
-same numbers, formatted the same way as the terminal report.
+The terminal, HTML and Markdown renderers only escape and lay out these strings, so all three
+show the same numbers, formatted the same way.
 """
 
 from __future__ import annotations
