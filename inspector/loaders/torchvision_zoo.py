@@ -16,7 +16,7 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import SourceNotFound, UnsupportedSource, WeightsUnavailable
+from ..errors import SourceNotFound, UnsupportedSource, WeightsUnavailable, first_line
 from . import Loader, LoadOptions, OpenedSource, register
 from .torch_pickle import StateDictSource, find_state_dict, load_pickle
 
@@ -128,26 +128,39 @@ def _module_info_for(name: str) -> dict:
     return {}
 
 
+DOWNLOAD_TIMEOUT = 30  # seconds without data before a download is given up
+
+
+def download(url: str, path: Path) -> None:
+    """Download ``url`` into ``path`` (through a temporary file beside it), with a socket timeout of
+    its own: the process-wide default timeout is left alone."""
+    import shutil
+    import tempfile
+    import urllib.request
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as r:  # noqa: S310 - torchvision's own URLs
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".part-", delete=False) as f:
+            try:
+                shutil.copyfileobj(r, f, 1 << 20)
+            except BaseException:
+                f.close()
+                os.unlink(f.name)
+                raise
+    os.replace(f.name, path)
+
+
 def _fetch(name: str, member) -> Path:
     path = cache_path(member.url)
     if path.is_file():
         return path
     why = "WINSPECT_OFFLINE is set"
     if not os.environ.get("WINSPECT_OFFLINE"):
-        import socket
-
-        import torch.hub
-
-        old = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(30)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(member.url, str(path), progress=False)
+            download(member.url, path)
             return path
         except Exception as e:  # any network failure: report it, don't crash
-            why = f"download failed: {str(e).splitlines()[0][:120] if str(e) else type(e).__name__}"
-        finally:
-            socket.setdefaulttimeout(old)
+            why = f"download failed: {first_line(e, 120)}"
     raise WeightsUnavailable(
         f"{name}: pretrained weights {member} are not cached at {path} and could not be downloaded ({why}); "
         f"use --weights none for an untrained network, or pass a local checkpoint file"
@@ -188,9 +201,10 @@ class TorchvisionLoader(Loader):
     def _untrained(cls, name: str) -> OpenedSource:
         import torch
 
-        torch.manual_seed(0)
         try:
-            model = _build(name, "cpu")
+            with torch.random.fork_rng(devices=[]):  # seed 0 for the build, the caller's RNG left as it was
+                torch.manual_seed(0)
+                model = _build(name, "cpu")
         except Exception as e:
             raise UnsupportedSource(f"{name}: torchvision could not build the model ({e})") from None
         sd = model.state_dict()

@@ -20,12 +20,22 @@ from ..finding import Finding
 
 
 def _read_umask() -> int:
-    mask = os.umask(0)
+    """The process's umask, read without changing it where the system says it (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once, at write time (never at import)
     os.umask(mask)
     return mask
 
 
-_FILE_MODE = 0o666 & ~_read_umask()  # what open() would give a new file (mkstemp gives 0600)
+def _file_mode() -> int:
+    """What open() would give a new file now (mkstemp gives 0600)."""
+    return 0o666 & ~_read_umask()
 
 
 def atomic_write(path, write, binary: bool = False) -> Path:
@@ -48,7 +58,7 @@ def atomic_write(path, write, binary: bool = False) -> Path:
     try:
         with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as f:
             write(f)
-        os.chmod(tmp, _FILE_MODE)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException as e:
         try:
