@@ -12,7 +12,9 @@ from .analysis.stats import CHUNK_ELEMS
 from .loaders import LoadOptions, open_source
 from .report.export import write_csv, write_json
 from .table import Tables, build_tables
-from .table.rows import ProgressFn, ReducerFactory, RowFunction, analyze_records, table_rows
+from .table.rows import (
+    TABLE_REDUCERS, TABLE_ROW_FUNCTIONS, ProgressFn, ReducerFactory, RowFunction, analyze_records, table_rows,
+)
 
 
 class Inspection:
@@ -92,4 +94,5 @@ def inspect(
 
 __all__ = [
     "inspect", "Inspection", "analyze_records", "table_rows", "ProgressFn", "ReducerFactory", "RowFunction",
+    "TABLE_REDUCERS", "TABLE_ROW_FUNCTIONS",
 ]
