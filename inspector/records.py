@@ -40,6 +40,8 @@ class TensorRecord:
     # optional reader of the values [start, stop) only: range_reader(start, stop, max_elems)
     range_reader: Callable[[int, int, int], Iterator[np.ndarray]] | None = field(default=None, repr=False)
     layout: str = "pytorch"  # one of LAYOUTS: whose axis conventions the stored shape follows
+    # the type as stored, when the chunks hold other values (int8 weights read as their dequantized floats)
+    stored_dtype: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -53,8 +55,8 @@ class TensorRecord:
 
     @property
     def dtype(self) -> str:
-        """Display name of the element type: float32, bfloat16, float8_e4m3fn, int64, bool, ..."""
-        return self.np_dtype.name
+        """Display name of the element type as stored: float32, bfloat16, float8_e4m3fn, int64, int8, ..."""
+        return self.stored_dtype or self.np_dtype.name
 
     @property
     def numel(self) -> int:
