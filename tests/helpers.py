@@ -103,6 +103,17 @@ def committed_shards(folder: str, index: str):
     return make
 
 
+def committed_files(*names: str):
+    """A maker that copies several committed files (a model and its external data); the first is inspected."""
+
+    def make(d: Path) -> Path:
+        for name in names:
+            shutil.copy(ROOT / "fixtures" / name, d / name)
+        return d / names[0]
+
+    return make
+
+
 SAMPLES = {
     "safetensors": [("safetensors", make_safetensors)],
     "pytorch": [("pytorch-zip", make_torch_zip), ("pytorch-legacy", make_torch_legacy)],
@@ -111,6 +122,11 @@ SAMPLES = {
                  ("keras-weights-h5", committed("digits_keras.weights.h5"))],
     "keras-zip": [("keras-zip", committed("digits_keras.keras"))],
     "keras-sharded": [("keras-sharded", committed_shards("digits_keras_sharded", "model.weights.json"))],
+    "onnx": [("onnx", committed("digits_cnn.onnx")), ("onnx-int8", committed("digits_cnn_int8.onnx")),
+             ("onnx-external", committed_files("digits_cnn_external.onnx", "digits_cnn_external.onnx.data"))],
+    "numpy": [("numpy", committed("digits_cnn_fc1.npy"))],
+    "numpy-npz": [("numpy-npz", committed("digits_cnn.npz")),
+                  ("numpy-npz-compressed", committed("digits_cnn_compressed.npz"))],
 }
 
 
@@ -203,9 +219,10 @@ def inspected_counts(inspection) -> dict[str, tuple[int, int]]:
     return {r.name: (int(r.numel), int(r.neg_count)) for r in t.itertuples()}
 
 
-# Formats whose checkpoint is one self-contained file: renamed to any suffix, it must still be read.
+# Formats whose checkpoint is one self-contained file: renamed to any suffix, it must still be read
+# (a lone .npy array is named after its file, so it is not among them).
 SELF_CONTAINED = ["safetensors", "pytorch-zip", "pytorch-legacy", "keras-h5-legacy", "keras-weights-h5",
-                  "keras-zip"]
+                  "keras-zip", "onnx", "onnx-int8", "numpy-npz"]
 
 
 # --- a plain numpy reference for every statistic -------------------------------------------

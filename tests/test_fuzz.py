@@ -116,12 +116,34 @@ def mutate_zip_directory(data: bytes, draw) -> bytes:
     return data[: start + offset] + value.to_bytes(width, "little") + data[start + offset + width :]
 
 
+def mutate_protobuf_length(data: bytes, draw) -> bytes:
+    """Rewrite the length of one length-delimited protobuf field (a message, string or raw_data)."""
+    starts = [i for i in range(len(data) - 1) if data[i] & 7 == 2 and 1 <= data[i] >> 3 <= 15]
+    at = draw(st.sampled_from(starts)) + 1
+    end = at
+    while end < len(data) and data[end] & 0x80:
+        end += 1
+    value = draw(st.sampled_from([0, 1, 127, 128, 2**31, 2**63, 2**64 - 1, len(data)]))
+    varint = bytearray()
+    while True:
+        varint.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            break
+    return data[:at] + bytes(varint) + data[end + 1 :]
+
+
 FIELD_MUTATORS = {
     "safetensors": mutate_safetensors_header,
     "safetensors-index": mutate_index,
     "keras-sharded": mutate_index,
     "pytorch-zip": mutate_zip_directory,
     "keras-zip": mutate_zip_directory,
+    "onnx": mutate_protobuf_length,
+    "onnx-int8": mutate_protobuf_length,
+    "onnx-external": mutate_protobuf_length,
+    "numpy-npz": mutate_zip_directory,
+    "numpy-npz-compressed": mutate_zip_directory,
 }
 
 

@@ -19,6 +19,7 @@ from typing import Iterator
 
 from ..errors import InspectorError, SourceNotFound, UnsupportedSource
 from ..records import TensorRecord
+from .refusals import recognise_dir, recognise_file, refusal
 
 HEAD_BYTES = 64
 
@@ -136,6 +137,9 @@ def choose_loader(source: str) -> type[Loader]:
         for loader in LOADERS:
             if loader.takes_dirs and loader.accepts_dir(path):
                 return loader
+        known = recognise_dir(path)
+        if known:
+            raise UnsupportedSource(refusal(path, known))
         hints = ", ".join(lo.dir_hint for lo in LOADERS if lo.takes_dirs and lo.dir_hint)
         raise UnsupportedSource(f"{source}: directory holds no checkpoint winspect reads (expected {hints})")
     if path.exists():
@@ -168,6 +172,9 @@ def _loader_for_file(path: Path) -> type[Loader]:
     for loader in LOADERS:
         if any(name.endswith(s) for s in loader.suffixes):
             return loader
+    known = recognise_file(path, head)
+    if known:
+        raise UnsupportedSource(refusal(path, known))
     raise UnsupportedSource(f"{path}: not a format winspect reads ({formats_text()}); first bytes {head[:8]!r}")
 
 
@@ -203,6 +210,6 @@ def open_source(source: str, options: LoadOptions | None = None) -> OpenedSource
 
 
 # The format modules; each registers its loaders (sniffing order is their ``order``, not this list's).
-FORMAT_MODULES = ("safetensors", "torch_pickle", "torchvision_zoo", "keras_h5", "onnx_model")
+FORMAT_MODULES = ("safetensors", "torch_pickle", "torchvision_zoo", "keras_h5", "onnx_model", "numpy_files")
 for _module in FORMAT_MODULES:
     importlib.import_module(f"{__name__}.{_module}")
