@@ -19,7 +19,7 @@ from typing import Iterator
 
 from ..errors import InspectorError, SourceNotFound, UnsupportedSource
 from ..records import TensorRecord
-from .refusals import recognise_dir, recognise_file, refusal
+from .refusals import recognise_dir, recognise_file, recognise_magic, refusal
 
 HEAD_BYTES = 64
 
@@ -168,6 +168,9 @@ def _loader_for_file(path: Path) -> type[Loader]:
     for loader in LOADERS:
         if _sniffs(loader, path, head):
             return loader
+    known = recognise_magic(head)
+    if known:
+        raise UnsupportedSource(refusal(path, known))
     name = path.name.lower()
     for loader in LOADERS:
         if any(name.endswith(s) for s in loader.suffixes):

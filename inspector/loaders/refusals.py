@@ -1,7 +1,7 @@
 """Formats winspect recognises but does not read, so that a refusal names them.
 
-When no loader takes a file or directory, the registry asks :func:`recognise_file` /
-:func:`recognise_dir` what it is, and the error says ``a TFLite flatbuffer: not read by
+When no loader takes a file or directory, the registry asks :func:`recognise_magic` (before
+trusting a suffix), :func:`recognise_file` and :func:`recognise_dir` what it is, and the error says ``a TFLite flatbuffer: not read by
 winspect`` instead of showing the first bytes. Recognition is by magic bytes where the
 format has them, else by suffix or by the files a folder holds; nothing is parsed.
 """
@@ -43,11 +43,16 @@ FOLDERS = [
 ]
 
 
+def recognise_magic(head: bytes) -> str | None:
+    """The format of a file no loader sniffs, known by its magic bytes (before any suffix is trusted)."""
+    return next((what for offset, magic, what in MAGICS if head[offset : offset + len(magic)] == magic), None)
+
+
 def recognise_file(path: Path, head: bytes) -> str | None:
     """What a file no loader reads is, when winspect knows the format; else None."""
-    for offset, magic, what in MAGICS:
-        if head[offset : offset + len(magic)] == magic:
-            return what
+    known = recognise_magic(head)
+    if known:
+        return known
     name = path.name.lower()
     if name.endswith(".xml") and b"<net" in head:
         return "an OpenVINO IR model"
