@@ -82,6 +82,16 @@ def make_safetensors_index(d: Path) -> Path:
     return index
 
 
+def varint(n: int) -> bytes:
+    """A protobuf varint (for hand-made or mutated ONNX bytes)."""
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
 def committed(name: str):
     """A maker that copies a committed fixture (the Keras ones are made by fixtures/make_keras_fixtures.py)."""
 

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inspector import InspectorError, inspect
-from tests.helpers import FORMAT_IDS, FORMATS, ROOT, assert_clean_error, run_cli
+from tests.helpers import FORMAT_IDS, FORMATS, ROOT, assert_clean_error, run_cli, varint
 
 CASES_PER_FORMAT = 200
 CASE_ALARM_S = 60  # a hang detector, far above any honest case
@@ -124,13 +124,7 @@ def mutate_protobuf_length(data: bytes, draw) -> bytes:
     while end < len(data) and data[end] & 0x80:
         end += 1
     value = draw(st.sampled_from([0, 1, 127, 128, 2**31, 2**63, 2**64 - 1, len(data)]))
-    varint = bytearray()
-    while True:
-        varint.append((value & 0x7F) | (0x80 if value > 0x7F else 0))
-        value >>= 7
-        if not value:
-            break
-    return data[:at] + bytes(varint) + data[end + 1 :]
+    return data[:at] + varint(value) + data[end + 1 :]
 
 
 FIELD_MUTATORS = {

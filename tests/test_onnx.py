@@ -24,6 +24,7 @@ from inspector import CorruptCheckpoint, UnsafeCheckpoint, UnsupportedSource
 from inspector.cli import main
 from inspector.loaders import open_source
 from tests.conftest import assert_stats_match
+from tests.test_safety_fixtures import varint
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 OPSET = [helper.make_opsetid("", 21)]
@@ -424,15 +425,6 @@ def test_external_data_that_does_not_fit(tmp_path, case, match):
 # --- malformed protobuf ------------------------------------------------------------------------------
 
 
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
-
-
 def field(number: int, payload: bytes) -> bytes:
     return varint(number << 3 | 2) + varint(len(payload)) + payload
 
@@ -514,3 +506,27 @@ def test_commands_work_on_onnx(tmp_path):
     assert run("track", tmp_path / "epoch1.onnx", tmp_path / "epoch2.onnx", "-q").exit_code == 0
     res = run("compare", FIX / "digits_cnn.onnx", FIX / "digits_cnn_int8.onnx")
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("scale,zp,match", [
+    (np.ones(5, np.float32), None, "has 5 scales along axis 1, expected 8"),
+    (np.ones(8, np.float32), np.zeros(3, np.int8), "has 8 scales but 3 zero points"),
+    (np.ones(0, np.float32), None, "do not combine"),
+])
+def test_quantization_parameters_that_do_not_fit(tmp_path, scale, zp, match):
+    inits = [numpy_helper.from_array(np.ones((6, 8), np.int8), "q"), numpy_helper.from_array(scale, "s")]
+    ins = ["q", "s"]
+    if zp is not None:
+        inits.append(numpy_helper.from_array(zp, "z"))
+        ins.append("z")
+    path = save(tmp_path, [helper.make_node("DequantizeLinear", ins, ["w"], axis=1)], inits)
+    with pytest.raises(CorruptCheckpoint, match=match):
+        inspector.inspect(path)
+
+
+def test_empty_quantized_tensor(tmp_path):
+    inits = [numpy_helper.from_array(np.ones((0, 4), np.int8), "q"),
+             numpy_helper.from_array(np.ones(4, np.float32), "s")]
+    path = save(tmp_path, [helper.make_node("DequantizeLinear", ["q", "s"], ["w"], axis=1)], inits)
+    row = rows_of(path).loc["q"]
+    assert (row["numel"], row["dtype"]) == (0, "int8")

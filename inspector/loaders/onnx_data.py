@@ -21,9 +21,9 @@ import ml_dtypes
 import numpy as np
 
 from ..errors import CorruptCheckpoint, UnsafeCheckpoint, UnsupportedSource
-from ..safety.protobuf import I32, I64, ProtoFile, decode_varints
+from ..safety.protobuf import I32, I64, VARINT, ProtoFile, decode_varints
 from .mapped import MappedRange
-from .onnx_proto import INT32_DATA, TensorInfo
+from .onnx_proto import TensorInfo
 from .safetensors import FileRange, file_reader
 
 # ONNX data_type -> (numpy dtype of the values read, name shown in the dtype column)
@@ -131,8 +131,9 @@ class DataContext:
         pf, numel = self.pf, t.numel
         four = t.data_type in FOUR_BIT
         convert = _converter(t.data_type, dtype)
-        if t.typed and {r.number for r in t.typed} - {_field_of(t.data_type)} - {7, 8}:
-            raise CorruptCheckpoint(f"{self.path}: tensor {t.name!r} stores its values in a field that does not "
+        wire = I32 if t.data_type == 1 else I64 if t.data_type == 11 else VARINT
+        if any(r.wire != wire for r in t.typed) or len({r.number for r in t.typed}) > 1:
+            raise CorruptCheckpoint(f"{self.path}: tensor {t.name!r} stores its values in fields that do not "
                                     "match its data type")
 
         def read(max_elems: int) -> Iterator[np.ndarray]:
@@ -198,18 +199,6 @@ def _count(text, path, name, key) -> int | None:
     if not (isinstance(text, str) and text.isdigit() and len(text) <= 19):
         raise CorruptCheckpoint(f"{path}: tensor {name!r} has external data {key} {text!r:.40}, not a byte count")
     return int(text)
-
-
-def _field_of(data_type: int) -> int:
-    if data_type == 1:
-        return 4
-    if data_type == 11:
-        return 10
-    if data_type == 7:
-        return 7
-    if data_type in (12, 13):
-        return 11
-    return INT32_DATA
 
 
 def _converter(data_type: int, dtype: np.dtype):

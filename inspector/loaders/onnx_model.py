@@ -11,6 +11,7 @@ block, with the stored type kept in ``dtype``; their scales and zero points are 
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,21 +141,19 @@ class OnnxSource(OpenedSource):
         return role or self.graph.role(t.name)
 
     def _dequantize(self, rec: TensorRecord, t: TensorInfo, v: Values, spec: QuantSpec) -> None:
+        """Make the record yield real values: (q - zero_point) * scale along the spec's axis."""
         scale, zp = self._params(t, spec)
-        dims = t.dims
-        axis = None
+        dims, axis = t.dims, None
         if scale.size > 1 and spec.axis is not None and -len(dims) <= spec.axis < len(dims):
             axis = spec.axis % len(dims)
         if scale.size > 1 and axis is None:
-            raise CorruptCheckpoint(f"{self.pf.path}: quantized tensor {t.name!r} has {scale.size} scales but no "
-                                    "axis to apply them along")
+            raise self._bad(t, f"has {scale.size} scales but no axis to apply them along")
         dim = dims[axis] if axis is not None else 1
-        inner = int(np.prod(dims[axis + 1 :])) if axis is not None else 1
-        block = spec.block_size if spec.block_size and scale.size > 1 else 0
-        want = t.numel // dim * -(-dim // block) if block else dim
+        inner = math.prod(dims[axis + 1 :]) if axis is not None else 1
+        block = spec.block_size if spec.block_size > 0 and scale.size > 1 else 0
+        want = (t.numel // dim if dim else 0) * -(-dim // block) if block else dim
         if scale.size > 1 and scale.size != want:
-            raise CorruptCheckpoint(f"{self.pf.path}: quantized tensor {t.name!r} of shape {list(dims)} has "
-                                    f"{scale.size} scales along axis {axis}, expected {want}")
+            raise self._bad(t, f"of shape {list(dims)} has {scale.size} scales along axis {axis}, expected {want}")
         base = v.range_reader or (lambda s, e, n, r=v.reader: _slice(r, s, e, n))
         deq = Dequantized(base, scale, zp, inner, dim, block)
         rec.np_dtype = np.dtype(np.float32)
@@ -162,19 +161,22 @@ class OnnxSource(OpenedSource):
         rec.range_reader = deq if v.range_reader is not None else None
 
     def _params(self, t: TensorInfo, spec: QuantSpec) -> tuple[np.ndarray, np.ndarray]:
+        """Scale (the product of the spec's scales) and zero point, as float32 arrays of one size."""
         scale = np.ones(1, np.float32)
         for name in spec.scales:
-            s = self.ctx.small(self.infos[name]).astype(np.float32)
-            scale = scale * s if s.size == 1 or scale.size == 1 else scale * s
+            s = self.ctx.small(self.infos[name]).astype(np.float32).reshape(-1)
+            if s.size == 0 or s.size != scale.size and 1 not in (s.size, scale.size):
+                raise self._bad(t, f"has scales of {scale.size} and {s.size} values that do not combine")
+            scale = scale * s
         zp = np.zeros(1, np.float32)
         if spec.zero_point:
-            zp = self.ctx.small(self.infos[spec.zero_point]).astype(np.float32)
+            zp = self.ctx.small(self.infos[spec.zero_point]).astype(np.float32).reshape(-1)
         if zp.size not in (1, scale.size):
-            raise CorruptCheckpoint(f"{self.pf.path}: quantized tensor {t.name!r} has {scale.size} scales but "
-                                    f"{zp.size} zero points")
-        if zp.size != scale.size:
-            zp = np.broadcast_to(zp, scale.shape).copy()
-        return scale, zp
+            raise self._bad(t, f"has {scale.size} scales but {zp.size} zero points")
+        return scale, np.broadcast_to(zp, scale.shape).copy()
+
+    def _bad(self, t: TensorInfo, problem: str) -> CorruptCheckpoint:
+        return CorruptCheckpoint(f"{self.pf.path}: quantized tensor {t.name!r} {problem}")
 
 
 def _slice(reader, start: int, stop: int, max_elems: int) -> Iterator[np.ndarray]:

@@ -40,7 +40,6 @@ ROLES: dict[str, dict[int, tuple[str, int | str | None]]] = {
     "DequantizeLinear": {1: Q, 2: Q},
     "QuantizeLinear": {1: Q, 2: Q},
 }
-QUANT_PARAMS = {op: {i for i, r in roles.items() if r is Q} for op, roles in ROLES.items()}
 _BIAS_AFTER = ("MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInteger", "QLinearMatMul")
 
 
@@ -49,7 +48,6 @@ class Role:
     kind: str
     axis: int | None
     node: Node
-    quant_param: bool = False
 
 
 @dataclass
@@ -83,7 +81,7 @@ class Graph:
         for node, i in self.consumers.get(name, ()):
             spec = ROLES.get(node.op_type, {}).get(i)
             if spec is not None:
-                return Role(spec[0], _axis(spec[1], node), node, i in QUANT_PARAMS.get(node.op_type, ()))
+                return Role(spec[0], _axis(spec[1], node), node)
             if node.op_type == "Add" and self._after_product(node, i):
                 return Role("bias", None, node)
         return None
