@@ -8,6 +8,8 @@ through ``onnx.numpy_helper``, dequantized weights through ``onnx.reference`` ru
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import shutil
 from pathlib import Path
 
@@ -530,3 +532,14 @@ def test_empty_quantized_tensor(tmp_path):
     path = save(tmp_path, [helper.make_node("DequantizeLinear", ["q", "s"], ["w"], axis=1)], inits)
     row = rows_of(path).loc["q"]
     assert (row["numel"], row["dtype"]) == (0, "int8")
+
+
+def test_reading_onnx_and_numpy_imports_neither_onnx_nor_torch():
+    code = ("import sys, inspector\n"
+            "for f in ('digits_cnn_int8.onnx', 'digits_cnn_external.onnx', 'digits_cnn_compressed.npz'):\n"
+            f"    inspector.inspect({str(FIX)!r} + '/' + f)\n"
+            "print(sorted(m for m in ('onnx', 'onnxruntime', 'google.protobuf', 'torch') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(FIX.parent)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
