@@ -133,6 +133,7 @@ def test_quantized_weights_report_real_values_with_the_stored_dtype():
     assert rows.loc["fc1.bias_quantized", "kind"] == "bias"
     for name in ("fc1.weight_scale", "fc1.weight_zero_point", "input_scale"):
         assert rows.loc[name, "kind"] == "other", name
+    assert rows.loc["onnx::Conv_32_scale", "layer"] == rows.loc["onnx::Conv_32_zero_point", "layer"] == "conv1"
     assert any("(q - zero_point) * scale" in n for n in t.summary["notes"])
     uint8 = inspector.inspect(FIX / "digits_cnn_uint8.onnx").tensors.set_index("name")
     u = uint8.loc["fc1.weight_quantized"]

@@ -84,7 +84,7 @@ class OnnxSource(OpenedSource):
             raise CorruptCheckpoint(f"{self.pf.path}: tensor name {dup!r} is defined twice")
         self.infos = {t.name: t for t in model.tensors}
         self.quant = quant_specs(self.graph, model.nodes, set(self.infos))
-        self.params = {s for q in self.quant.values() for s in (*q.scales, q.zero_point) if s}
+        self.params = {s: q for q, spec in self.quant.items() for s in (*spec.scales, spec.zero_point) if s}
         self.entries: list[tuple[TensorInfo, Values]] = []
         for t in model.tensors:
             if t.data_type in UNREAD_TYPES:
@@ -127,13 +127,20 @@ class OnnxSource(OpenedSource):
             kind = "other"
         axis = normalise_axis(role.axis, len(t.dims)) if role and kind == "weight" else (
             None if role else default_out_axis(kind, t.dims, t.name))
-        layer = node_layer(role.node) if role and is_opaque(t.name) and role.node.name else layer_of(t.name)
+        owner = self.params.get(t.name)  # a scale or zero point belongs to its weight's layer
+        layer = self._layer(self.infos[owner], self._role(self.infos[owner], self.quant[owner])) if owner else \
+            self._layer(t, role)
         rec = TensorRecord(name=t.name, kind=kind, np_dtype=v.dtype, shape=t.dims, reader=v.reader, layer=layer,
                            out_axis=axis, module_type=role.node.op_type if role else None, nbytes=v.nbytes,
                            range_reader=v.range_reader, stored_dtype=v.stored)
         if spec is not None:
             self._dequantize(rec, t, v, spec)
         return rec
+
+    @staticmethod
+    def _layer(t: TensorInfo, role: Role | None) -> str:
+        """The name's module path, or the consuming node's when the name is opaque (onnx::Conv_12)."""
+        return node_layer(role.node) if role and is_opaque(t.name) and role.node.name else layer_of(t.name)
 
     def _role(self, t: TensorInfo, spec: QuantSpec | None) -> Role | None:
         """What the consuming node says; a dequantized tensor's is said by its output's consumer."""
