@@ -15,7 +15,7 @@ import inspector
 from inspector import CorruptCheckpoint, UnsafeCheckpoint, UnsupportedSource
 from inspector.cli import main
 from inspector.loaders import open_source
-from tests.conftest import assert_stats_match
+from tests.helpers import assert_stats_match
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 RNG = np.random.default_rng(5)

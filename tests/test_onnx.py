@@ -8,9 +8,9 @@ through ``onnx.numpy_helper``, dequantized weights through ``onnx.reference`` ru
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +25,7 @@ import inspector
 from inspector import CorruptCheckpoint, UnsafeCheckpoint, UnsupportedSource
 from inspector.cli import main
 from inspector.loaders import open_source
-from tests.conftest import assert_stats_match
-from tests.test_safety_fixtures import varint
+from tests.helpers import assert_stats_match, varint
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 OPSET = [helper.make_opsetid("", 21)]
@@ -544,3 +543,15 @@ def test_reading_onnx_and_numpy_imports_neither_onnx_nor_torch():
                          env={**os.environ, "PYTHONPATH": str(FIX.parent)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_external_data_is_an_input_that_outputs_never_overwrite(tmp_path):
+    for name in ("digits_cnn_external.onnx", "digits_cnn_external.onnx.data"):
+        shutil.copy(FIX / name, tmp_path / name)
+    data = tmp_path / "digits_cnn_external.onnx.data"
+    before = data.read_bytes()
+    res = run(tmp_path / "digits_cnn_external.onnx", "--csv", data, "-q")
+    assert res.exit_code == 1 and "is an input of this command" in res.stderr
+    assert data.read_bytes() == before
+    with open_source(str(tmp_path / "digits_cnn_external.onnx")) as src:
+        assert src.files() == [tmp_path / "digits_cnn_external.onnx", data.resolve()]

@@ -233,7 +233,9 @@ def _inflating_reader(path: Path, member: str, header: NpyHeader, where: str):
 @register
 class NumpyLoader(Loader):
     name = "numpy"
+    title = "NumPy .npy"
     suffixes = (".npy",)
+    order = 85
 
     @classmethod
     def sniff(cls, path: Path, head: bytes) -> bool:
@@ -247,7 +249,9 @@ class NumpyLoader(Loader):
 @register
 class NpzLoader(Loader):
     name = "numpy-npz"
+    title = "NumPy .npz"
     suffixes = (".npz",)
+    order = 90
 
     @classmethod
     def sniff(cls, path: Path, head: bytes) -> bool:

@@ -98,9 +98,8 @@ class OnnxSource(OpenedSource):
         opset = model.opsets.get("ai.onnx")
         self.meta["metadata"] = {k: str(v) for k, v in (("ir_version", model.ir_version), ("opset", opset),
                                                         ("producer", model.producer)) if v}
-        files = {str(self.pf.path)}
-        files.update(str(self.ctx.external(t, v.dtype)[0]) for t, v in self.entries if t.external is not None)
-        self.meta["files"] = sorted(files)
+        self.paths = external_files(self.pf.path, self.ctx, self.entries)
+        self.meta["files"] = [str(p) for p in self.paths]
         if self.quant:
             self.note(f"{len(self.quant)} quantized tensors reported as their real values (q - zero_point) * scale, "
                       "dtype as stored; their scales and zero points are kind other")
@@ -198,6 +197,17 @@ def _slice(reader, start: int, stop: int, max_elems: int) -> Iterator[np.ndarray
             return
 
 
+def external_files(path: Path, ctx: DataContext, entries) -> list[Path]:
+    """The model file, then each external data file its tensors read (checked), each once."""
+    out = [path]
+    for t, v in entries:
+        if t.external is not None:
+            target = ctx.external(t, v.dtype)[0]
+            if target not in out:
+                out.append(target)
+    return out
+
+
 def looks_like_onnx(head: bytes) -> bool:
     """ModelProto as ONNX writers emit it: ir_version first (field 1, a small varint), then
     only ModelProto's own field numbers with their wire types."""
@@ -219,11 +229,18 @@ def looks_like_onnx(head: bytes) -> bool:
 @register
 class OnnxLoader(Loader):
     name = "onnx"
+    title = "ONNX .onnx (weights embedded or as external data)"
     suffixes = (".onnx",)
+    order = 80
 
     @classmethod
     def sniff(cls, path: Path, head: bytes) -> bool:
         return looks_like_onnx(head)
+
+    @classmethod
+    def files(cls, path: Path) -> list[Path]:
+        with OnnxSource(str(path), path) as src:
+            return src.files()
 
     @classmethod
     def open(cls, source: str, options: LoadOptions) -> OpenedSource:
