@@ -28,18 +28,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import GB, machine, run_child, winspect_cmd  # noqa: E402
+from bench import GB, machine, run_child, winspect_cmd  # noqa: E402  (puts the repository on sys.path)
+from tests.helpers import varint  # noqa: E402
 
 CHUNK = 1 << 24  # floats written at a time
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
 
 
 def layout(size: int) -> list[tuple[str, tuple[int, int]]]:

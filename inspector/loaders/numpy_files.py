@@ -26,6 +26,7 @@ from ..records import TensorRecord, default_out_axis, infer_kinds
 from ..safety.zipcheck import check_zip
 from . import Loader, LoadOptions, OpenedSource, register
 from .mapped import MappedRange
+from .safetensors import stream_chunks
 
 MAGIC = b"\x93NUMPY"
 MAX_HEADER = 1 << 16
@@ -207,23 +208,10 @@ def _inflating_reader(path: Path, member: str, header: NpyHeader, where: str):
     numel = math.prod(header.shape)
 
     def read(max_elems: int) -> Iterator[np.ndarray]:
-        buf = np.empty(min(max_elems, max(numel, 1)), header.dtype)
-        raw = memoryview(buf.view(np.uint8))
         try:
             with check_zip(path) as zf, zf.open(member) as f:
                 f.read(header.size)
-                done = 0
-                while done < numel:
-                    k = min(buf.size, numel - done)
-                    want = k * header.dtype.itemsize
-                    got = 0
-                    while got < want:
-                        more = f.readinto(raw[got:want])
-                        if not more:
-                            raise CorruptCheckpoint(f"{where}: ended while reading array data")
-                        got += more
-                    yield buf[:k]
-                    done += k
+                yield from stream_chunks(f, header.dtype, numel, max_elems, f"{where}: ended while reading array data")
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError, RuntimeError, ValueError) as e:
             raise CorruptCheckpoint(f"{where}: unreadable ({str(e) or type(e).__name__})") from None
 

@@ -106,25 +106,31 @@ def file_reader(path: Path, begin: int, dtype: np.dtype, numel: int):
     def read(max_elems: int) -> Iterator[np.ndarray]:
         if numel == 0:
             return
-        step = min(max_elems, numel)
-        buf = np.empty(step, dtype=dtype)
-        raw = memoryview(buf.view(np.uint8))
         with open(path, "rb", buffering=0) as f:
             f.seek(begin)
-            done = 0
-            while done < numel:
-                k = min(step, numel - done)
-                want = k * dtype.itemsize
-                got = f.readinto(raw[:want])
-                while got < want:  # short reads are allowed by the OS
-                    more = f.readinto(raw[got:want])
-                    if not more:
-                        raise CorruptCheckpoint(f"{path}: file ended while reading tensor data at byte {begin}")
-                    got += more
-                yield buf[:k]
-                done += k
+            yield from stream_chunks(f, dtype, numel, max_elems,
+                                     f"{path}: file ended while reading tensor data at byte {begin}")
 
     return read
+
+
+def stream_chunks(f, dtype: np.dtype, numel: int, max_elems: int, ended: str) -> Iterator[np.ndarray]:
+    """``numel`` values read from the open binary stream ``f`` in chunks of at most ``max_elems``,
+    through one reused buffer; CorruptCheckpoint(``ended``) when the stream ends first."""
+    buf = np.empty(max(1, min(max_elems, numel)), dtype=dtype)
+    raw = memoryview(buf.view(np.uint8))
+    done = 0
+    while done < numel:
+        k = min(buf.size, numel - done)
+        want = k * dtype.itemsize
+        got = 0
+        while got < want:  # short reads are allowed by the OS and by decompressors
+            more = f.readinto(raw[got:want])
+            if not more:
+                raise CorruptCheckpoint(ended)
+            got += more
+        yield buf[:k]
+        done += k
 
 
 @dataclass(frozen=True)
