@@ -14,7 +14,7 @@ memory (onnx itself would need 2-3x that). A small model made the same way is fi
 checked against ``onnx.load`` value for value. Then ``winspect MODEL --csv out.csv -q``
 runs as a child process: wall time, throughput, peak RSS (``os.wait4`` rusage).
 
-    python benchmarks/bench_onnx.py            # 1.5 GB each (needs ~3.2 GB in $TMPDIR)
+    python benchmarks/bench_onnx.py            # 1.5 GB each (needs ~1.6 GB in $TMPDIR: one model at a time)
 """
 
 from __future__ import annotations
