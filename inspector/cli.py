@@ -87,6 +87,8 @@ def check_outputs(inputs, outputs) -> None:
     output on standard output (``-``), where they would interleave."""
     if sum(1 for out in outputs if out == "-") > 1:
         raise click.UsageError("only one output can be '-' (standard output)")
+    if not any(out and out != "-" for out in outputs):
+        return  # nothing written to a file: no need to open the inputs to list what they read
     from .loaders import source_files
 
     ins = [p for i in inputs if i for p in source_files(str(i))]
