@@ -137,6 +137,7 @@ SAMPLES = {
     "numpy": [("numpy", committed("digits_cnn_fc1.npy"))],
     "numpy-npz": [("numpy-npz", committed("digits_cnn.npz")),
                   ("numpy-npz-compressed", committed("digits_cnn_compressed.npz"))],
+    "gguf": [("gguf", committed("tiny_llama.gguf"))],
 }
 
 
@@ -232,7 +233,7 @@ def inspected_counts(inspection) -> dict[str, tuple[int, int]]:
 # Formats whose checkpoint is one self-contained file: renamed to any suffix, it must still be read
 # (a lone .npy array is named after its file, so it is not among them).
 SELF_CONTAINED = ["safetensors", "pytorch-zip", "pytorch-legacy", "keras-h5-legacy", "keras-weights-h5",
-                  "keras-zip", "onnx", "onnx-int8", "numpy-npz"]
+                  "keras-zip", "onnx", "onnx-int8", "numpy-npz", "gguf"]
 
 
 # --- a plain numpy reference for every statistic -------------------------------------------

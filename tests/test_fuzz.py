@@ -127,7 +127,21 @@ def mutate_protobuf_length(data: bytes, draw) -> bytes:
     return data[:at] + varint(value) + data[end + 1 :]
 
 
+def mutate_gguf_header(data: bytes, draw) -> bytes:
+    """Overwrite one 4- or 8-byte word of a GGUF header (counts, lengths, dims, types, offsets) with an
+    extreme or nearby value."""
+    n_kv = struct.unpack_from("<Q", data, 16)[0]
+    end = min(len(data), 2048 + 64 * n_kv)
+    at = draw(st.integers(4, end - 8))
+    width = draw(st.sampled_from([4, 8]))
+    old = int.from_bytes(data[at : at + width], "little")
+    value = draw(st.sampled_from([0, 1, old + 1, max(old - 1, 0), old * 2, 2 ** (8 * width) - 1,
+                                  2 ** (8 * width - 1), 40, 42, 1000]))
+    return data[:at] + (value % 2 ** (8 * width)).to_bytes(width, "little") + data[at + width :]
+
+
 FIELD_MUTATORS = {
+    "gguf": mutate_gguf_header,
     "safetensors": mutate_safetensors_header,
     "safetensors-index": mutate_index,
     "keras-sharded": mutate_index,

@@ -11,6 +11,7 @@ when it is installed (:func:`gguf_decoder`), or not at all.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -51,7 +52,7 @@ TYPES: dict[int, GGMLType] = {t.id: t for t in (
     _t(23, "IQ4_XS", QK_K, 136), _t(24, "I8", 1, 1, np.int8), _t(25, "I16", 1, 2, np.int16),
     _t(26, "I32", 1, 4, np.int32), _t(27, "I64", 1, 8, np.int64), _t(28, "F64", 1, 8, np.float64),
     _t(29, "IQ1_M", QK_K, 56), _t(30, "BF16", 1, 2, ml_dtypes.bfloat16), _t(34, "TQ1_0", QK_K, 54),
-    _t(35, "TQ2_0", QK_K, 66), _t(39, "MXFP4", 32, 17),
+    _t(35, "TQ2_0", QK_K, 66), _t(39, "MXFP4", 32, 17), _t(40, "NVFP4", 64, 36), _t(41, "Q1_0", 128, 18),
 )}
 # ids ggml once used and retired; a file may still carry them (block shape unknown here)
 RETIRED = {4: "Q4_2", 5: "Q4_3", 31: "Q4_0_4_4", 32: "Q4_0_4_8", 33: "Q4_0_8_8", 36: "IQ4_NL_4_4",
@@ -205,10 +206,27 @@ def dequantize(type_id: int, raw, out: np.ndarray | None = None, use_native: boo
     if native_ok:
         native.dequantize(type_id, blocks, out)
     else:
-        out[:n] = NUMPY_DECODERS[type_id](blocks.reshape(-1, t.size)).reshape(-1)
+        with np.errstate(all="ignore"):
+            out[:n] = NUMPY_DECODERS[type_id](blocks.reshape(-1, t.size)).reshape(-1)
     return out[:n]
 
 
+@functools.lru_cache(maxsize=None)
+def lookup(type_id: int) -> GGMLType | None:
+    """The type of an id: from ``TYPES``, or from gguf-py for types newer than this table; None if unknown."""
+    if type_id in TYPES:
+        return TYPES[type_id]
+    try:
+        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        qtype = GGMLQuantizationType(type_id)
+        block, size = GGML_QUANT_SIZES[qtype]
+    except (ImportError, ValueError, KeyError):
+        return None
+    return GGMLType(type_id, qtype.name, block, size)
+
+
+@functools.lru_cache(maxsize=None)
 def gguf_decoder(type_id: int):
     """gguf-py's dequantization of a type (a function bytes -> float32 values), or None when
     gguf-py is not installed or cannot decode that type."""
@@ -221,13 +239,18 @@ def gguf_decoder(type_id: int):
         qtype = GGMLQuantizationType(type_id)
     except ValueError:
         return None
-    probe = np.zeros(TYPES[type_id].size if type_id in TYPES else 0, dtype=np.uint8)
+    t = lookup(type_id)
+    if t is None or t.dtype is not None:
+        return None
+    probe = np.zeros(t.size, dtype=np.uint8)
     try:
-        gguf_dequantize(probe, qtype)
+        with np.errstate(all="ignore"):
+            gguf_dequantize(probe, qtype)
     except (NotImplementedError, KeyError, ValueError):
         return None
 
     def decode(raw) -> np.ndarray:
-        return np.asarray(gguf_dequantize(np.frombuffer(raw, dtype=np.uint8), qtype), dtype=np.float32).reshape(-1)
+        with np.errstate(all="ignore"):  # hostile scales overflow to ±inf; they are counted, not warned about
+            return np.asarray(gguf_dequantize(np.frombuffer(raw, dtype=np.uint8), qtype), np.float32).reshape(-1)
 
     return decode

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import CorruptCheckpoint, UnsupportedSource
 from ..records import TensorRecord, layer_of
 from . import Loader, LoadOptions, OpenedSource, register
-from .dequant import DECODED, RETIRED, TYPES, dequantize, gguf_decoder
+from .dequant import DECODED, RETIRED, dequantize, gguf_decoder, lookup
 from .safetensors import FileRange, file_reader
 
 MAGIC = b"GGUF"
@@ -115,7 +115,7 @@ class GGUFTensor:
 
     @property
     def type_name(self) -> str:
-        t = TYPES.get(self.type_id)
+        t = lookup(self.type_id)
         return t.name if t else RETIRED.get(self.type_id, str(self.type_id))
 
     @property
@@ -173,7 +173,7 @@ def _tensor_info(cur: _Cursor, i: int):
     dims = [cur.u64(f"the dimensions of {name!r}") for _ in range(ndim)]
     type_id = cur.u32(f"the type of {name!r}")
     offset = cur.u64(f"the data offset of {name!r}")
-    if type_id not in TYPES and type_id not in RETIRED:
+    if lookup(type_id) is None and type_id not in RETIRED:
         cur.fail(f"tensor {name!r} has type {type_id}, which is not a ggml tensor type")
     numel = math.prod(dims)
     if numel > MAX_NUMEL:
@@ -182,7 +182,7 @@ def _tensor_info(cur: _Cursor, i: int):
 
 
 def _tensor_size(cur: _Cursor, name: str, dims: tuple[int, ...], type_id: int, numel: int) -> int:
-    t = TYPES.get(type_id)
+    t = lookup(type_id)
     if t is None:  # retired type: the extent is unknown, the tensor will be skipped
         return 0
     row = dims[-1] if dims else 1
@@ -287,7 +287,7 @@ class QuantRange:
     def _segments(self, start: int, stop: int, max_elems: int) -> Iterator[np.ndarray]:
         if stop <= start:
             return
-        t = TYPES[self.type_id]
+        t = lookup(self.type_id)
         decode = None if self.type_id in DECODED else gguf_decoder(self.type_id)
         first, last = start // t.block, -(-stop // t.block)
         per = max(1, -(-max_elems // t.block))  # blocks per read: at least one chunk's worth
@@ -350,13 +350,13 @@ class GGUFSource(OpenedSource):
                   + (f", quantization version {meta['general.quantization_version']}"
                      if "general.quantization_version" in meta else ""))
         self.readable = [t for t in header.tensors if self._decoder_for(t) is not None]
-        self._note_skipped()
-        self.meta["quantized_dtypes"] = sorted({t.type_name for t in self.readable if TYPES[t.type_id].dtype is None})
+        self._note_skipped([t for t in header.tensors if self._decoder_for(t) is None])
+        self.meta["quantized_dtypes"] = sorted({t.type_name for t in self.readable if lookup(t.type_id).dtype is None})
 
     @staticmethod
     def _decoder_for(t: GGUFTensor):
         """'plain', 'native' or 'gguf' for a tensor winspect can read, None for one it cannot."""
-        gt = TYPES.get(t.type_id)
+        gt = lookup(t.type_id)
         if gt is None:
             return None
         if gt.dtype is not None:
@@ -365,11 +365,10 @@ class GGUFSource(OpenedSource):
             return "native"
         return "gguf" if gguf_decoder(t.type_id) is not None else None
 
-    def _note_skipped(self) -> None:
+    def _note_skipped(self, tensors: list[GGUFTensor]) -> None:
         skipped: dict[str, int] = {}
-        for t in self.header.tensors:
-            if t not in self.readable:
-                skipped[t.type_name] = skipped.get(t.type_name, 0) + 1
+        for t in tensors:
+            skipped[t.type_name] = skipped.get(t.type_name, 0) + 1
         for name, n in skipped.items():
             self.note(f"{n} tensor(s) of type {name} skipped: neither winspect nor gguf-py (pip install gguf) "
                       "dequantizes that type")
@@ -382,7 +381,7 @@ class GGUFSource(OpenedSource):
             yield self.record(t)
 
     def record(self, t: GGUFTensor) -> TensorRecord:
-        gt = TYPES[t.type_id]
+        gt = lookup(t.type_id)
         kind = kind_of(t.name, t.shape)
         if gt.dtype is not None:
             reader = file_reader(self.path, t.begin, gt.dtype, t.numel)

@@ -9,7 +9,7 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
-from .views import headline, num, pct, totals
+from .views import headline, num, pct, quantization_line, totals
 
 MAX_LAYER_ROWS = 40
 
@@ -35,6 +35,8 @@ def render(inspection, max_rows: int = MAX_LAYER_ROWS) -> Group:
         parts.append(f"  {safe(', '.join(keras))}")
     for note in s["notes"]:
         parts.append(f"  note: {safe(note)}")
+    if s.get("quantization"):
+        parts.append(safe(quantization_line(s)))
     parts.append(totals(s))
     if headline(s):
         parts.append(f"[bold]{headline(s)}[/bold] ({pct(s['weight_zero_frac'])} zero, {pct(s['weight_pos_frac'])} "

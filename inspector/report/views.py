@@ -83,6 +83,15 @@ def totals(s: dict) -> str:
             f"({s['learned_numel']:,} learned, {s['buffer_numel']:,} in buffers)")
 
 
+def quantization_line(s: dict) -> str:
+    """The values in each stored type, and how many of the quantized ones are exactly zero (sources with
+    quantized tensors: the summary's ``quantization``)."""
+    total = sum(s["dtypes"].values()) or 1
+    mix = ", ".join(f"{k} {v:,} ({pct(v / total)})" for k, v in sorted(s["dtypes"].items(), key=lambda kv: -kv[1]))
+    return f"quantization: {mix}; {pct(s['quantization']['quantized_zero_frac'])} of the quantized values are " \
+           "exactly zero"
+
+
 def extreme_layers(s: dict) -> list[tuple[str, list[tuple[str, str]]]]:
     """("most negative layers", [(layer, "51.2%"), ...]) and the least negative ones."""
     return [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from .findings import dead_relu_findings, dead_relu_layers, layer_outliers, tensor_findings
@@ -51,7 +53,18 @@ def summarize(tensors: pd.DataFrame, layers: pd.DataFrame, meta: dict) -> dict:
         "notes": list(meta.get("notes", [])),
     }
     summary.update({key: meta[key] for key in SOURCE_KEYS if key in meta})
+    if meta.get("quantized_dtypes") is not None:
+        summary["quantization"] = quantization(df, meta["quantized_dtypes"])
     return summary
+
+
+def quantization(df: pd.DataFrame, quantized_dtypes) -> dict:
+    """The quantized types of a source, their values, and the fraction of those values that are exactly zero
+    (the mix of all types is the summary's ``dtypes``)."""
+    q = df[df["dtype"].isin(list(quantized_dtypes))]
+    n = int(q["numel"].sum())
+    return {"quantized_dtypes": list(quantized_dtypes), "quantized_numel": n,
+            "quantized_zero_frac": float(q["zero_count"].sum() / n) if n else math.nan}
 
 
 # what a loader knows about its source, copied into the summary when present
