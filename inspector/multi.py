@@ -114,8 +114,11 @@ def diff(a, b, weights: str = "DEFAULT", *, chunk_elems: int = CHUNK_ELEMS) -> D
     """The change from checkpoint ``a`` to checkpoint ``b``, tensor by tensor (``--weights`` applies to names)."""
     options = LoadOptions(weights=weights)
     with open_source(str(a), options) as sa, open_source(str(b), options) as sb:
-        rows, matching = diff_records(list(sa.records()), list(sb.records()), chunk_elems)
+        recs_a, adopted_a = sb.adopt(list(sa.records()))  # names of another format in B's own convention
+        recs_b, adopted_b = sa.adopt(list(sb.records()))
+        rows, matching = diff_records(recs_a, recs_b, chunk_elems)
         notes = [f"A: {n}" for n in sa.meta["notes"]] + [f"B: {n}" for n in sb.meta["notes"]]
+        notes += [f"A: {n}" for n in adopted_a] + [f"B: {n}" for n in adopted_b]
     matching["notes"] = notes + matching["notes"]
     df = diff_frame(rows)
     summary = {"a": str(a), "b": str(b), **diff_summary(df, matching)}
@@ -164,7 +167,7 @@ def _track_step(path: str, src, prev: list, records: list, chunk_elems: int, pro
     factory, aligned = change_factory(prev, records, chunk_elems)
     rows, _ = analyze_records(records, chunk_elems, progress, (factory,))
     df = tensor_frame(rows, extra=CHANGE_COLUMNS)
-    for c in ("sign_flips", "became_neg", "became_pos"):
+    for c in ("sign_flips", "became_neg", "became_pos", "became_zero"):
         df[c] = df[c].astype("Int64")
     return df, [f"{path}: {n}" for n in list(src.meta["notes"]) + aligned]
 

@@ -99,6 +99,27 @@ def array_reader(arr: np.ndarray) -> ChunkReader:
     return read
 
 
+def exact_chunks(segments: Iterator[np.ndarray], max_elems: int, dtype) -> Iterator[np.ndarray]:
+    """Re-cut a stream of arrays into chunks of exactly ``max_elems`` values (the last may be shorter),
+    copying only where a chunk spans two segments (through one reused buffer)."""
+    buf, fill = np.empty(max_elems, dtype=dtype), 0
+    for seg in segments:
+        i = 0
+        while i < seg.size:
+            if fill == 0 and seg.size - i >= max_elems:
+                yield seg[i : i + max_elems]
+                i += max_elems
+                continue
+            k = min(max_elems - fill, seg.size - i)
+            buf[fill : fill + k] = seg[i : i + k]
+            fill, i = fill + k, i + k
+            if fill == max_elems:
+                yield buf
+                fill = 0
+    if fill:
+        yield buf[:fill]
+
+
 # --- kind inference from names and shapes (for sources without module types) -------
 
 _BUFFER_SUFFIXES = (

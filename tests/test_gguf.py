@@ -16,7 +16,8 @@ from inspector import CorruptCheckpoint, InspectorError, UnsupportedSource, insp
 from inspector.cli import main
 from inspector.loaders import open_source
 from inspector.loaders.dequant import DECODED, TYPES
-from inspector.loaders.gguf import exact_chunks, kind_of, out_axis_of
+from inspector.loaders.gguf import kind_of, out_axis_of
+from inspector.records import exact_chunks
 from tests.helpers import assert_stats_match
 from tests.gguf_files import blocks_tensor, gguf_file, gstr, kv_string, kv_u32, plain
 from tests.test_gguf_dequant import random_blocks
@@ -288,3 +289,91 @@ def test_errors_are_inspector_errors_for_every_cut(tmp_path):
         path = write(tmp_path, data[:cut] if cut else b"GGUF")
         with pytest.raises(InspectorError):
             inspect(path)
+
+
+# --- diff across formats, and the other commands -------------------------------------------
+
+SAFETENSORS = ROOT / "fixtures" / "tiny_llama.safetensors"
+
+
+def test_diff_safetensors_to_gguf_matches_names_and_undoes_the_row_order():
+    from safetensors.numpy import load_file
+
+    from fixtures.make_gguf_fixture import HEADS, KV_HEADS, permute
+
+    d = __import__("inspector").diff(SAFETENSORS, FIXTURE, chunk_elems=1000)
+    assert d.summary["compared"] == 21 and not d.summary["only_in_a"] and not d.summary["only_in_b"]
+    assert any("21 tensor names mapped to GGUF names" in n for n in d.summary["notes"])
+    hf, ref = load_file(str(SAFETENSORS)), reference_tensors(FIXTURE)
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2)
+    rows = d.tensors.set_index("name")
+    for hf_name, a in hf.items():
+        name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if "q_proj" in hf_name or "k_proj" in hf_name:
+            a = permute(a, HEADS if "q_proj" in hf_name else KV_HEADS)
+        a, b = a.astype(np.float64).reshape(-1), ref[name].astype(np.float64).reshape(-1)
+        r = rows.loc[name]
+        assert r["rel_change"] == pytest.approx(np.linalg.norm(b - a) / np.linalg.norm(a), rel=1e-9)
+        assert r["sign_flips"] == int(((a < 0) & (b > 0)).sum() + ((a > 0) & (b < 0)).sum())
+        assert r["became_zero"] == int(((a != 0) & (b == 0)).sum())
+        assert r["became_neg"] == int(((a >= 0) & (b < 0)).sum())
+    assert rows.loc["blk.0.attn_q.weight", "rel_change"] < 0.2  # the quantization error, not a row mix-up
+    assert rows.loc["blk.0.attn_q.weight", "became_zero"] > 0
+    assert d.summary["weight"]["became_zero"] == int(rows["became_zero"].sum())
+
+
+def tiny_pair(tmp_path, metadata):
+    from safetensors.numpy import save_file
+
+    w = np.random.default_rng(5).standard_normal((8, 32)).astype(np.float32)
+    save_file({"model.layers.0.self_attn.q_proj.weight": w, "model.norm.weight": np.ones(32, np.float32)},
+              str(tmp_path / "a.safetensors"))
+    tensors = [plain("blk.0.attn_q.weight", w, 0), plain("output_norm.weight", np.ones(32, np.float32), 0)]
+    path = write(tmp_path, gguf_file(tensors, [kv_u32("llama.block_count", 1), *metadata]))
+    return tmp_path / "a.safetensors", path
+
+
+def test_diff_says_when_it_cannot_undo_the_row_order(tmp_path):
+    a, b = tiny_pair(tmp_path, [])  # no head count
+    d = __import__("inspector").diff(a, b)
+    assert list(d.tensors["name"]) == ["output_norm.weight"]
+    assert d.summary["only_in_a"] == ["model.layers.0.self_attn.q_proj.weight"]
+    assert any("q_proj.weight: not compared: llama.cpp reorders its rows" in n for n in d.summary["notes"])
+    a, b = tiny_pair(tmp_path, [kv_u32("llama.attention.head_count", 2)])
+    d = __import__("inspector").diff(a, b)
+    assert set(d.tensors["name"]) == {"output_norm.weight", "blk.0.attn_q.weight"}
+    q = d.tensors.set_index("name").loc["blk.0.attn_q.weight"]
+    assert q["rel_change"] > 0.1  # the same rows, read in the converter's order, differ from the original order
+
+
+def test_diff_without_gguf_py_says_so(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gguf", None)
+    a, b = tiny_pair(tmp_path, [])
+    d = __import__("inspector").diff(a, b)
+    assert any("gguf-py is not installed" in n for n in d.summary["notes"])
+    res = CliRunner().invoke(main, ["diff", str(a), str(b)])
+    assert res.exit_code == 0 and "gguf-py is not installed" in res.stdout
+
+
+def test_gguf_to_gguf_diff_is_by_name(tmp_path):
+    d = __import__("inspector").diff(FIXTURE, FIXTURE)
+    assert d.summary["compared"] == 21 and d.summary["weight"]["rel_change"] == 0.0
+
+
+def test_commands_on_gguf(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(main, ["audit", str(FIXTURE), "--fail-on", "nan,inf,unsafe"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, [str(FIXTURE), "-q", "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    assert {"tensors.csv", "layers.csv", "summary.json", "report.html", "report.md"} <= {
+        p.name for p in (tmp_path / "rep").iterdir()}
+    assert "Q4_0" in (tmp_path / "rep" / "tensors.csv").read_text()
+    shutil.copy(FIXTURE, tmp_path / "epoch1.gguf")
+    shutil.copy(FIXTURE, tmp_path / "epoch2.gguf")
+    res = runner.invoke(main, ["track", str(tmp_path / "epoch1.gguf"), str(tmp_path / "epoch2.gguf")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["compare", str(FIXTURE), str(SAFETENSORS)])
+    assert res.exit_code == 0 and "tiny_llama.gguf" in res.stdout, res.output
+    res = runner.invoke(main, ["diff", str(SAFETENSORS), str(FIXTURE)])
+    assert res.exit_code == 0 and "became exactly zero" in res.stdout, res.output

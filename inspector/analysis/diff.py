@@ -11,7 +11,8 @@ Per tensor (values that are NaN or ±Inf on either side are excluded, and counte
 * ``cosine`` between A and B as vectors (NaN when either is zero);
 * ``sign_flips``: elements negative on one side and positive on the other (neither zero);
   ``sign_flip_frac`` = sign_flips / numel;
-* ``became_neg``: A >= 0 and B < 0; ``became_pos``: A <= 0 and B > 0;
+* ``became_neg``: A >= 0 and B < 0; ``became_pos``: A <= 0 and B > 0; ``became_zero``: A != 0 and
+  B == 0 (what quantization rounds to zero);
 * ``max_abs_change`` = max |B - A|; ``l2_a``, ``l2_b``, ``l2_change`` = ||A||, ||B||, ||B - A||;
 * ``neg_frac_a`` / ``neg_frac_b``: negative values of each side over numel.
 """
@@ -27,7 +28,7 @@ from ..errors import CorruptCheckpoint
 from ..names import shape_str, strip_prefixes
 
 CHANGE_COLUMNS = [
-    "rel_change", "cosine", "sign_flips", "sign_flip_frac", "became_neg", "became_pos",
+    "rel_change", "cosine", "sign_flips", "sign_flip_frac", "became_neg", "became_pos", "became_zero",
     "max_abs_change", "l2_a", "l2_b", "l2_change", "neg_frac_a", "neg_frac_b", "excluded_count",
 ]
 DIFF_COLUMNS = ["name", "layer", "kind", "shape", "numel", *CHANGE_COLUMNS, "tied_to"]
@@ -47,7 +48,8 @@ class PairedChange:
         self.numel = a_record.numel
         self.a_chunks = iter(a_record.chunks(chunk_elems))
         self.sq_a = self.sq_b = self.sq_d = self.dot = 0.0
-        self.flips = self.became_neg = self.became_pos = self.neg_a = self.neg_b = self.excluded = 0
+        self.flips = self.became_neg = self.became_pos = self.became_zero = 0
+        self.neg_a = self.neg_b = self.excluded = 0
         self.max_abs = -math.inf
 
     def update(self, b_chunk: np.ndarray) -> None:
@@ -72,6 +74,7 @@ class PairedChange:
         self.flips += int(np.count_nonzero(a_neg & b_pos) + np.count_nonzero(a_pos & b_neg))
         self.became_neg += int(np.count_nonzero(b_neg & ~a_neg))
         self.became_pos += int(np.count_nonzero(b_pos & ~a_pos))
+        self.became_zero += int(np.count_nonzero((a != 0) & (b == 0)))
         self.neg_a += int(np.count_nonzero(a_neg))
         self.neg_b += int(np.count_nonzero(b_neg))
 
@@ -88,6 +91,7 @@ class PairedChange:
             "sign_flip_frac": self.flips / n if n else math.nan,
             "became_neg": self.became_neg,
             "became_pos": self.became_pos,
+            "became_zero": self.became_zero,
             "max_abs_change": self.max_abs if self.max_abs > -math.inf else math.nan,
             "l2_a": l2_a,
             "l2_b": l2_b,
@@ -172,7 +176,7 @@ def diff_records(recs_a: list, recs_b: list, chunk_elems: int) -> tuple[list[dic
 
 def diff_frame(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=DIFF_COLUMNS)
-    for c in ("numel", "sign_flips", "became_neg", "became_pos", "excluded_count"):
+    for c in ("numel", "sign_flips", "became_neg", "became_pos", "became_zero", "excluded_count"):
         df[c] = df[c].astype("int64")
     return df
 
@@ -194,6 +198,7 @@ def pooled_change(df: pd.DataFrame) -> dict:
         "sign_flip_frac": flips / numel if numel else math.nan,
         "became_neg": int(df["became_neg"].sum()),
         "became_pos": int(df["became_pos"].sum()),
+        "became_zero": int(df["became_zero"].sum()),
         "neg_frac_a": float((df["neg_frac_a"] * df["numel"]).sum() / numel) if numel else math.nan,
         "neg_frac_b": float((df["neg_frac_b"] * df["numel"]).sum() / numel) if numel else math.nan,
     }

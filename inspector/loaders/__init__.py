@@ -54,6 +54,12 @@ class OpenedSource:
     def note(self, text: str) -> None:
         self.meta["notes"].append(text)
 
+    def adopt(self, records: list[TensorRecord]) -> tuple[list[TensorRecord], list[str]]:
+        """Another source's records, renamed into this format's naming where it has its own (GGUF's
+        ``blk.0.attn_q.weight`` for Hugging Face's ``model.layers.0.self_attn.q_proj.weight``), so that a
+        diff can match them; with notes on what was done. By default they are returned as they are."""
+        return records, []
+
     def close(self) -> None:
         pass
 

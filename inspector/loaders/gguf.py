@@ -24,8 +24,8 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import CorruptCheckpoint, UnsupportedSource
-from ..records import TensorRecord, layer_of
-from . import Loader, LoadOptions, OpenedSource, register
+from ..records import TensorRecord, exact_chunks, layer_of
+from . import Loader, LoadOptions, OpenedSource, gguf_names, register
 from .dequant import DECODED, RETIRED, dequantize, gguf_decoder, lookup
 from .safetensors import FileRange, file_reader
 
@@ -241,27 +241,6 @@ def _check_overlaps(cur: _Cursor, ordered: list[GGUFTensor]) -> None:
 # --- reading values -------------------------------------------------------------------------
 
 
-def exact_chunks(segments: Iterator[np.ndarray], max_elems: int, dtype) -> Iterator[np.ndarray]:
-    """Re-cut a stream of arrays into chunks of exactly ``max_elems`` values (the last may be shorter),
-    copying only where a chunk spans two segments (through one reused buffer)."""
-    buf, fill = np.empty(max_elems, dtype=dtype), 0
-    for seg in segments:
-        i = 0
-        while i < seg.size:
-            if fill == 0 and seg.size - i >= max_elems:
-                yield seg[i : i + max_elems]
-                i += max_elems
-                continue
-            k = min(max_elems - fill, seg.size - i)
-            buf[fill : fill + k] = seg[i : i + k]
-            fill, i = fill + k, i + k
-            if fill == max_elems:
-                yield buf
-                fill = 0
-    if fill:
-        yield buf[:fill]
-
-
 def _read_exact(f, view: memoryview, path: Path) -> None:
     got = 0
     while got < len(view):
@@ -372,6 +351,9 @@ class GGUFSource(OpenedSource):
         for name, n in skipped.items():
             self.note(f"{n} tensor(s) of type {name} skipped: neither winspect nor gguf-py (pip install gguf) "
                       "dequantizes that type")
+
+    def adopt(self, records: list[TensorRecord]) -> tuple[list[TensorRecord], list[str]]:
+        return gguf_names.adopt(records, {t.name for t in self.readable}, self.header.metadata)
 
     def totals(self) -> tuple[int, int]:
         return len(self.readable), sum(t.nbytes for t in self.readable)

@@ -26,7 +26,8 @@ def render_diff(result) -> Group:
     parts.append(f"{s['compared']} tensors compared; weights: ||B−A||/||A|| = [bold]{num(w['rel_change'])}[/bold], "
                   f"cosine {num(w['cosine'])}")
     parts.append(f"weight sign flips: [bold]{w['sign_flips']:,}[/bold] ({pct(w['sign_flip_frac'])}); became negative "
-                  f"{w['became_neg']:,}, became positive {w['became_pos']:,}; negative fraction "
+                  f"{w['became_neg']:,}, became positive {w['became_pos']:,}, became exactly zero "
+                  f"{w['became_zero']:,}; negative fraction "
                   f"{pct(w['neg_frac_a'])} → {pct(w['neg_frac_b'])}")
     if s["most_changed"]:
         t = Table(title="most changed weight tensors", title_justify="left")
