@@ -241,16 +241,22 @@ CLONES static void
 deq_q6_k(const uint8_t *b, int64_t n, float *y)
 {
     for (int64_t i = 0; i < n; i++, b += 210, y += QK_K) {
-        const uint8_t *ql = b, *qh = b + 128;
         const int8_t *sc = (const int8_t *)(b + 192);
         const float d = H(b + 208);
-        for (int o = 0; o < QK_K; o += 16) {
-            const float dl = d * (float)sc[o >> 4];
-            for (int t = o; t < o + 16; t++) {
-                const int half = t >> 7, r = t & 127;
-                const int lo = (ql[half * 64 + (r & 63)] >> (4 * (r >> 6))) & 0x0F;
-                const int hi = (qh[half * 32 + (r & 31)] >> (2 * (r >> 5))) & 3;
-                y[t] = dl * (float)((lo | (hi << 4)) - 32);
+        float dl[16];
+        for (int k = 0; k < 16; k++)
+            dl[k] = d * (float)sc[k];
+        for (int half = 0; half < 2; half++) {
+            const uint8_t *ql = b + half * 64, *qh = b + 128 + half * 32;
+            float *out = y + half * 128;
+            const float *s = dl + half * 8;
+            for (int g = 0; g < 2; g++) { /* 16 values share each scale */
+                for (int l = g * 16; l < g * 16 + 16; l++) {
+                    out[l] = s[g] * (float)((int)((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) - 32);
+                    out[l + 32] = s[g + 2] * (float)((int)((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32);
+                    out[l + 64] = s[g + 4] * (float)((int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+                    out[l + 96] = s[g + 6] * (float)((int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+                }
             }
         }
     }
