@@ -271,13 +271,14 @@ def test_retired_type_is_skipped_with_a_note(tmp_path):
 
 def test_long_metadata_is_shortened_and_arrays_summarised(tmp_path):
     tokens = b"".join(gstr(f"tok{i}") for i in range(1000))
-    meta = [kv_string("tokenizer.chat_template", "x" * 5000),
+    meta = [kv_string("tokenizer.chat_template", "x" * 5000), kv_string("tokenizer.json", "é" * 70000),
             ("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, 1000) + tokens),
             ("tokenizer.ggml.scores", 9, struct.pack("<IQ", 6, 1000) + bytes(4000)),
             ("small", 9, struct.pack("<IQ", 4, 3) + struct.pack("<3I", 1, 2, 3))]
     ins = inspect(write(tmp_path, gguf_file(good_tensors(), meta)))
     m = ins.summary["metadata"]
     assert m["tokenizer.chat_template"].endswith("… (5000 characters)")
+    assert m["tokenizer.json"] == "é" * 200 + "… (140000 bytes)"
     assert m["tokenizer.ggml.tokens"] == "[1000 × string]"
     assert m["tokenizer.ggml.scores"] == "[1000 × float32]"
     assert m["small"] == [1, 2, 3]

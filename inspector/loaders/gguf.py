@@ -35,6 +35,7 @@ MAX_NAME = 1 << 16
 MAX_DEPTH = 4  # arrays of arrays
 MAX_NUMEL = (1 << 63) - 1
 KEPT_STRING = 200  # metadata strings longer than this are shortened in the report
+LONG_STRING = 1 << 16  # longer metadata strings are not read whole
 KEPT_ARRAY = 16  # numeric arrays longer than this are summarised
 SCALARS = {0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4), 5: ("<i", 4), 6: ("<f", 4),
            7: ("<?", 1), 10: ("<Q", 8), 11: ("<q", 8), 12: ("<d", 8)}
@@ -68,25 +69,29 @@ class _Cursor:
     def u64(self, what: str) -> int:
         return self.unpack("<Q", 8, what)
 
-    def string(self, what: str, limit: int | None = None) -> str:
+    def string(self, what: str, limit: int | None = None, keep: int | None = None) -> str:
+        """A length-prefixed UTF-8 string, shortened to ``keep`` characters when longer; one longer than
+        ``LONG_STRING`` bytes is never copied whole (it is kept as its first characters and its length)."""
         n = self.u64(f"the length of {what}")
         if n > self.left() or (limit is not None and n > limit):
             self.fail(f"{what} declares {n} bytes at byte {self.pos - 8}, more than the "
                       f"{'file holds' if n > self.left() else f'{limit}-byte limit'}")
-        raw = bytes(self.buf[self.pos : self.pos + n])
+        raw = bytes(self.buf[self.pos : self.pos + min(n, LONG_STRING)])
         self.pos += n
+        if n > LONG_STRING:
+            return raw.decode("utf-8", errors="ignore")[: keep or KEPT_STRING] + f"… ({n} bytes)"
         try:
-            return raw.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
             self.fail(f"{what} is not UTF-8 text")
+        return text if keep is None or len(text) <= keep else text[:keep] + f"… ({len(text)} characters)"
 
     def value(self, vtype: int, what: str, depth: int = 0):
         """One metadata value; long arrays are walked (bounded) and summarised."""
         if vtype in SCALARS:
             return self.unpack(*SCALARS[vtype], what)
         if vtype == STRING:
-            s = self.string(what)
-            return s if len(s) <= KEPT_STRING else s[:KEPT_STRING] + f"… ({len(s)} characters)"
+            return self.string(what, keep=KEPT_STRING)
         if vtype == ARRAY and depth < MAX_DEPTH:
             return self.array(what, depth)
         self.fail(f"{what} has value type {vtype}, which is not a GGUF value type"

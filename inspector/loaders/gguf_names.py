@@ -29,7 +29,7 @@ def name_map(arch: str | None, blocks):
         return None, "gguf-py is not installed (pip install gguf), so names of other formats are not mapped " \
                      "to GGUF names and only identical names are compared"
     archs = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}
-    if arch not in archs or not isinstance(blocks, int) or blocks < 0:
+    if not isinstance(arch, str) or arch not in archs or not isinstance(blocks, int) or blocks < 0:
         return None, f"gguf-py has no tensor name map for architecture {arch!r} ({blocks!r} blocks)"
     return gguf.get_tensor_name_map(archs[arch], blocks), None
 
@@ -73,6 +73,7 @@ def adopt(records: list[TensorRecord], own: set[str], meta: dict) -> tuple[list,
     """Records of another source renamed to GGUF names (rows reordered where the converter reorders
     them), and notes. ``own``: the GGUF file's tensor names; ``meta``: its metadata."""
     arch = meta.get("general.architecture")
+    arch = arch if isinstance(arch, str) else None
     mapping, why = name_map(arch, meta.get(f"{arch}.block_count"))
     if mapping is None:
         return records, [why] if not own & {r.name for r in records} else []
