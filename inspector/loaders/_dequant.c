@@ -199,42 +199,36 @@ k_scale_min(const uint8_t *s, int j, int *sc, int *mn)
     }
 }
 
-CLONES static void
-deq_q4_k(const uint8_t *b, int64_t n, float *y)
+/* One Q4_K or Q5_K super-block: d, dmin, 12 scale bytes, [32 bytes of high bits,] 128 bytes of nibbles. */
+static inline void
+k_block(const uint8_t *b, const uint8_t *qh, const uint8_t *qs, float *y)
 {
-    for (int64_t i = 0; i < n; i++, b += 144, y += QK_K) {
-        const float d = H(b), dmin = H(b + 2);
-        const uint8_t *scales = b + 4, *qs = b + 16;
-        for (int sb = 0; sb < 8; sb++) {
-            int sc, mn;
-            k_scale_min(scales, sb, &sc, &mn);
-            const float dl = d * (float)sc, ml = dmin * (float)mn;
-            const uint8_t *q = qs + (sb >> 1) * 32;
-            const int shift = 4 * (sb & 1);
-            for (int l = 0; l < 32; l++)
-                y[sb * 32 + l] = dl * (float)((q[l] >> shift) & 0x0F) - ml;
+    const float d = H(b), dmin = H(b + 2);
+    for (int sb = 0; sb < 8; sb++) {
+        int sc, mn;
+        k_scale_min(b + 4, sb, &sc, &mn);
+        const float dl = d * (float)sc, ml = dmin * (float)mn;
+        const uint8_t *q = qs + (sb >> 1) * 32;
+        const int shift = 4 * (sb & 1);
+        for (int l = 0; l < 32; l++) {
+            const int v = ((q[l] >> shift) & 0x0F) | (qh ? ((qh[l] >> sb) & 1) << 4 : 0);
+            y[sb * 32 + l] = dl * (float)v - ml;
         }
     }
 }
 
 CLONES static void
+deq_q4_k(const uint8_t *b, int64_t n, float *y)
+{
+    for (int64_t i = 0; i < n; i++, b += 144, y += QK_K)
+        k_block(b, NULL, b + 16, y);
+}
+
+CLONES static void
 deq_q5_k(const uint8_t *b, int64_t n, float *y)
 {
-    for (int64_t i = 0; i < n; i++, b += 176, y += QK_K) {
-        const float d = H(b), dmin = H(b + 2);
-        const uint8_t *scales = b + 4, *qh = b + 16, *qs = b + 48;
-        for (int sb = 0; sb < 8; sb++) {
-            int sc, mn;
-            k_scale_min(scales, sb, &sc, &mn);
-            const float dl = d * (float)sc, ml = dmin * (float)mn;
-            const uint8_t *q = qs + (sb >> 1) * 32;
-            const int shift = 4 * (sb & 1);
-            for (int l = 0; l < 32; l++) {
-                const int v = ((q[l] >> shift) & 0x0F) | (((qh[l] >> sb) & 1) << 4);
-                y[sb * 32 + l] = dl * (float)v - ml;
-            }
-        }
-    }
+    for (int64_t i = 0; i < n; i++, b += 176, y += QK_K)
+        k_block(b, b + 16, b + 48, y);
 }
 
 CLONES static void
