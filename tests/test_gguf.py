@@ -378,3 +378,16 @@ def test_commands_on_gguf(tmp_path):
     assert res.exit_code == 0 and "tiny_llama.gguf" in res.stdout, res.output
     res = runner.invoke(main, ["diff", str(SAFETENSORS), str(FIXTURE)])
     assert res.exit_code == 0 and "became exactly zero" in res.stdout, res.output
+
+
+def test_numpy_path_reads_the_same_values(tmp_path, monkeypatch):
+    from inspector.loaders import dequant
+
+    tensors = [blocks_tensor(f"blk.{i}.attn_v.weight", (2, 256), t, random_blocks(t, 2 * 256 // TYPES[t].block))
+               for i, t in enumerate(sorted(DECODED))]
+    path = write(tmp_path, gguf_file(tensors))
+    compiled = read_all(path, 100)
+    monkeypatch.setattr(dequant, "native", None)
+    numpy_path = read_all(path, 100)
+    for name, (_, values) in compiled.items():
+        assert np.array_equal(values.view(np.uint32), numpy_path[name][1].view(np.uint32)), name
