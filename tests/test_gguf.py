@@ -370,6 +370,8 @@ def test_commands_on_gguf(tmp_path):
     assert {"tensors.csv", "layers.csv", "summary.json", "report.html", "report.md"} <= {
         p.name for p in (tmp_path / "rep").iterdir()}
     assert "Q4_0" in (tmp_path / "rep" / "tensors.csv").read_text()
+    for report in ("report.md", "report.html"):
+        assert "of the quantized values are exactly zero" in (tmp_path / "rep" / report).read_text()
     shutil.copy(FIXTURE, tmp_path / "epoch1.gguf")
     shutil.copy(FIXTURE, tmp_path / "epoch2.gguf")
     res = runner.invoke(main, ["track", str(tmp_path / "epoch1.gguf"), str(tmp_path / "epoch2.gguf")])

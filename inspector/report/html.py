@@ -16,7 +16,7 @@ from string import Template
 from .. import __version__
 from .views import (
     COMPACT_COLUMNS, KIND_VIEW, LAYER_VIEW, UNTRAINED, extreme_layers, finding_rows, headline,
-    headline_detail, plural, totals,
+    headline_detail, plural, quantization_line, totals,
 )
 
 COMPACT_ROWS = 20  # the notebook view shows the first and last half of these
@@ -48,6 +48,7 @@ def summary_html(inspection) -> str:
     else:
         parts.append('<p class="headline">This model has no weight-kind tensors.</p>')
     parts += [f'<p class="meta">note: {_e(n)}</p>' for n in s.get("notes", [])]
+    parts += [f'<p class="meta">{_e(quantization_line(s))}</p>'] if s.get("quantization") else []
     if s.get("findings"):
         parts.append(f'<p class="warn"><a href="#findings">{plural(len(s["findings"]), "finding")}</a> '
                      "(NaN/Inf, all-zero, tied or outlying tensors): see below.</p>")

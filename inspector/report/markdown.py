@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 from .views import (
-    KIND_VIEW, LAYER_VIEW, UNTRAINED, extreme_layers, finding_rows, headline, headline_detail, plural, totals,
+    KIND_VIEW, LAYER_VIEW, UNTRAINED, extreme_layers, finding_rows, headline, headline_detail, plural,
+    quantization_line, totals,
 )
 
 _SPECIAL = re.compile(r"([\\`*_\[\]|~])")  # special anywhere in a line (no name starts a line)
@@ -37,6 +38,7 @@ def report_markdown(inspection, images) -> str:
         n = plural(len(s["findings"]), "finding")
         lines += [f"**{n}** (NaN/Inf, all-zero, tied or outlying tensors): see Findings.", ""]
     notes = [f"- note: {md(n)}" for n in s.get("notes", [])]
+    notes += [f"- {md(quantization_line(s))}"] if s.get("quantization") else []
     lines += notes + [""] * bool(notes) + ["## By kind", ""]
     lines += _table(["kind"] + [h for _, h, _ in KIND_VIEW],
                     [[kind] + [f(k[c]) for c, _, f in KIND_VIEW] for kind, k in s["by_kind"].items()], 0)
