@@ -10,7 +10,8 @@ scales), ``--layers`` blocks of width ``--dim``, and measures, each the fastest 
 * gguf-py: ``GGUFReader`` and ``gguf.quants.dequantize`` of every tensor (its numpy code);
 * winspect's dequantization alone: every chunk of every record of the opened file, with the
   compiled kernels (and with its numpy functions, ``WINSPECT_NO_KERNELS=1`` in a child);
-* ``winspect FILE --csv out.csv --quiet``: the whole command, every statistic.
+* ``winspect FILE --csv out.csv --quiet``: the whole command, every statistic;
+* each compiled kernel alone on 2**20 values of random blocks (MB/s of blocks, one thread).
 
 Throughput is file bytes per second. Run from the repository root: ``python benchmarks/bench_gguf.py``.
 """
@@ -122,6 +123,28 @@ def numpy_path_pass(path: Path) -> float:
     return float(out.stdout.strip())
 
 
+def kernel_speeds(repeat: int = 15) -> dict[str, float]:
+    """MB/s of blocks each compiled kernel decodes on 2**20 values of random blocks, one thread, best of ``repeat``."""
+    from inspector.loaders import dequant
+
+    if dequant.native is None:
+        return {}
+    rng, out = np.random.default_rng(0), {}
+    for type_id in sorted(dequant.DECODED):
+        t = TYPES[type_id]
+        raw = rng.integers(0, 256, size=(1 << 20) // t.block * t.size, dtype=np.uint8)
+        dst = np.empty(1 << 20, dtype=np.float32)
+        best = min(_timed(dequant.native.dequantize, type_id, raw, dst) for _ in range(repeat))
+        out[t.name] = round(raw.nbytes / MB / best, 0)
+    return out
+
+
+def _timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
 def command_pass(path: Path, tmp: Path) -> float:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", "from inspector.cli import main; main()", str(path), "--csv",
@@ -156,6 +179,7 @@ def main(argv=None) -> int:
         "speedup_dequant": round(best["gguf_py"] / best["winspect_dequant"], 1),
         "speedup_numpy_dequant": round(best["gguf_py"] / best["winspect_numpy_dequant"], 1),
         "speedup_command": round(best["gguf_py"] / best["winspect_command"], 1),
+        "kernel_mb_s": kernel_speeds(),
         "machine": f"{os.cpu_count()} CPUs {platform.processor() or platform.machine()}, numpy {np.__version__}",
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
