@@ -393,3 +393,10 @@ def test_numpy_path_reads_the_same_values(tmp_path, monkeypatch):
     numpy_path = read_all(path, 100)
     for name, (_, values) in compiled.items():
         assert np.array_equal(values.view(np.uint32), numpy_path[name][1].view(np.uint32)), name
+
+
+def test_version_2_is_read(tmp_path):
+    path = write(tmp_path, gguf_file(good_tensors(), version=2))
+    ins = inspect(path)
+    assert list(ins.tensors["name"]) == ["a.weight", "b.weight"]
+    assert any(n.startswith("GGUF v2,") for n in ins.summary["notes"])
