@@ -80,6 +80,8 @@ def test_header_metadata_in_the_summary():
     assert s["metadata"]["general.architecture"] == "llama"
     assert s["metadata"]["llama.attention.head_count_kv"] == 2
     assert any("GGUF v3, architecture llama, alignment 32, quantization version 2" in n for n in s["notes"])
+    assert s["gguf"] == {"version": 3, "architecture": "llama", "alignment": 32, "quantization_version": 2,
+                         "file_type": 2}
 
 
 def test_kinds_layers_and_axes():
@@ -167,7 +169,7 @@ def test_other_types_go_through_gguf_py_and_the_rest_are_skipped(tmp_path, monke
     assert ins.tensors["dtype"][0] == "IQ2_XXS"
     want = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType.IQ2_XXS).reshape(-1)
     assert_stats_match(ins.tensors.to_dict("records")[0], want, chunk=100)
-    assert any("1 tensor(s) of type Q8_1 skipped" in n for n in ins.summary["notes"])
+    assert any("1 tensor(s) of type Q8_1 skipped: neither winspect nor gguf-py" in n for n in ins.summary["notes"])
     monkeypatch.setitem(sys.modules, "gguf", None)  # gguf-py not installed
     from inspector.loaders import dequant
 
@@ -179,7 +181,8 @@ def test_other_types_go_through_gguf_py_and_the_rest_are_skipped(tmp_path, monke
         dequant.gguf_decoder.cache_clear()
         dequant.lookup.cache_clear()
     assert list(ins.tensors["name"]) == ["output_norm.weight"]
-    assert any("type IQ2_XXS skipped" in n and "pip install gguf" in n for n in ins.summary["notes"])
+    assert any("type IQ2_XXS skipped: winspect does not dequantize that type and gguf-py, which may, is not "
+               "installed (pip install gguf)" in n for n in ins.summary["notes"])
 
 
 @pytest.mark.parametrize("max_elems", [1, 5, 32, 33, 256, 1000])

@@ -226,6 +226,15 @@ def lookup(type_id: int) -> GGMLType | None:
     return GGMLType(type_id, qtype.name, block, size)
 
 
+def gguf_installed() -> bool:
+    """Whether gguf-py can be imported."""
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 @functools.lru_cache(maxsize=None)
 def gguf_decoder(type_id: int):
     """gguf-py's dequantization of a type (a function bytes -> float32 values), or None when

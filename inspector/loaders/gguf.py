@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import CorruptCheckpoint, UnsupportedSource
 from ..records import TensorRecord, exact_chunks, layer_of
 from . import Loader, LoadOptions, OpenedSource, gguf_names, register
-from .dequant import DECODED, RETIRED, dequantize, gguf_decoder, lookup
+from .dequant import DECODED, RETIRED, dequantize, gguf_decoder, gguf_installed, lookup
 from .safetensors import FileRange, file_reader
 
 MAGIC = b"GGUF"
@@ -353,9 +353,10 @@ class GGUFSource(OpenedSource):
         skipped: dict[str, int] = {}
         for t in tensors:
             skipped[t.type_name] = skipped.get(t.type_name, 0) + 1
+        why = "neither winspect nor gguf-py dequantizes that type" if gguf_installed() else \
+            "winspect does not dequantize that type and gguf-py, which may, is not installed (pip install gguf)"
         for name, n in skipped.items():
-            self.note(f"{n} tensor(s) of type {name} skipped: neither winspect nor gguf-py (pip install gguf) "
-                      "dequantizes that type")
+            self.note(f"{n} tensor(s) of type {name} skipped: {why}")
 
     def adopt(self, records: list[TensorRecord]) -> tuple[list[TensorRecord], list[str]]:
         return gguf_names.adopt(records, {t.name for t in self.readable}, self.header.metadata)

@@ -68,7 +68,7 @@ def quantization(df: pd.DataFrame, quantized_dtypes) -> dict:
 
 
 # what a loader knows about its source, copied into the summary when present
-SOURCE_KEYS = ("model", "weights", "nested_key", "keras_version", "backend", "metadata")
+SOURCE_KEYS = ("model", "weights", "nested_key", "keras_version", "backend", "metadata", "gguf")
 
 
 def extreme_layers(layers: pd.DataFrame) -> dict:
