@@ -219,6 +219,7 @@ def open_source(source: str, options: LoadOptions | None = None) -> OpenedSource
 
 
 # The format modules; each registers its loaders (sniffing order is their ``order``, not this list's).
-FORMAT_MODULES = ("safetensors", "torch_pickle", "torchvision_zoo", "keras_h5", "onnx_model", "numpy_files", "gguf")
+FORMAT_MODULES = ("safetensors", "torch_pickle", "torchvision_zoo", "keras_h5", "onnx_model", "numpy_files",
+                  "gguf")
 for _module in FORMAT_MODULES:
     importlib.import_module(f"{__name__}.{_module}")
