@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
+from .analysis.complex_values import complex_note
 from .analysis.stats import CHUNK_ELEMS
 from .loaders import LoadOptions, open_source
 from .report.export import write_csv, write_json
@@ -56,11 +57,12 @@ class Inspection:
 
         return [p.figure for p in plots(self, kind)]
 
-    def to_report(self, directory, svg: bool = False) -> Path:
-        """Write CSVs, summary.json, plots, report.html and report.md into ``directory``."""
+    def to_report(self, directory, svg: bool = False, protect=()) -> Path:
+        """Write CSVs, summary.json, plots, report.html and report.md into ``directory``; never over or
+        removing a file in ``protect``."""
         from .report.bundle import to_report
 
-        return to_report(self, directory, svg)
+        return to_report(self, directory, svg, protect)
 
     def _repr_html_(self) -> str:
         from .report.html import notebook_html
@@ -89,6 +91,9 @@ def inspect(
             progress.begin(*totals)
         rows, hists = table_rows(src.records(), chunk_elems, progress)
         meta = dict(src.meta)
+    note = complex_note(rows)
+    if note:
+        meta["notes"] = [*meta.get("notes", []), note]
     return Inspection.from_rows(str(source), rows, meta, hists)
 
 

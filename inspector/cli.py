@@ -9,9 +9,12 @@ is then left out, so that the data can be piped.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -33,6 +36,27 @@ class _Fail(click.ClickException):
         click.echo(f"error: {visible(self.message)}", err=True)
 
 
+class Terminated(BaseException):
+    """SIGTERM (``timeout``, CI runners, ``kill``): unwinds like Ctrl-C, so temporary files are removed."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_unwinds():
+    """While a command runs, SIGTERM raises :class:`Terminated` in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def handle_errors(fn):
     """Turn library errors into one ``error:`` line and the error's exit code (``--debug`` re-raises)."""
 
@@ -40,7 +64,11 @@ def handle_errors(fn):
     def wrapper(*args, **kwargs):
         debug = kwargs.get("debug") or os.environ.get("WINSPECT_DEBUG")
         try:
-            return fn(*args, **kwargs)
+            with sigterm_unwinds():
+                return fn(*args, **kwargs)
+        except Terminated:
+            click.echo("error: terminated", err=True)
+            sys.exit(143)
         except FindingsFound as e:  # the audit report has said what was found
             raise click.exceptions.Exit(e.exit_code) from None
         except InspectorError as e:
@@ -185,7 +213,9 @@ def inspect_cmd(source, weights, csv_path, layers_csv, json_path, unsafe_load, o
 
         show(render(result))
     if out_dir:
-        html = result.to_report(out_dir, svg=svg)
+        from .loaders import source_files
+
+        html = result.to_report(out_dir, svg=svg, protect=source_files(str(source)))
         if report:
             click.echo(f"report: {html}")
 

@@ -62,6 +62,8 @@ def torch_to_numpy(torch_dtype) -> tuple[np.dtype, np.dtype | None]:
         torch.int8: (np.int8, None),
         torch.uint8: (np.uint8, None),
         torch.bool: (np.bool_, None),
+        torch.complex64: (np.complex64, None),  # analysed through |z| (analysis.complex_values)
+        torch.complex128: (np.complex128, None),
     }
     for name, np_t in (
         ("float8_e4m3fn", ml_dtypes.float8_e4m3fn),

@@ -21,7 +21,7 @@ FINDING_KINDS = {
     "tied": ("info", "a tensor sharing storage with another"),
     "dead_relu": ("warning", "units that never activate (dead-ReLU candidates)"),
     "outlier": ("info", "a layer whose weight statistics are far from the other layers of its kind"),
-    "lambda": ("warning", "a Keras Lambda layer (code that runs when the model is loaded)"),
+    "lambda": ("warning", "a Keras Lambda layer or Python lambda (code that runs when the model is loaded)"),
     "custom_object": ("warning", "a Keras layer or object of a custom class"),
     "unsafe": ("error", "a pickle that imports code (refused; nothing was executed)"),
 }
@@ -76,6 +76,12 @@ def outlier_finding(layer: str, group: str, n: int, statistic: str, how: str, z:
 
 def lambda_finding(layer: str, code_kind: str) -> Finding:
     return finding("lambda", layer, f"Lambda layer stores Python code ({code_kind}); winspect never runs it")
+
+
+def python_lambda_finding(layer: str, key: str) -> Finding:
+    """A Python lambda Keras stored as marshalled bytecode (``__lambda__``: an activation, a loss, ...)."""
+    at = f" in {key!r}" if key else ""
+    return finding("lambda", layer, f"Python lambda stored as marshalled bytecode{at}; winspect never runs it")
 
 
 def custom_object_finding(layer: str, why: str) -> Finding:

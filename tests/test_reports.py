@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import re
 import shutil
@@ -24,6 +25,7 @@ from inspector.api import Inspection, analyze_records
 from inspector.cli import main
 from inspector.records import TensorRecord, array_reader, infer_kinds
 from inspector.report import bundle
+from inspector.report.outdir import MANIFEST, signature
 from inspector.report import plots as P
 from inspector.report.bundle import REPORT_FILES
 
@@ -500,13 +502,19 @@ def test_out_creates_replaces_and_leaves_foreign_files(tmp_path):
     assert r.exit_code == 0, r.output
     assert all((out / f).exists() for f in REPORT_FILES)
     (out / "notes.txt").write_text("mine")
-    (out / "histograms-9.png").write_bytes(PNG_MAGIC)  # a page an earlier run wrote
+    (out / "histograms-9.png").write_bytes(PNG_MAGIC)  # a page an earlier run wrote: its manifest says so
+    (out / "histograms-8.png").write_bytes(PNG_MAGIC)  # named like a page, but no run wrote it
+    listed = json.loads((out / MANIFEST).read_text())
+    listed["files"]["histograms-9.png"] = signature(out / "histograms-9.png")
+    (out / MANIFEST).write_text(json.dumps(listed))
     before = (out / "summary.json").read_text()
     r = run(b, "--out", out)
     assert r.exit_code == 0, r.output
     assert f"report: {out / 'report.html'}" in r.output
     assert (out / "notes.txt").read_text() == "mine"
     assert not (out / "histograms-9.png").exists()
+    assert (out / "histograms-8.png").read_bytes() == PNG_MAGIC
+    assert "histograms-9.png" not in json.loads((out / MANIFEST).read_text())["files"]
     after = (out / "summary.json").read_text()
     assert after != before and "b.safetensors" in after
     assert not list(out.glob(".*.tmp"))

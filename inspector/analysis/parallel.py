@@ -32,10 +32,12 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolE
 from typing import Iterator
 
 from . import kernels
+from .complex_values import analysed
 from .stats import CHUNK_ELEMS, PART_CHUNKS, StatsAccumulator, accumulate, analyze, part_ranges, row_of
 
 PROCESS_MIN_BYTES = 64 << 20
 AHEAD = 256  # finished items waiting for an earlier one, at most
+INLINE_MAX_ELEMS = 1024  # tensors this small are reduced on the calling thread
 
 
 def default_workers() -> int:
@@ -113,7 +115,9 @@ class _Pools:
         if portable and self.processes is not None:
             return self.processes.submit(reduce_range, rec.range_reader, rec.np_dtype, rec.numel, args[1], *span,
                                          reducers)
-        return self.threads.submit(fn, *args) if self.threads else _Done(fn(*args))
+        if self.threads is None or rec.numel <= INLINE_MAX_ELEMS:  # a thread hand-off costs more than the work
+            return _Done(fn(*args))
+        return self.threads.submit(fn, *args)
 
     def shutdown(self, wait: bool = True) -> None:
         """Wait for the pools' work, or (on an error or Ctrl-C) drop what has not started."""
@@ -152,7 +156,7 @@ def analyze_stream(records, chunk_elems: int = CHUNK_ELEMS, reducer_factories=()
     pending: deque = deque()  # (record, item index, item count, future), in submission order
     merged: dict = {}  # id(record) -> accumulator of its parts so far
     try:
-        for rec in records:
+        for rec in map(analysed, records):  # complex tensors: through their magnitudes
             if skip(rec):
                 pending.append((rec, 0, 1, _Done(None)))
                 continue

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..finding import Finding, custom_object_finding, lambda_finding
+from ..finding import Finding, custom_object_finding, lambda_finding, python_lambda_finding
+from .keras_names import KERAS_NAMES
 
 # Per class: the variables Keras creates, in creation order, as (name, config flag, default).
 # A variable whose flag is not None exists only when ``config.get(flag, default)`` is truthy.
@@ -170,48 +171,58 @@ def _custom(obj: dict) -> str | None:
     cls, module, reg = obj.get("class_name"), obj.get("module"), obj.get("registered_name")
     foreign = isinstance(module, str) and not _is_keras_module(module)
     registered = [n for n in (reg, cls) if isinstance(n, str) and ">" in n and not n.startswith("keras>")]
-    if not (foreign or registered):
-        return None
     where = f" from module {module!r}" if isinstance(module, str) else ""
+    if not (foreign or registered):
+        if isinstance(module, str) and isinstance(cls, str) and cls not in KERAS_NAMES:
+            return f"object {cls!r} claims Keras module {module!r}, which has no such name"
+        return None
     name = f" registered as {registered[0]!r}" if registered else ""
     return f"custom object {cls!r}{where}{name}"
 
 
+def _marshalled(value) -> bool:
+    """A Keras-serialised Python function: base64 of marshalled bytecode (a code object starts 0xe3 or 0x63)."""
+    first = value[0] if isinstance(value, list) and value else value
+    return isinstance(first, str) and first[:2] in ("4w", "Yw") and len(first) > 16
+
+
 def config_findings(entry: dict) -> list[Finding]:
-    """Lambda layers and custom objects anywhere in a model config, nested models included."""
+    """Lambda layers, Python lambdas (``__lambda__``, marshalled functions) and custom objects anywhere
+    in a model config: nested models, activations, ``compile_config`` included."""
     out: list[Finding] = []
-    _walk_findings(entry, [], out)
-    unique = []
-    for f in out:
-        if f not in unique:
-            unique.append(f)
-    return unique
+    _walk_findings(entry, [], out, "")
+    return list(dict.fromkeys(out))  # de-duplicated in linear time, in order
 
 
-def _walk_findings(obj, path: list[str], out: list[Finding]) -> None:
-    if isinstance(obj, list):
-        for item in obj:
-            _walk_findings(item, path, out)
-        return
-    if not isinstance(obj, dict):
-        return
-    where = "/".join(path) or "(model)"
+def _lambda_finding(obj: dict, where: str, key: str) -> Finding | None:
     if obj.get("class_name") == "Lambda":
         cfg = obj.get("config") if isinstance(obj.get("config"), dict) else {}
         fn = cfg.get("function")
         kind = fn.get("class_name") if isinstance(fn, dict) else cfg.get("function_type", type(fn).__name__)
-        out.append(lambda_finding(where, kind))
+        return lambda_finding(where, kind)
+    if obj.get("class_name") == "__lambda__" or (set(obj) == {"value"} and _marshalled(obj["value"])):
+        return python_lambda_finding(where, key)
+    return None
+
+
+def _walk_findings(obj, path: list[str], out: list[Finding], key: str) -> None:
+    if isinstance(obj, list):
+        for item in obj:
+            _walk_findings(item, path, out, key)
         return
-    if "class_name" in obj:
-        why = _custom(obj)
-        if why:
-            out.append(custom_object_finding(where, why))
-    for key, value in obj.items():
-        if key == "layers" and isinstance(value, list):
+    if not isinstance(obj, dict):
+        return
+    where = "/".join(path) or "(model)"
+    found = _lambda_finding(obj, where, key)
+    if found:
+        out.append(found)
+        return
+    why = _custom(obj) if "class_name" in obj else None
+    if why:
+        out.append(custom_object_finding(where, why))
+    for k, value in obj.items():
+        if k in ("layers", "config") and isinstance(value, list):  # a model's layers; Keras 2.0 Sequential
             for sub in value:
-                _walk_findings(sub, path + [entry_name(sub)] if isinstance(sub, dict) else path, out)
-        elif key == "config" and isinstance(value, list):  # Keras 2.0 Sequential
-            for sub in value:
-                _walk_findings(sub, path + [entry_name(sub)] if isinstance(sub, dict) else path, out)
+                _walk_findings(sub, path + [entry_name(sub)] if isinstance(sub, dict) else path, out, k)
         else:
-            _walk_findings(value, path, out)
+            _walk_findings(value, path, out, k if k != "config" else key)

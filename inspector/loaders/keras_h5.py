@@ -6,11 +6,16 @@ weights-only HDF5 (layer groups at the root), Keras 3 ``.weights.h5`` (``layers/
 and Keras 3 ``.keras`` zips, whose ``model.weights.h5`` is read in place from the archive.
 Optimizer state (``optimizer_weights`` / ``optimizer``) is never read. Datasets are read in
 slabs of at most ``max_elems`` values, so a tensor of any size needs one chunk of memory.
+
+Every file is surveyed first in a child process (:mod:`inspector.safety.hdf5_guard`); only then is it
+opened here, and only the datasets the survey checked are read. Each group is walked once, however
+many hard links lead to it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import re
@@ -26,6 +31,7 @@ import numpy as np
 from ..errors import CorruptCheckpoint, InspectorError, UnsafeCheckpoint, UnsupportedSource, first_line
 from ..names import natural_key
 from ..records import TensorRecord
+from ..safety.hdf5_guard import FileSpec, Survey, survey
 from . import Loader, LoadOptions, OpenedSource, register
 from .keras_config import (
     RNN_LAYERS,
@@ -75,7 +81,9 @@ def has_hdf5_magic(path: Path, head: bytes) -> bool:
 
 
 def text(value) -> str:
-    return value.decode("utf8") if isinstance(value, (bytes, np.bytes_)) else str(value)
+    """A string attribute as valid text (bytes that are not UTF-8 shown as escapes, see valid_text)."""
+    return valid_text(bytes(value).decode("utf8", "surrogateescape") if isinstance(value, (bytes, np.bytes_))
+                      else str(value))
 
 
 def str_list(group, name: str) -> list[str] | None:
@@ -188,7 +196,7 @@ def element_type(ds) -> tuple[np.dtype | None, bool]:
     dt = ds.dtype
     if text(ds.attrs.get("dtype", "")) == "bfloat16" and dt.itemsize == 2 and dt.kind in "Vui":
         return np.dtype(ml_dtypes.bfloat16), True
-    if dt.kind in "fiub" and dt.fields is None and dt.subdtype is None:
+    if dt.kind in "fiubc" and dt.fields is None and dt.subdtype is None:
         return dt.newbyteorder("="), False
     return None, False
 
@@ -215,9 +223,12 @@ class _Entry:
 class KerasH5Source(OpenedSource):
     """Records over the weight datasets of one Keras HDF5 file (legacy or Keras 3)."""
 
-    def __init__(self, source: str, h5, tree: Node | None = None, fmt: str | None = None, closers=()):
+    def __init__(self, source: str, h5, checks: dict, tree: Node | None = None, fmt: str | None = None,
+                 closers=()):
         self.h5, self.where, self.tree, self.closers = h5, source, tree, list(closers)
+        self.checks: dict[tuple, Survey] = checks  # file number -> what the child found in that file
         self.entries: list[_Entry] = []
+        self.walked: set = set()
         with h5_errors(source, "reading the HDF5 structure"):
             kind = fmt or self._detect()
             super().__init__(source, kind)
@@ -323,6 +334,10 @@ class KerasH5Source(OpenedSource):
     def _walk3(self, group, path: list[str], node: Node | None, cls: str | None, depth: int) -> None:
         if depth > MAX_DEPTH:
             raise CorruptCheckpoint(f"{self.where}: groups nested deeper than {MAX_DEPTH} levels at {group.name}")
+        key = object_key(group)
+        if key in self.walked:  # reached again through another hard link
+            return
+        self.walked.add(key)
         vars_g = child(group, "vars", self.where)
         if is_group(vars_g):
             self._vars3(vars_g, path, node, cls)
@@ -371,9 +386,19 @@ class KerasH5Source(OpenedSource):
     # --- records ------------------------------------------------------------------------------
 
     def _add(self, name: str, layer: str, var: str, cls: str | None, ds) -> None:
+        name, layer, var = (valid_text(x) for x in (name, layer, var))
+        cls = valid_text(cls) if cls else cls
         np_dtype, _ = element_type(ds)
         if np_dtype is None or ds.shape is None:
             self.note(f"skipped {name}: dataset of type {ds.dtype} is not a numeric tensor")
+            return
+        survey_ = self.checks.get(ds.id.fileno)
+        status = survey_.status(object_key(ds)[1]) if survey_ else None
+        if status is None:
+            raise CorruptCheckpoint(f"{self.where}: dataset {ds.name} was not found by the file's structure check")
+        if status == "unallocated":
+            self.note(f"skipped {name}: declares shape {tuple(ds.shape)} but the file does not hold its data "
+                      "(unallocated storage); not read")
             return
         self.entries.append(_Entry(name, layer, var, cls, ds))
 
@@ -403,6 +428,19 @@ class KerasH5Source(OpenedSource):
                 c()
 
 
+def valid_text(name: str) -> str:
+    """A name from the file as valid text: bytes that are not UTF-8 (h5py keeps them as surrogates) shown
+    as ``\\xNN`` escapes, so that every output can encode it."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def object_key(obj) -> tuple:
+    """(file number, object address): one HDF5 object, whatever path reached it."""
+    if isinstance(obj, Merged):
+        return tuple(object_key(g) for g in obj.groups)
+    return (obj.id.fileno, h5py.h5o.get_info(obj.id).addr)
+
+
 def vars_name(group, where: str) -> str | None:
     """The layer's own name, which Keras 3.x writes as the ``name`` attribute of its ``vars`` group."""
     v = child(group, "vars", where) if is_group(group) else None
@@ -417,6 +455,29 @@ def open_h5(source, fileobj=None, where: str | None = None):
     where = where or str(source)
     with h5_errors(where, "opening the HDF5 file"):
         return h5py.File(fileobj if fileobj is not None else source, "r")
+
+
+def open_checked(specs: list[FileSpec], fileobjs: list | None = None) -> tuple[list, dict]:
+    """Survey the files in a child process, then open them here: (h5py files, file number -> Survey)."""
+    surveys = survey(specs)
+    files: list = []
+    try:
+        for i, spec in enumerate(specs):
+            fileobj = fileobjs[i] if fileobjs else None
+            files.append(open_h5(spec.path, fileobj, spec.where))
+    except BaseException:
+        for h5 in files:
+            h5.close()
+        raise
+    return files, {h5.id.fileno: s for h5, s in zip(files, surveys)}
+
+
+def weights_spec(source: str, weights) -> FileSpec:
+    """The survey request for a ``.keras`` archive's model.weights.h5 (a window of the archive, or bytes)."""
+    where = f"{source}: model.weights.h5"
+    if isinstance(weights, io.BytesIO):
+        return FileSpec(where, data=weights.getvalue())
+    return FileSpec(where, path=Path(source), offset=weights.start, size=weights.size)
 
 
 @register
@@ -443,9 +504,10 @@ class KerasH5Loader(Loader):
     @classmethod
     def open(cls, source: str, options: LoadOptions) -> OpenedSource:
         path = Path(source)
-        h5 = open_h5(cls.files(path)[0] if path.is_dir() else source)
+        target = cls.files(path)[0]
+        (h5,), checks = open_checked([FileSpec(source, path=target)])
         try:
-            return KerasH5Source(source, h5)
+            return KerasH5Source(source, h5, checks)
         except BaseException:
             h5.close()
             raise
@@ -474,8 +536,8 @@ class KerasZipLoader(Loader):
         opened = open_keras_zip(Path(source))
         h5 = None
         try:
-            h5 = open_h5(source, opened.weights, f"{source}: model.weights.h5")
-            src = KerasH5Source(source, h5, config_tree(opened.config), "keras-zip", opened.closers)
+            (h5,), checks = open_checked([weights_spec(source, opened.weights)], [opened.weights])
+            src = KerasH5Source(source, h5, checks, config_tree(opened.config), "keras-zip", opened.closers)
         except BaseException:
             if h5 is not None:
                 h5.close()
@@ -520,10 +582,9 @@ class KerasShardedLoader(Loader):
         index = cls._index(Path(source))
         roots = []
         try:
-            for shard in keras_shards(index):
-                roots.append(open_h5(shard))
+            roots, checks = open_checked([FileSpec(str(shard), path=shard) for shard in keras_shards(index)])
             merged = Merged(roots, "/")
-            src = KerasH5Source(source, merged, None, "keras-weights-sharded")
+            src = KerasH5Source(source, merged, checks, None, "keras-weights-sharded")
         except BaseException:
             for h5 in roots:
                 h5.close()

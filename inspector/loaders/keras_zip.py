@@ -25,42 +25,13 @@ from pathlib import Path
 
 from ..errors import CorruptCheckpoint, UnsupportedSource
 from ..safety import zipcheck
+from ..safety.hdf5_child import Window as ZipWindow  # a read-only window of the archive's own bytes
 
 MAX_MEMBERS = 10_000
 MAX_JSON_BYTES = 64 << 20
 MAX_INMEMORY_WEIGHTS = 512 << 20
 MAX_RATIO = 200
 WEIGHTS = "model.weights.h5"
-
-
-class ZipWindow(io.RawIOBase):
-    """A read-only, seekable view of ``size`` bytes of an open file, starting at ``start``."""
-
-    def __init__(self, f, start: int, size: int):
-        self.f, self.start, self.size, self.pos = f, start, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
-        self.pos = max(0, base + offset)
-        return self.pos
-
-    def readinto(self, buf) -> int:
-        n = max(0, min(len(buf), self.size - self.pos))
-        if n == 0:
-            return 0
-        self.f.seek(self.start + self.pos)
-        got = self.f.readinto(memoryview(buf)[:n])
-        self.pos += got
-        return got
 
 
 @dataclass

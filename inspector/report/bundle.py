@@ -1,22 +1,23 @@
 """``to_report``: the whole report set written into one directory.
 
 DIR gets ``tensors.csv``, ``layers.csv``, ``summary.json``, the plots as PNG
-(and SVG on request), ``report.html`` and ``report.md``. DIR is created if
-missing; the files of an earlier report there are replaced (plot pages an
-earlier run wrote and this one does not are removed); nothing else is touched.
+(and SVG on request), ``report.html`` and ``report.md``, and a manifest of them
+(``.winspect-report.json``). DIR is created if missing; the files of an earlier
+report there are replaced (plot pages an earlier run wrote and this one does not
+are removed, when its manifest lists them and they are unchanged); nothing else
+is touched, and no input ever. See :mod:`inspector.report.outdir`.
 """
 
 from __future__ import annotations
 
 import io
-import re
 from pathlib import Path
 
 from ..errors import OutputError
 from .export import write_bytes, write_json, write_text
+from .outdir import MANIFEST, earlier_files, locked, manifest, refuse_protected, remove_stale
 
 REPORT_FILES = ("tensors.csv", "layers.csv", "summary.json", "report.html", "report.md")
-PLOT_FILE = re.compile(r"^(weight-distribution|negative-fraction|magnitudes|histograms)(-\d+)?\.(png|svg)$")
 DPI = 100
 
 
@@ -38,38 +39,49 @@ def _render(fig, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def write_plots(inspection, out: Path, svg: bool = False) -> list[tuple[str, str, bytes]]:
-    """Write every plot as PNG (and SVG); (caption, PNG file name, PNG bytes) per plot."""
+def write_plots(inspection, out: Path, svg: bool = False, protect=()) -> tuple[list[tuple[str, str, bytes]], set]:
+    """Write every plot as PNG (and SVG): ((caption, PNG file name, PNG bytes) per plot, names written)."""
     from .plots import plots
 
     written, shown = set(), []
     for p in plots(inspection):
         png = _render(p.figure, "png")
-        write_bytes(png, out / f"{p.stem}.png")
-        written.add(f"{p.stem}.png")
+        put(write_bytes, png, out, f"{p.stem}.png", written, protect)
         if svg:
-            write_bytes(_render(p.figure, "svg"), out / f"{p.stem}.svg")
-            written.add(f"{p.stem}.svg")
+            put(write_bytes, _render(p.figure, "svg"), out, f"{p.stem}.svg", written, protect)
         shown.append((p.caption, f"{p.stem}.png", png))
-    for f in out.iterdir():
-        if PLOT_FILE.match(f.name) and f.name not in written and f.is_file():
-            try:
-                f.unlink()
-            except OSError as e:
-                raise OutputError(f"{f}: cannot remove this plot of an earlier report ({e.strerror or e})") from None
-    return shown
+    return shown, written
 
 
-def to_report(inspection, directory, svg: bool = False) -> Path:
-    """Write the report set into ``directory``; returns the path of report.html."""
+def put(writer, data, out: Path, name: str, written: set, protect) -> None:
+    """Write one file of the set (never over a protected file) and remember its name."""
+    refuse_protected(out / name, protect)
+    writer(data, out / name)
+    written.add(name)
+
+
+def to_report(inspection, directory, svg: bool = False, protect=()) -> Path:
+    """Write the report set into ``directory``; returns the path of report.html.
+
+    ``protect``: files that must not be written over or removed (the inputs and the files they read).
+    One run at a time writes a directory (a lock); files of an earlier report that this one does not
+    write again are removed only when its manifest lists them and they are unchanged since.
+    """
     from .html import report_html
     from .markdown import report_markdown
 
     out = report_dir(directory)
-    inspection.to_csv(out / "tensors.csv")
-    inspection.to_layers_csv(out / "layers.csv")
-    write_json(inspection.summary, out / "summary.json")
-    shown = write_plots(inspection, out, svg)
-    write_text(report_html(inspection, [(c, png) for c, _, png in shown]), out / "report.html")
-    write_text(report_markdown(inspection, [(c, name) for c, name, _ in shown]), out / "report.md")
+    with locked(out):
+        earlier = earlier_files(out)
+        written: set[str] = set()
+        put(lambda _, p: inspection.to_csv(p), None, out, "tensors.csv", written, protect)
+        put(lambda _, p: inspection.to_layers_csv(p), None, out, "layers.csv", written, protect)
+        put(write_json, inspection.summary, out, "summary.json", written, protect)
+        shown, plots_written = write_plots(inspection, out, svg, protect)
+        written |= plots_written
+        put(write_text, report_html(inspection, [(c, png) for c, _, png in shown]), out, "report.html", written, protect)
+        put(write_text, report_markdown(inspection, [(c, name) for c, name, _ in shown]), out, "report.md", written,
+            protect)
+        remove_stale(out, earlier, written, protect)
+        write_json(manifest(out, written), out / MANIFEST)
     return out / "report.html"

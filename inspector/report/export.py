@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..errors import OutputError
 from ..finding import Finding
+from .outfile import target_of, write_direct
 
 
 def _read_umask() -> int:
@@ -40,7 +41,8 @@ def _file_mode() -> int:
 
 def atomic_write(path, write, binary: bool = False) -> Path:
     """Call ``write(file)`` on a temporary file beside ``path`` (text, or bytes if ``binary``), then rename it;
-    on standard output when ``path`` is ``-``."""
+    on standard output when ``path`` is ``-``; directly on a device, FIFO or socket; over the file a symlink
+    points to (the link stays)."""
     if str(path) == "-":
         stream = sys.stdout.buffer if binary else sys.stdout
         write(stream)
@@ -49,6 +51,9 @@ def atomic_write(path, write, binary: bool = False) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a directory; give a file name")
+    path, direct = target_of(path)
+    if direct:
+        return write_direct(path, write, binary)
     parent = path.parent if str(path.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)

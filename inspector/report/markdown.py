@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from .text import visible
 from .views import (
     KIND_VIEW, LAYER_VIEW, UNTRAINED, extreme_layers, finding_rows, headline, headline_detail, plural,
     quantization_line, totals,
@@ -13,8 +14,9 @@ _SPECIAL = re.compile(r"([\\`*_\[\]|~])")  # special anywhere in a line (no name
 
 
 def md(x) -> str:
-    """Text safe in Markdown, also inside a table cell: HTML-escaped, punctuation backslash-escaped, one line."""
-    s = " ".join(str(x).split())
+    """Text safe in Markdown, also inside a table cell: HTML-escaped, punctuation backslash-escaped, one line,
+    control characters (ESC, NUL, ...) shown as escapes."""
+    s = visible(" ".join(str(x).split()))
     s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return _SPECIAL.sub(r"\\\1", s)
 

@@ -4,24 +4,19 @@ Renderers here return rich renderables; the CLI prints them."""
 
 from __future__ import annotations
 
-
 from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
+from .text import shorten, visible
 from .views import headline, num, pct, quantization_line, totals
 
 MAX_LAYER_ROWS = 40
 
 
-def visible(text) -> str:
-    """Control characters (escape sequences, newlines) shown as Python escapes, never sent raw."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
-
-
 def safe(text) -> str:
-    """Escape rich markup and make control characters visible."""
-    return escape(visible(text))
+    """Escape rich markup, make control characters visible and shorten over-long names (before layout)."""
+    return escape(visible(shorten(text)))
 
 
 def render(inspection, max_rows: int = MAX_LAYER_ROWS) -> Group:

@@ -11,9 +11,12 @@ from ..finding import (
 
 
 def tensor_findings(tensors: pd.DataFrame) -> list[Finding]:
-    """NaN/Inf values, all-zero tensors and tied tensors, from the tensor table."""
+    """NaN/Inf values, all-zero tensors and tied tensors, from the tensor table (its rows with a finding only)."""
+    nan, inf = tensors["nan_count"].fillna(0), tensors["inf_count"].fillna(0)
+    zero = (tensors["numel"] > 0) & (tensors["zero_count"] == tensors["numel"]) & (tensors["kind"] != "buffer")
+    tied = tensors["tied_to"].map(lambda t: isinstance(t, str)).astype(bool)
     out = []
-    for r in tensors.itertuples():
+    for r in tensors[(nan > 0) | (inf > 0) | zero | tied].itertuples():
         if r.nan_count:
             out.append(nan_finding(r.name, r.nan_count))
         if r.inf_count:
