@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from inspector import CorruptCheckpoint, UnsafeCheckpoint, inspect
-from tests.test_safety_fixtures import ROOT, assert_clean_error, run_cli
+from tests.helpers import ROOT, assert_clean_error, run_cli
 
 SECRET = b"root:$6$hostile-secret-hash:19000:0:99999:7:::\n"
 

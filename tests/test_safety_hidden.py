@@ -17,7 +17,7 @@ import pytest
 
 from inspector import inspect
 from inspector.loaders.keras_config import config_findings
-from tests.test_safety_fixtures import ROOT, run_cli
+from tests.helpers import ROOT, run_cli
 
 NAN, INF = float("nan"), float("inf")
 
@@ -105,7 +105,7 @@ def test_keras_lambdas_in_activations_and_compiled_loss_are_reported(tmp_path):
     assert proc.returncode == 3, proc.stdout + proc.stderr
     found = json.loads((tmp_path / "a.json").read_text())["findings"]
     lambdas = [f for f in found if f["type"] == "lambda"]
-    assert any("inner" in f["tensor"] and "activation" in f["detail"] for f in lambdas), lambdas
+    assert any("inner" in f["subject"] and "activation" in f["detail"] for f in lambdas), lambdas
     assert any("loss" in f["detail"] for f in lambdas), lambdas
 
 
@@ -122,9 +122,9 @@ def test_lambda_anywhere_and_fake_keras_classes_in_a_config():
         "compile_config": {"loss": {"value": ["4wIAAAAAAAAAAAAAAAIAAAADAAAA8wwAAACXAHwAfAF6CgAAUwAp", None, None]}},
     }
     found = config_findings(config)
-    kinds = sorted((f["type"], f["tensor"]) for f in found)
+    kinds = sorted((f.type, f.subject) for f in found)
     assert kinds == [("custom_object", "e"), ("lambda", "(model)"), ("lambda", "d")], found
-    assert any("EvilDense" in f["detail"] and "keras.layers" in f["detail"] for f in found)
+    assert any("EvilDense" in f.detail and "keras.layers" in f.detail for f in found)
 
 
 def test_keras_names_cover_the_installed_keras(monkeypatch):

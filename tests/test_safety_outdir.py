@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from tests.test_safety_fixtures import ROOT, assert_clean_error, run_cli
+from tests.helpers import ROOT, assert_clean_error, run_cli
 
 
 def model(d: Path, name: str = "model.safetensors", seed: int = 0, names=("fc.weight", "fc.bias")) -> Path:
