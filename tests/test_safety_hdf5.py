@@ -8,7 +8,6 @@ line, never a read of another file, a crash, a hang or an endless loop.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import zipfile

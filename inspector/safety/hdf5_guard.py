@@ -62,7 +62,7 @@ class Survey:
     datasets: dict[int, dict] = field(default_factory=dict)
 
     def status(self, addr: int) -> str | None:
-        """"ok", "unallocated", or None for a dataset the child did not check."""
+        """The dataset's status: "ok", "unallocated", or None when the child did not check it."""
         d = self.datasets.get(addr)
         return d["status"] if d else None
 
