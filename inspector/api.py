@@ -80,12 +80,11 @@ def inspect(
     source,
     weights: str = "DEFAULT",
     *,
-    unsafe_load: bool = False,
     chunk_elems: int = CHUNK_ELEMS,
     progress: ProgressFn | None = None,
 ) -> Inspection:
     """Inspect a torchvision model name, a checkpoint file or a model directory."""
-    with open_source(str(source), LoadOptions(weights=weights, unsafe_load=unsafe_load)) as src:
+    with open_source(str(source), LoadOptions(weights=weights)) as src:
         totals = src.totals()
         if totals and hasattr(progress, "begin"):
             progress.begin(*totals)

@@ -1,8 +1,9 @@
 """``audit``: the findings of one source, and whether any of them should fail a CI gate.
 
-A pickle that torch refuses to load is not an error here but an ``unsafe`` finding naming
-the globals it would import (from a static scan: nothing is executed). Its tensors are
-then not checked, which :attr:`Audit.refused` says.
+A pickle naming dangerous globals is read like any other (nothing in it runs) and gives
+``unsafe`` findings beside the tensor findings. A file that cannot be read but whose scan
+found something (dangerous globals, duplicate members, an unfinished scan) still gives those
+findings; its tensors are then not checked, which :attr:`Audit.refused` says.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .finding import DEFAULT_FAIL_ON, FINDING_TYPES, Finding
-from .table.findings import unsafe_findings
 from .api import inspect
 from .errors import FindingsFound, InspectorError
 from .report.export import write_json
@@ -62,11 +62,10 @@ def parse_fail_on(text: str) -> tuple[str, ...]:
 
 
 def audit(source, weights: str = "DEFAULT") -> Audit:
-    """Findings of a source. Never executes a pickle: a refused one yields ``unsafe`` findings."""
+    """Findings of a source. Never executes a pickle: an unreadable one whose scan found something
+    yields those findings."""
     try:
         result = inspect(source, weights=weights)
     except UnsafePickle as e:
-        if not e.scan.unsafe:
-            raise  # refused for another reason: nothing to report as a finding
-        return Audit(str(source), unsafe_findings(e.scan), refused=str(e))
+        return Audit(str(source), e.scan.findings(), refused=str(e))
     return Audit(str(source), list(result.summary["findings"]))

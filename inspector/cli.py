@@ -143,6 +143,26 @@ def report_outputs(out_dir) -> list:
     return [out_dir, *(Path(out_dir) / f for f in REPORT_FILES)]
 
 
+def no_unsafe_load(ctx, param, value) -> None:
+    """``--unsafe-load`` is gone: every PyTorch file is read without running it."""
+    if value:
+        raise click.UsageError("--unsafe-load has no purpose any more: winspect reads every PyTorch file "
+                               "(full-model pickles and TorchScript included) without running anything in it")
+
+
+def warn_unsafe(findings, source) -> None:
+    """The loud warning for a pickle that names dangerous globals or could not be fully scanned."""
+    names = [f.subject for f in findings if f.type == "unsafe" and f.data.get("class") == "dangerous"]
+    other = [f"{f.subject}: {f.detail}" for f in findings if f.type == "scan_incomplete" or
+             (f.type == "unsafe" and f.data.get("class") != "dangerous")]
+    if names:
+        click.secho(f"WARNING: {source}: the pickle names dangerous globals {', '.join(names[:8])}: loading it "
+                    "with torch.load would run code. Nothing was run here; its tensors were read as data.",
+                    err=True, fg="red", bold=True)
+    for detail in other[:4]:
+        click.secho(f"WARNING: {detail}", err=True, fg="red", bold=True)
+
+
 class DefaultGroup(click.Group):
     """``winspect SOURCE`` is the short form of ``winspect inspect SOURCE``."""
 
@@ -178,13 +198,13 @@ def main():
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the per-tensor table as CSV.")
 @click.option("--layers-csv", type=click.Path(dir_okay=False), help="Write the per-layer table as CSV.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write summary and tensors as JSON.")
-@click.option("--unsafe-load", is_flag=True, help="Fully unpickle a PyTorch file you made yourself (runs its code).")
+@click.option("--unsafe-load", is_flag=True, hidden=True, expose_value=False, callback=no_unsafe_load)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Write the report set into DIR: CSVs, summary.json, PNG plots, report.html, report.md.")
 @click.option("--svg", is_flag=True, help="With --out: write the plots as SVG too.")
 @common_options
 @handle_errors
-def inspect_cmd(source, weights, csv_path, layers_csv, json_path, unsafe_load, out_dir, svg, quiet, debug):
+def inspect_cmd(source, weights, csv_path, layers_csv, json_path, out_dir, svg, quiet, debug):
     """Per-tensor and per-layer statistics of one model."""
     from .api import inspect
 
@@ -192,16 +212,15 @@ def inspect_cmd(source, weights, csv_path, layers_csv, json_path, unsafe_load, o
         raise click.UsageError("--svg needs --out DIR")
     check_outputs([source], [csv_path, layers_csv, json_path, *report_outputs(out_dir)])
     report = not (quiet or piped(csv_path, layers_csv, json_path))
-    if unsafe_load:
-        click.echo("warning: --unsafe-load fully unpickles the file: any code inside it runs now", err=True)
     from .report.progress import progress_for
 
     bar = progress_for(quiet=quiet)
     try:
-        result = inspect(source, weights=weights, unsafe_load=unsafe_load, progress=bar)
+        result = inspect(source, weights=weights, progress=bar)
     finally:
         if bar:
             bar.close()
+    warn_unsafe(result.summary["findings"], source)
     if csv_path:
         result.to_csv(csv_path)
     if layers_csv:
@@ -297,11 +316,12 @@ def compare_cmd(sources, csv_path, json_path, out_dir, weights, quiet, debug):
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Write {source, findings, failed_on} as JSON.")
 @click.option("--weights", default="DEFAULT", show_default=True, help="For torchvision names, as for inspect.")
+@click.option("--unsafe-load", is_flag=True, hidden=True, expose_value=False, callback=no_unsafe_load)
 @common_options
 @handle_errors
 def audit_cmd(source, fail_on, json_path, weights, quiet, debug):
     """Findings (NaN/Inf, zero and tied tensors, unsafe pickles, ...): exit 3 when one listed in --fail-on is
-    present, 0 when none is, 1 on bad input. A refused pickle is never executed."""
+    present, 0 when none is, 1 on bad input. No pickle is ever executed."""
     from .audit import UnknownFinding, audit, parse_fail_on
 
     try:

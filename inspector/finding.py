@@ -3,7 +3,7 @@
 A :class:`Finding` says what (``type``, one of ``FINDING_TYPES``), about what (``subject``: the
 tensor, layer or pickle global), how serious (``severity``) and in words (``detail``), with the
 figures some types carry in ``data``. Each type has one constructor here; loaders (Lambda layers,
-custom objects, refused pickles) and the table stage (NaN/Inf, zero, tied, dead-ReLU, outliers)
+custom objects, pickle scans) and the table stage (NaN/Inf, zero, tied, dead-ReLU, outliers)
 build findings only through them. On the ground floor, so that every floor can.
 """
 
@@ -23,10 +23,13 @@ FINDING_KINDS = {
     "outlier": ("info", "a layer whose weight statistics are far from the other layers of its kind"),
     "lambda": ("warning", "a Keras Lambda layer or Python lambda (code that runs when the model is loaded)"),
     "custom_object": ("warning", "a Keras layer or object of a custom class"),
-    "unsafe": ("error", "a pickle that imports code (refused; nothing was executed)"),
+    "unsafe": ("error", "a pickle that names dangerous globals, or an archive with duplicate members (nothing "
+                        "was executed)"),
+    "scan_incomplete": ("error", "a file whose pickles could not all be scanned (bounds reached, unreadable "
+                                 "members)"),
 }
 FINDING_TYPES = {name: meaning for name, (_, meaning) in FINDING_KINDS.items()}
-DEFAULT_FAIL_ON = ("nan", "inf", "unsafe")
+DEFAULT_FAIL_ON = ("nan", "inf", "unsafe", "scan_incomplete")
 
 
 @dataclass(frozen=True)
@@ -90,3 +93,12 @@ def custom_object_finding(layer: str, why: str) -> Finding:
 
 def unsafe_finding(global_name: str, klass: str) -> Finding:
     return finding("unsafe", global_name, f"pickle imports {klass} global {global_name}", **{"class": klass})
+
+
+def duplicate_member_finding(member: str) -> Finding:
+    return finding("unsafe", member, "the archive holds several members of this name: readers disagree on which "
+                   "one counts", **{"class": "duplicate"})
+
+
+def scan_incomplete_finding(source: str, why: str) -> Finding:
+    return finding("scan_incomplete", source, why)

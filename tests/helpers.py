@@ -15,12 +15,15 @@ its entry here.
 from __future__ import annotations
 
 import builtins
+import io
 import json
 import os
 import pickle
 import shutil
+import struct
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import math
@@ -65,6 +68,42 @@ def make_torch_legacy(d: Path) -> Path:
 
     torch.save(state_dict(), d / "legacy.pth", _use_new_zipfile_serialization=False)
     return d / "legacy.pth"
+
+
+def legacy_tar(path: Path, values: np.ndarray, extra_pickle: bytes = b"") -> Path:
+    """A pre-0.4 tar checkpoint: one FloatStorage, one 2-D tensor over it (a transposed view), and the
+    object pickle ``{"w.weight": <tensor 0>}`` (with ``extra_pickle`` spliced in as another entry)."""
+    n = values.size
+    storages = io.BytesIO()
+    storages.write(pickle.dumps(1, protocol=2))
+    storages.write(b"\x80\x02(X\x01\x00\x00\x00kX\x03\x00\x00\x00cpuctorch\nFloatStorage\nt.")
+    storages.write(struct.pack("<q", n) + values.astype("<f4").tobytes())
+    storages.write(pickle.dumps([], protocol=2))
+    tensors = io.BytesIO()
+    tensors.write(pickle.dumps(1, protocol=2))
+    tensors.write(b"\x80\x02(K\x00X\x01\x00\x00\x00kctorch\nFloatTensor\nt.")
+    rows, cols = 2, n // 2
+    tensors.write(struct.pack("<ii", 2, 0) + struct.pack("<qq", cols, rows) + struct.pack("<qq", 1, cols))
+    tensors.write(struct.pack("<q", 0))
+    obj = b"\x80\x02}(X\x08\x00\x00\x00w.weightX\x01\x00\x00\x000Q" + extra_pickle + b"u."
+    members = {"sys_info": pickle.dumps({"protocol_version": 1001, "little_endian": True,
+                                         "type_sizes": {"short": 2, "int": 4, "long": 4}}, protocol=2),
+               "pickle": obj, "storages": storages.getvalue(), "tensors": tensors.getvalue()}
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, blob in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return path
+
+
+def make_torch_tar(d: Path) -> Path:
+    """A legacy tar checkpoint without the tar's trailing padding, so that every truncation cuts data."""
+    path = legacy_tar(d / "old.tar", np.linspace(-1, 1, 12, dtype=np.float32))
+    with tarfile.open(path) as tar:
+        end = max(m.offset_data + m.size for m in tar.getmembers())
+    path.write_bytes(path.read_bytes()[:end])
+    return path
 
 
 def make_safetensors_index(d: Path) -> Path:
@@ -126,7 +165,9 @@ def committed_files(*names: str):
 
 SAMPLES = {
     "safetensors": [("safetensors", make_safetensors)],
-    "pytorch": [("pytorch-zip", make_torch_zip), ("pytorch-legacy", make_torch_legacy)],
+    "pytorch": [("pytorch-zip", make_torch_zip), ("pytorch-legacy", make_torch_legacy), ("pytorch-tar", make_torch_tar),
+                ("torchscript", committed("digits_cnn_script.pt")),
+                ("pytorch-full-model", committed("digits_cnn_full.pt"))],
     "safetensors-index": [("safetensors-index", make_safetensors_index)],
     "keras-h5": [("keras-h5-legacy", committed("digits_keras_legacy.h5")),
                  ("keras-weights-h5", committed("digits_keras.weights.h5"))],
@@ -232,8 +273,8 @@ def inspected_counts(inspection) -> dict[str, tuple[int, int]]:
 
 # Formats whose checkpoint is one self-contained file: renamed to any suffix, it must still be read
 # (a lone .npy array is named after its file, so it is not among them).
-SELF_CONTAINED = ["safetensors", "pytorch-zip", "pytorch-legacy", "keras-h5-legacy", "keras-weights-h5",
-                  "keras-zip", "onnx", "onnx-int8", "numpy-npz", "gguf"]
+SELF_CONTAINED = ["safetensors", "pytorch-zip", "pytorch-legacy", "pytorch-tar", "torchscript", "pytorch-full-model",
+                  "keras-h5-legacy", "keras-weights-h5", "keras-zip", "onnx", "onnx-int8", "numpy-npz", "gguf"]
 
 
 # --- a plain numpy reference for every statistic -------------------------------------------

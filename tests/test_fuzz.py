@@ -146,6 +146,8 @@ FIELD_MUTATORS = {
     "safetensors-index": mutate_index,
     "keras-sharded": mutate_index,
     "pytorch-zip": mutate_zip_directory,
+    "torchscript": mutate_zip_directory,
+    "pytorch-full-model": mutate_zip_directory,
     "keras-zip": mutate_zip_directory,
     "onnx": mutate_protobuf_length,
     "onnx-int8": mutate_protobuf_length,

@@ -138,10 +138,8 @@ def test_numpy_values_beside_the_weights_are_accepted(tmp_path):
     assert list(result.tensors["name"]) == list(sd) and result.summary["nested_key"] == "model"
 
 
-def test_hostile_object_inside_a_numpy_array_is_still_refused(tmp_path):
+def test_hostile_object_inside_a_numpy_array_is_inert_and_named(tmp_path):
     import os
-
-    from inspector.errors import UnsafeCheckpoint
 
     marker = tmp_path / "ran"
 
@@ -152,6 +150,8 @@ def test_hostile_object_inside_a_numpy_array_is_still_refused(tmp_path):
     arr = np.empty(1, dtype=object)
     arr[0] = Evil()
     torch.save({"w.weight": torch.ones(1), "extra": arr}, tmp_path / "evil.pt")
-    with pytest.raises(UnsafeCheckpoint, match="system"):
-        inspector.inspect(tmp_path / "evil.pt")
+    result = inspector.inspect(tmp_path / "evil.pt")
     assert not marker.exists()
+    assert list(result.tensors["name"]) == ["w.weight"]
+    assert [f.subject for f in result.summary["findings"] if f.type == "unsafe"] == [f"{os.system.__module__}.system"]
+    assert any("extra (numpy object array" in n for n in result.summary["notes"])

@@ -27,7 +27,6 @@ HEAD_BYTES = 64
 @dataclass
 class LoadOptions:
     weights: str = "DEFAULT"  # for model names: DEFAULT, an enum member name, or "none"
-    unsafe_load: bool = False  # full unpickling of a user's own trusted pickle
 
 
 class OpenedSource:

@@ -1,33 +1,33 @@
-"""PyTorch pickle checkpoints (``.pt .pth .bin .ckpt``), zip and legacy formats.
+"""PyTorch checkpoints (``.pt .pth .bin .ckpt .tar``) read without torch and without running anything.
 
-Only ``torch.load(weights_only=True)`` is used: the restricted unpickler that builds
-tensors and plain containers and refuses everything else. A refused file is scanned
-statically (:mod:`inspector.safety.pickle_scan`) so the error names what it would import;
-it is fully unpickled only under an explicit ``unsafe_load``. Zip checkpoints are bounded
-(:mod:`inspector.safety.zipcheck`) before torch reads them, then memory-mapped and read
-tensor by tensor. torch is imported only here, when a pickle is actually opened.
+Every container torch writes (:mod:`.torch_archive`: zip, legacy, legacy tar, TorchScript) is read
+by winspect's restricted unpickler: nothing named in the file is imported or called; unknown globals
+become inert placeholders. Every pickle in the file is first scanned statically
+(:mod:`inspector.safety.pickle_scan`): dangerous globals, duplicate members and a scan that could
+not finish become findings (``unsafe``, ``scan_incomplete``) -- the tensors are still inspected,
+since they are only data. The tensors are found in a state dict (bare, or nested in a training
+checkpoint) or, for a pickled model object or a TorchScript archive, anywhere in the object graph,
+named by attribute path as ``state_dict()`` names them. Their values are read from memory-mapped
+storages through each tensor's own offset and strides, chunk by chunk (:mod:`.strided`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import pickle
-import warnings
-import zipfile
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from ..dtypes import torch_to_numpy
-from ..errors import CorruptCheckpoint, UnsupportedSource
-from ..safety.pickle_scan import refusal
-from ..safety.zipcheck import check_zip
+from ..errors import CorruptCheckpoint, InspectorError, UnsupportedSource
 from ..names import strip_prefixes
-from ..records import TensorRecord, default_out_axis, infer_kinds
+from ..records import TensorRecord, array_range_reader, array_reader, default_out_axis, infer_kinds
+from ..safety.pickle_scan import ScanResult, is_legacy_tar, is_torch_zip, scan_file, unreadable_and_alarming
+from ..safety.restricted_unpickler import Placeholder, Unreadable, unwrap
 from . import Loader, LoadOptions, OpenedSource, register
-from .pages import PageReleaser, file_mappings
 from .shards import is_json_index, is_json_index_head, shards_of_index
+from .strided import ViewRange
+from .torch_archive import Checkpoint, read_legacy, read_tar, read_zip
+from .torch_objects import StoredTensor
 
 # Keys under which training checkpoints commonly nest the model's state dict, by preference.
 NESTED_KEYS = (
@@ -45,173 +45,172 @@ NESTED_KEYS = (
     "params",
     "weights",
 )
+MODULE_SLOTS = ("_parameters", "_buffers", "_modules")  # nn.Module attributes that state_dict() names see through
+MAX_NODES = 2_000_000
+MAX_DEPTH = 200
 
 
-def is_torch_zip(path: Path) -> bool:
-    """A zip checkpoint as torch.load sees it: zip magic at byte 0 and a ``data.pkl`` member."""
+def is_tensor(v) -> bool:
+    """A stored tensor or a numeric NumPy array (rebuilt by the unpickler from its raw bytes)."""
+    v = unwrap(v)
+    return isinstance(v, StoredTensor) or (isinstance(v, np.ndarray) and v.dtype.kind in "biuf")
+
+
+def read_checkpoint(path: Path) -> tuple[Checkpoint, ScanResult]:
+    """The unpickled checkpoint and the scan of every pickle in it. A file that cannot be read raises
+    CorruptCheckpoint, or UnsafePickle when its scan found something a gate must see."""
+    scan = scan_file(path)
+    reader = read_zip if is_torch_zip(path) else read_tar if is_legacy_tar(path) else read_legacy
     try:
-        with open(path, "rb") as f:
-            if f.read(4) != b"PK\x03\x04":
-                return False
-        with zipfile.ZipFile(path) as z:
-            return any(n.endswith("data.pkl") for n in z.namelist()[:4096])
-    except Exception:  # a sniff never raises: any unreadable zip is simply not one
-        return False
-
-
-def load_pickle(path: Path, options: LoadOptions):
-    """torch.load with weights_only=True (memory-mapped for zip files); a refusal names what the pickle imports."""
-    return load_pickle_reporting(path, options)[0]
-
-
-def load_pickle_reporting(path: Path, options: LoadOptions):
-    """(object, whether it was fully unpickled). The full unpickler runs only when the restricted one
-    refused the file and the user asked for it with ``unsafe_load``; otherwise the refusal is raised."""
-    zipped = is_torch_zip(path)
-    if zipped:
-        check_zip(path).close()
-    try:
-        return _torch_load(path, zipped, weights_only=True), False
-    except pickle.UnpicklingError as e:
-        if not options.unsafe_load:
-            raise refusal(path, str(e), zipped) from None
-    try:
-        return _torch_load(path, zipped, weights_only=False), True
-    except Exception as e:
-        raise _unreadable(path, e) from None
-
-
-def numpy_globals() -> list:
-    """numpy's array and scalar reconstruction, which training checkpoints often hold beside the
-    weights (``best_acc = np.float64(...)``). They only build arrays and scalars from data; the
-    elements of an object array are themselves built by the restricted unpickler, so nothing beyond
-    torch's own allowlist can be reached through them."""
-    import numpy.dtypes as npd
-    from numpy._core.multiarray import _reconstruct, scalar
-
-    dtypes = [getattr(npd, n) for n in dir(npd) if n.endswith("DType")]
-    return [_reconstruct, scalar, np.ndarray, np.dtype, *dtypes]
-
-
-def _torch_load(path: Path, zipped: bool, weights_only: bool):
-    import torch
-
-    allowed = torch.serialization.safe_globals(numpy_globals()) if weights_only else contextlib.nullcontext()
-    try:
-        with warnings.catch_warnings(), allowed, _torch_input(path, zipped) as f:
-            warnings.simplefilter("ignore")
-            return torch.load(f, map_location="cpu", weights_only=weights_only, mmap=f is path)
-    except pickle.UnpicklingError:
-        raise
-    except Exception as e:  # torch.load on hostile bytes raises many types; none may escape as a crash
-        raise _unreadable(path, e) from None
-
-
-@contextlib.contextmanager
-def _torch_input(path: Path, zipped: bool):
-    """The path itself for zip files (memory-mapped), else an open file: torch.load must not pick its
-    reader from the name (it hands any ``*.safetensors`` path to safetensors)."""
-    if zipped and not path.name.endswith(".safetensors"):
-        yield path
-        return
-    with open(path, "rb") as f:
-        yield f
+        ckpt = reader(path)
+    except Exception as e:  # hostile bytes raise many types inside the unpickler; none may escape as a crash
+        error = e if isinstance(e, InspectorError) else _unreadable(path, e)
+        if scan.alarming:
+            raise unreadable_and_alarming(path, error, scan) from None
+        raise error from None
+    for g in ckpt.named:
+        scan.add(g)
+    return ckpt, scan
 
 
 def _unreadable(path: Path, e: Exception) -> CorruptCheckpoint:
     if isinstance(e, EOFError):
         why = "the file ends early; truncated?"
+    elif isinstance(e, (RecursionError, MemoryError)):
+        why = f"{type(e).__name__}: the pickle is nested too deeply or too large"
     else:
         text = str(e).strip()
-        why = text.splitlines()[0].split(". ")[0][:300] if text else type(e).__name__
+        why = text.splitlines()[0][:300] if text else type(e).__name__
     return CorruptCheckpoint(f"{path}: not a readable PyTorch checkpoint ({why})")
 
 
+# --- where the tensors are ---------------------------------------------------------------------
+
 def find_state_dict(obj, source: str) -> tuple[dict, str | None]:
-    """The tensor dict inside a checkpoint, and the nested key path that held it (None for a bare one)."""
-    import torch
-
-    def tensor_dict(d) -> bool:
-        return isinstance(d, dict) and len(d) > 0 and any(isinstance(v, torch.Tensor) for v in d.values())
-
-    def search(d, path: list[str], depth: int):
-        if not isinstance(d, dict) or depth > 3:
-            return None
-        if tensor_dict(d) and sum(isinstance(v, torch.Tensor) for v in d.values()) * 2 >= len(d):
-            return d, path
-        for key in NESTED_KEYS:
-            if key in d:
-                found = search(d[key], path + [key], depth + 1)
-                if found:
-                    return found
-        candidates = [k for k, v in d.items() if isinstance(v, dict) and tensor_dict(v) and "optim" not in str(k)]
-        if len(candidates) == 1:
-            return search(d[candidates[0]], path + [str(candidates[0])], depth + 1)
-        return None
-
-    if hasattr(obj, "state_dict") and callable(obj.state_dict) and not isinstance(obj, dict):
-        return obj.state_dict(), "<module>.state_dict()"
-    found = search(obj, [], 0)
-    if not found:
+    """The tensors of a checkpoint by name, and where they were found: None for a bare state dict, the
+    nested key path, or ``<Class>`` for tensors found in a pickled object (model or TorchScript module)."""
+    found = _search(obj, [], 0) if isinstance(obj, dict) else None
+    if found:
+        sd, path = found
+        return sd, ".".join(path) if path else None
+    holder = obj
+    if isinstance(obj, dict):
+        holder = next((obj[k] for k in NESTED_KEYS if isinstance(obj.get(k), Placeholder)), None)
+    tensors = tensors_in_graph(holder) if holder is not None else {}
+    if not tensors:
         keys = list(obj.keys())[:12] if isinstance(obj, dict) else type(obj).__name__
         raise UnsupportedSource(f"{source}: no state dict of tensors found in the checkpoint (top level: {keys})")
-    sd, path = found
-    return sd, ".".join(path) if path else None
+    return tensors, f"<{getattr(holder, 'origin', type(holder).__name__)}>"
 
 
-def tensor_reader(t, pages: PageReleaser | None = None):
-    """Chunked reader over a torch tensor's values as numpy arrays (bf16/f8 via ml_dtypes).
-
-    With ``pages``, the mapped pages of each chunk are released once it has been used.
-    """
-    read_range = tensor_range_reader(t, pages)
-
-    def read(max_elems: int) -> Iterator[np.ndarray]:
-        return read_range(0, t.numel(), max_elems)
-
-    return read
+def _tensor_dict(d) -> bool:
+    return isinstance(d, dict) and len(d) > 0 and any(is_tensor(v) for v in d.values())
 
 
-def tensor_range_reader(t, pages: PageReleaser | None = None):
-    """Range reader (see TensorRecord.range_chunks) over a torch tensor's flat values."""
-    np_dtype, view = torch_to_numpy(t.dtype)
+def _search(d, path: list[str], depth: int):
+    if not isinstance(d, dict) or depth > 3:
+        return None
+    if _tensor_dict(d) and sum(is_tensor(v) or isinstance(unwrap(v), Unreadable) for v in d.values()) * 2 >= len(d):
+        return d, path
+    for key in NESTED_KEYS:
+        if key in d:
+            found = _search(d[key], path + [key], depth + 1)
+            if found:
+                return found
+    candidates = [k for k, v in d.items() if _tensor_dict(v) and "optim" not in str(k)]
+    if len(candidates) == 1:
+        return _search(d[candidates[0]], path + [str(candidates[0])], depth + 1)
+    return None
 
-    def read(begin: int, stop: int, max_elems: int) -> Iterator[np.ndarray]:
-        flat = t.reshape(-1) if t.is_contiguous() else t.contiguous().reshape(-1)
-        for start in range(begin, stop, max_elems):
-            part = flat[start : min(start + max_elems, stop)]
-            arr = part.view(view).numpy().view(np_dtype) if view is not None else part.numpy()
-            yield arr
-            if pages is not None:
-                pages.release(arr)
 
-    return read
+def tensors_in_graph(root) -> dict:
+    """Every tensor reachable from ``root`` by attribute path (``features.0.weight``), first path wins.
+
+    Iterative, each object visited once, bounded in depth and objects: a self-referencing or deeply
+    nested pickle ends the walk, never the process."""
+    out: dict = {}
+    seen: set[int] = set()
+    stack = [("", root, 0)]
+    while stack and len(seen) < MAX_NODES:
+        path, value, depth = stack.pop()
+        value = unwrap(value)
+        if is_tensor(value) or isinstance(value, Unreadable):
+            out.setdefault(path, value)
+            continue
+        if id(value) in seen or depth > MAX_DEPTH:
+            continue
+        seen.add(id(value))
+        children = _children(value)
+        for name, child in reversed(children):
+            full = f"{path}.{name}" if path and name else path or name
+            stack.append((full, child, depth + 1))
+    return out
+
+
+def _children(value) -> list[tuple[str, object]]:
+    if isinstance(value, Placeholder):
+        state = value.state
+        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], (dict, type(None))):
+            state = {**(state[0] or {}), **(state[1] if isinstance(state[1], dict) else {})}
+        if isinstance(state, dict):
+            return [("" if k in MODULE_SLOTS else str(k), v) for k, v in state.items()]
+        return []
+    if isinstance(value, dict):
+        return [(str(k), v) for k, v in value.items() if isinstance(k, (str, int))]
+    if isinstance(value, (list, tuple)):
+        return [(str(i), v) for i, v in enumerate(value)]
+    return []
+
+
+# --- records ------------------------------------------------------------------------------------
+
+def view_range(t: StoredTensor, big_endian: bool) -> ViewRange:
+    """The portable range reader of a stored tensor (quantization parameters read up front)."""
+    base, byte_offset = t.storage.base()
+    path, begin, _length = base.location
+    quant = t.quant
+    if quant is not None and quant[0] == "channel":
+        quant = ("channel", read_values(quant[1], big_endian).astype(np.float64),
+                 read_values(quant[2], big_endian).astype(np.int64), quant[3])
+    return ViewRange((path, begin + byte_offset, t.storage.nbytes), t.dtype.np_dtype, t.offset, t.shape, t.stride,
+                     quant, big_endian)
+
+
+def read_values(t: StoredTensor, big_endian: bool) -> np.ndarray:
+    """All the values of a (small) stored tensor."""
+    parts = list(view_range(t, big_endian)(0, t.numel, max(t.numel, 1)))
+    return np.concatenate(parts) if parts else np.empty(0, t.dtype.np_dtype)
+
+
+def _value_dtype(v) -> tuple[np.dtype, str | None]:
+    """(element type of the values read, the stored type's name when they differ: quantized tensors)."""
+    if isinstance(v, np.ndarray):
+        return v.dtype.newbyteorder("="), None
+    if v.quant is not None:
+        return np.dtype(np.float32), v.dtype.name
+    return v.dtype.np_dtype, None
 
 
 class StateDictSource(OpenedSource):
-    """Records over a dict of torch tensors; kinds from module types when known."""
+    """Records over named tensors (stored tensors or NumPy arrays); kinds from module types when known."""
 
     def __init__(self, source: str, fmt: str, state_dict: dict, module_info: dict | None = None,
-                 pages: PageReleaser | None = None):
+                 big_endian: bool = False):
         super().__init__(source, fmt)
-        self.pages = pages
-        import torch
-
+        self.big_endian = big_endian
+        self.checkpoint: Checkpoint | None = None  # closed with the source (temporary storage files)
         self.items = []
         skipped = []
         stripped = 0
         for key, value in state_dict.items():
+            value = unwrap(value)
             name = strip_prefixes(str(key))
             stripped += name != str(key)
-            if not isinstance(value, torch.Tensor):
-                skipped.append(f"{name} ({type(value).__name__})")
+            if not is_tensor(value):
+                what = value.what if isinstance(value, Unreadable) else type(value).__name__
+                skipped.append(f"{name} ({what})")
                 continue
-            if value.is_quantized:
-                value = value.dequantize()
-            if torch_to_numpy(value.dtype)[0] is None:
-                skipped.append(f"{name} ({str(value.dtype).replace('torch.', '')})")
-                continue
-            self.items.append((name, value))
+            self.items.append((name, np.ascontiguousarray(value) if isinstance(value, np.ndarray) else value))
         if stripped:
             self.note(f"stripped 'module.' / '_orig_mod.' prefixes from {stripped} names")
         if skipped:
@@ -220,7 +219,11 @@ class StateDictSource(OpenedSource):
         self.kinds = infer_kinds([(n, tuple(t.shape)) for n, t in self.items])
 
     def totals(self) -> tuple[int, int]:
-        return len(self.items), sum(t.numel() * t.element_size() for _, t in self.items)
+        return len(self.items), sum(t.nbytes for _, t in self.items)
+
+    def close(self) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint.close()
 
     def records(self) -> Iterator[TensorRecord]:
         first_of: dict[tuple, str] = {}
@@ -229,63 +232,106 @@ class StateDictSource(OpenedSource):
             tied_to = first_of.get(key) if key else None
             if key and tied_to is None:
                 first_of[key] = name
-            info = self.module_info.get(name)
-            kind = info["kind"] if info else self.kinds[name]
-            shape = tuple(t.shape)
-            out_axis = info["out_axis"] if info else default_out_axis(kind, shape, name)
-            yield TensorRecord(
-                name=name,
-                kind=kind,
-                np_dtype=torch_to_numpy(t.dtype)[0],
-                shape=shape,
-                reader=tensor_reader(t, self.pages),
-                range_reader=tensor_range_reader(t, self.pages),
-                out_axis=out_axis,
-                module_type=info["module_type"] if info else None,
-                tied_to=tied_to,
-                nbytes=t.numel() * t.element_size(),
-            )
+            yield self._record(name, t, tied_to)
+
+    def _record(self, name: str, t, tied_to: str | None) -> TensorRecord:
+        info = self.module_info.get(name)
+        kind = info["kind"] if info else self.kinds[name]
+        shape = tuple(t.shape)
+        np_dtype, stored = _value_dtype(t)
+        if isinstance(t, np.ndarray):
+            reader, ranges = array_reader(t), array_range_reader(t)
+        else:
+            ranges = view_range(t, self.big_endian)
+            reader = _whole(ranges, t.numel)
+        return TensorRecord(
+            name=name, kind=kind, np_dtype=np_dtype, shape=shape, reader=reader, range_reader=ranges,
+            out_axis=info["out_axis"] if info else default_out_axis(kind, shape, name),
+            module_type=info["module_type"] if info else None, tied_to=tied_to, nbytes=t.nbytes,
+            stored_dtype=stored,
+        )
+
+
+def _whole(ranges: ViewRange, numel: int):
+    def read(max_elems: int) -> Iterator[np.ndarray]:
+        return ranges(0, numel, max_elems)
+
+    return read
 
 
 def _storage_key(t):
-    try:
-        return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
-    except (RuntimeError, NotImplementedError):
+    if not isinstance(t, StoredTensor):
         return None
+    base, byte_offset = t.storage.base()
+    return (id(base), byte_offset + t.offset * t.itemsize, tuple(t.shape), tuple(t.stride), t.dtype.name)
 
 
-def open_state_dict_file(source: str, path: Path, options: LoadOptions, module_info=None) -> StateDictSource:
-    obj, unpickled = load_pickle_reporting(path, options)
-    sd, key = find_state_dict(obj, source)
-    zipped = is_torch_zip(path)
-    pages = PageReleaser(file_mappings(path)) if zipped else None
-    src = StateDictSource(source, "pytorch-zip" if zipped else "pytorch-legacy", sd, module_info, pages)
-    if key:
+# --- opening ------------------------------------------------------------------------------------
+
+def open_state_dict_file(source: str, path: Path, module_info=None, fmt: str | None = None) -> StateDictSource:
+    ckpt, scan = read_checkpoint(path)
+    try:
+        try:
+            sd, key = find_state_dict(ckpt.obj, source)
+        except InspectorError as e:
+            if scan.alarming:
+                raise unreadable_and_alarming(path, e, scan) from None
+            raise
+        if ckpt.fmt == "torchscript" and isinstance(ckpt.constants, (tuple, list)):
+            sd = {**sd, **{f"constants.{i}": c for i, c in enumerate(ckpt.constants) if is_tensor(c)}}
+        src = StateDictSource(source, fmt or ckpt.fmt, sd, module_info, ckpt.big_endian)
+    except BaseException:
+        ckpt.close()
+        raise
+    src.checkpoint = ckpt
+    if key and key.startswith("<"):
+        src.note(f"tensors found in the pickled object {key[1:-1]}, named by attribute path as state_dict() "
+                 "names them")
+    elif key:
         src.note(f"state dict taken from the checkpoint's {key!r} entry")
         src.meta["nested_key"] = key
-    if unpickled:
-        src.note("loaded with --unsafe-load: the restricted loader refused the file, so it was fully unpickled")
+    describe_scan(src, scan)
     return src
+
+
+def describe_scan(src: OpenedSource, scan: ScanResult) -> None:
+    """The scan's findings, and a note naming the classes that were kept as inert placeholders."""
+    src.meta["findings"].extend(scan.findings())
+    unknown = scan.of_class("unknown")
+    if unknown:
+        more = f" and {len(unknown) - 6} more" if len(unknown) > 6 else ""
+        src.note(f"the pickle names {len(unknown)} classes winspect does not know, kept as inert placeholders "
+                 f"(never imported): {', '.join(unknown[:6])}{more}")
+    dangerous = scan.of_class("dangerous")
+    if dangerous:
+        src.meta["unsafe_globals"] = dangerous
 
 
 class _MultiSource(OpenedSource):
     """Several state-dict files read one after another (sharded ``pytorch_model-*.bin``)."""
 
-    def __init__(self, source: str, files: list[Path], options: LoadOptions):
+    def __init__(self, source: str, files: list[Path]):
         super().__init__(source, "pytorch-sharded")
         self.files = files
-        self.options = options
+        self.opened = [open_state_dict_file(source, f) for f in files]
+        for shard in self.opened:
+            self.meta["findings"].extend(shard.meta["findings"])
         self.note(f"{len(files)} shards")
 
     def records(self) -> Iterator[TensorRecord]:
-        for f in self.files:
-            yield from open_state_dict_file(self.source, f, self.options).records()
+        for shard in self.opened:
+            yield from shard.records()
+
+    def close(self) -> None:
+        for shard in self.opened:
+            shard.close()
 
 
 @register
 class TorchPickleLoader(Loader):
     name = "pytorch"
-    title = "PyTorch .pt/.pth/.bin/.ckpt (zip or legacy pickle, sharded *.bin.index.json)"
+    title = ("PyTorch .pt/.pth/.bin/.ckpt/.tar (zip, legacy, legacy tar, TorchScript, full-model pickles; "
+             "sharded *.bin.index.json)")
     dir_hint = "pytorch_model.bin"
     order = 30
     suffixes = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".tar", ".bin.index.json")
@@ -297,7 +343,9 @@ class TorchPickleLoader(Loader):
             return True
         if head[:2] == b"\x80\x02" or head[:1] == b"\x80" and head[1:2] in (b"\x03", b"\x04", b"\x05"):
             return True
-        return head[:4] == b"PK\x03\x04" and is_torch_zip(path)
+        if head[:4] == b"PK\x03\x04":
+            return is_torch_zip(path)
+        return is_legacy_tar(path)
 
     @classmethod
     def accepts_dir(cls, path: Path) -> bool:
@@ -320,5 +368,5 @@ class TorchPickleLoader(Loader):
     def open(cls, source: str, options: LoadOptions) -> OpenedSource:
         path = cls._target(Path(source))
         if is_json_index(path):
-            return _MultiSource(source, shards_of_index(path), options)
-        return open_state_dict_file(source, path, options)
+            return _MultiSource(source, shards_of_index(path))
+        return open_state_dict_file(source, path)

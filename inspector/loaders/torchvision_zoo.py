@@ -2,10 +2,11 @@
 
 Pretrained weights resolve through torchvision's weights API and torch hub's cache
 (``$TORCH_HOME/hub/checkpoints/<file>``); they are downloaded only when not cached
-and ``WINSPECT_OFFLINE`` is unset. The checkpoint is loaded with
-``weights_only=True``. Every tensor's kind and output axis come from the module
-that owns it in the real architecture (built on the ``meta`` device: no memory,
-no initialisation).
+and ``WINSPECT_OFFLINE`` is unset. The checkpoint is read like any PyTorch file, by
+winspect's own restricted reader. Every tensor's kind and output axis come from the
+module that owns it in the real architecture (built on the ``meta`` device: no memory,
+no initialisation). Model names need torch and torchvision: the optional ``torch``
+extra (``pip install "winspect[torch]"``); files never do.
 """
 
 from __future__ import annotations
@@ -16,15 +17,24 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import SourceNotFound, UnsupportedSource, WeightsUnavailable, first_line
+from ..errors import InspectorError, SourceNotFound, UnsupportedSource, WeightsUnavailable, first_line
 from . import Loader, LoadOptions, OpenedSource, register
-from .torch_pickle import StateDictSource, find_state_dict, load_pickle
+from .torch_pickle import StateDictSource, open_state_dict_file
+
+INSTALL_EXTRA = 'pip install "winspect[torch]"'
+
+
+class MissingExtra(InspectorError):
+    """A model name was given but torch / torchvision (the optional ``torch`` extra) is not installed."""
 
 
 @lru_cache(maxsize=1)
 def model_names() -> tuple[str, ...]:
-    import torchvision.models as tvm
-
+    try:
+        import torchvision.models as tvm
+    except ImportError:
+        raise MissingExtra("torchvision model names need the optional torch extra (torch and torchvision are "
+                           f"not installed); install it with: {INSTALL_EXTRA}") from None
     return tuple(tvm.list_models())
 
 
@@ -176,20 +186,26 @@ class TorchvisionLoader(Loader):
 
     @classmethod
     def accepts_name(cls, name: str) -> bool:
-        return name.lower() in model_names()
+        try:
+            return name.lower() in model_names()
+        except MissingExtra:
+            return False
 
     @classmethod
     def open(cls, source: str, options: LoadOptions) -> OpenedSource:
         name = source.lower()
-        if name not in model_names():
+        try:
+            names = model_names()
+        except MissingExtra as e:
+            raise MissingExtra(f"{source}: not a file or directory; {e}") from None
+        if name not in names:
             raise SourceNotFound(_suggest(source))
         weights = (options.weights or "DEFAULT").strip()
         if weights.lower() == "none":
             return cls._untrained(name)
         member = _weights_member(name, weights)
         path = _fetch(name, member)
-        sd, key = find_state_dict(load_pickle(path, LoadOptions()), str(path))
-        src = StateDictSource(source, "torchvision", sd, _module_info_for(name))
+        src = open_state_dict_file(source, path, _module_info_for(name), fmt="torchvision")
         src.meta.update(
             model=name, weights=str(member), trained=True, checkpoint=str(path),
             weights_meta={k: v for k, v in member.meta.items() if isinstance(v, (str, int, float))},
@@ -207,7 +223,7 @@ class TorchvisionLoader(Loader):
                 model = _build(name, "cpu")
         except Exception as e:
             raise UnsupportedSource(f"{name}: torchvision could not build the model ({e})") from None
-        sd = model.state_dict()
+        sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
         src = StateDictSource(name, "torchvision", sd, module_info(model))
         src.meta.update(model=name, weights="none", trained=False)
         src.note(f"UNTRAINED: {name} freshly initialised by torchvision (--weights none, seed 0); no pretrained weights")

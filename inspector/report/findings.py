@@ -14,7 +14,7 @@ def render_audit(audit, failed: list[str], fail_on) -> Group:
     n = len(audit.findings)
     parts.append(f"[bold]winspect audit[/bold] {safe(audit.source)}: {n} finding{'s' if n != 1 else ''}")
     if audit.refused:
-        parts.append("  note: pickle refused (nothing executed); its tensors were not checked")
+        parts.append("  note: the file could not be read (nothing executed); its tensors were not checked")
     for f in audit.findings[:MAX_SHOWN]:
         parts.append(f"[yellow]{safe(f.type)}[/yellow] {safe(f.subject)}: {safe(f.detail)}")
     if n > MAX_SHOWN:
@@ -23,7 +23,7 @@ def render_audit(audit, failed: list[str], fail_on) -> Group:
     if failed:
         parts.append(f"[bold red]FAIL[/bold red]: found {', '.join(failed)} (--fail-on {gate})")
     elif audit.refused:
-        parts.append(f"[bold red]not checked[/bold red]: {gate} cannot be ruled out in a refused pickle")
+        parts.append(f"[bold red]not checked[/bold red]: {gate} cannot be ruled out in a file that could not be read")
     else:
         parts.append(f"[green]ok[/green]: none of {gate} found")
     return Group(*parts)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ..finding import (
-    Finding, dead_relu_finding, inf_finding, nan_finding, outlier_finding, tied_finding, unsafe_finding, zero_finding,
+    Finding, dead_relu_finding, inf_finding, nan_finding, outlier_finding, tied_finding, zero_finding,
 )
 
 
@@ -107,8 +107,3 @@ def layer_outliers(layers: pd.DataFrame, tensors: pd.DataFrame, z: float = OUTLI
     return out
 
 
-def unsafe_findings(scan) -> list[Finding]:
-    """One ``unsafe`` finding per dangerous or unknown global of a refused pickle's scan."""
-    from ..safety.pickle_scan import classify
-
-    return [unsafe_finding(g, classify(g)) for g in scan.unsafe]
