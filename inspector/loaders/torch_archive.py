@@ -276,17 +276,23 @@ def _open_member(path: Path, info: tarfile.TarInfo):
     return io.BufferedReader(_Slice(path, info.offset_data, info.offset_data + info.size))
 
 
+def _tar_headers(f, path: Path, info: tarfile.TarInfo, what: str, named: list[str], valid):
+    """The pickled count, then each pickled 3-tuple header (checked by ``valid``) of a tar member."""
+    count = unpickle(f, None, named, info.size)
+    if not _count(count) or count > 1 << 24:
+        raise CorruptCheckpoint(f"{path}: legacy tar {what} count {count!r:.20} is invalid")
+    for _ in range(count):
+        header = unpickle(f, None, named, info.size)
+        if not (isinstance(header, tuple) and len(header) == 3 and valid(header)):
+            raise CorruptCheckpoint(f"{path}: legacy tar {what} header {header!r:.80} is invalid")
+        yield header
+
+
 def _tar_storages(path: Path, info: tarfile.TarInfo, named: list[str]) -> dict:
     found: dict = {}
     with _open_member(path, info) as f:
-        count = unpickle(f, None, named, info.size)
-        if not _count(count) or count > 1 << 24:
-            raise CorruptCheckpoint(f"{path}: legacy tar storage count {count!r:.20} is invalid")
-        for _ in range(count):
-            header = unpickle(f, None, named, info.size)
-            if not (isinstance(header, tuple) and len(header) == 3 and isinstance(header[2], StorageType)):
-                raise CorruptCheckpoint(f"{path}: legacy tar storage header {header!r:.80} is invalid")
-            key, _location, stype = header
+        for key, _location, stype in _tar_headers(f, path, info, "storage", named,
+                                                  lambda h: isinstance(h[2], StorageType)):
             raw = f.read(8)
             numel = struct.unpack("<q", raw)[0] if len(raw) == 8 else -1
             storage = Storage(str(key), stype.dtype, max(numel, 0))
@@ -308,14 +314,7 @@ def _tar_storages(path: Path, info: tarfile.TarInfo, named: list[str]) -> dict:
 def _tar_tensors(path: Path, info: tarfile.TarInfo, storages: dict, named: list[str]) -> dict:
     tensors: dict = {}
     with _open_member(path, info) as f:
-        count = unpickle(f, None, named, info.size)
-        if not _count(count) or count > 1 << 24:
-            raise CorruptCheckpoint(f"{path}: legacy tar tensor count {count!r:.20} is invalid")
-        for _ in range(count):
-            header = unpickle(f, None, named, info.size)
-            if not (isinstance(header, tuple) and len(header) == 3 and header[1] in storages):
-                raise CorruptCheckpoint(f"{path}: legacy tar tensor header {header!r:.80} is invalid")
-            key, storage_id, _type = header
+        for key, storage_id, _type in _tar_headers(f, path, info, "tensor", named, lambda h: h[1] in storages):
             ndim = struct.unpack("<i", _read(f, 4, path))[0]
             if not 0 <= ndim <= 64:
                 raise CorruptCheckpoint(f"{path}: legacy tar tensor {key!r} has {ndim} dimensions")

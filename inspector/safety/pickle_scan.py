@@ -17,7 +17,6 @@ finding, never a clean bill.
 
 from __future__ import annotations
 
-import _compat_pickle
 import pickle
 import pickletools
 import re
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from ..errors import CorruptCheckpoint, UnsafeCheckpoint
 from ..finding import Finding, duplicate_member_finding, scan_incomplete_finding, unsafe_finding
+from .restricted_unpickler import python3_name
 from .zipcheck import check_zip
 
 MAX_PKL_MEMBER = 1 << 30  # bytes of one pickle member
@@ -219,7 +219,7 @@ def scan_one(f, result: ScanResult, budget: Budget | None = None) -> list:
             proto = arg
         elif name in ("GLOBAL", "INST"):
             module, _, attr = str(arg).partition(" ")
-            result.add(_python3_name(module, attr) if proto < 3 else f"{module}.{attr}")
+            result.add(python3_name(module, attr) if proto < 3 else f"{module}.{attr}")
             recent.append(_OTHER)
         elif name == "STACK_GLOBAL":
             module, attr = (recent[-2:] if len(recent) >= 2 else [_OTHER, _OTHER])
@@ -261,15 +261,6 @@ def check_pickle(f, end: int) -> None:
         raise pickle.UnpicklingError(f"malformed pickle ({str(e)[:160] or type(e).__name__})") from None
     finally:
         f.seek(start)
-
-
-def _python3_name(module: str, attr: str) -> str:
-    """The name Python 3 imports for a protocol 0-2 global (``__builtin__.exec`` -> ``builtins.exec``)."""
-    if (module, attr) in _compat_pickle.NAME_MAPPING:
-        module, attr = _compat_pickle.NAME_MAPPING[(module, attr)]
-    elif module in _compat_pickle.IMPORT_MAPPING:
-        module = _compat_pickle.IMPORT_MAPPING[module]
-    return f"{module}.{attr}"
 
 
 def scan_sequence(f, end: int, result: ScanResult, where: str, budget: Budget | None = None,
