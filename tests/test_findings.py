@@ -20,6 +20,7 @@ CONSTRUCTED = {
     "lambda": fm.lambda_finding("model/lam", "lambda"),
     "custom_object": fm.custom_object_finding("model/x", "custom object 'X'"),
     "unsafe": fm.unsafe_finding("posix.system", "dangerous"),
+    "scan_incomplete": fm.scan_incomplete_finding("m.pt", "scan stopped: more than 10000000 pickle opcodes"),
 }
 
 
@@ -36,6 +37,11 @@ def test_json_form_names_the_subject_once(name):
     d = json.loads(json.dumps(jsonable([CONSTRUCTED[name]])))[0]
     assert list(d)[:4] == ["type", "subject", "severity", "detail"]
     assert not {"tensor", "layer", "global"} & set(d)
+
+
+def test_a_duplicate_member_is_an_unsafe_finding_of_its_own_class():
+    f = fm.duplicate_member_finding("archive/data.pkl")
+    assert (f.type, f.subject, f.data) == ("unsafe", "archive/data.pkl", {"class": "duplicate"})
 
 
 def test_type_figures_ride_along():

@@ -55,7 +55,7 @@ def test_default_gate_fails_on_nan_and_writes_json(flawed, tmp_path):
     path, _ = flawed
     res = run(str(path), "--json", str(tmp_path / "out.json"))
     assert res.exit_code == 3
-    assert "FAIL: found nan, inf (--fail-on nan, inf, unsafe)" in res.stdout
+    assert "FAIL: found nan, inf (--fail-on nan, inf, unsafe, scan_incomplete)" in res.stdout
     data = json.loads((tmp_path / "out.json").read_text())
     assert data["source"] == str(path) and data["failed_on"] == ["nan", "inf"]
     assert [f["type"] for f in data["findings"]] == ["nan", "inf", "zero", "dead_relu"]
@@ -77,7 +77,7 @@ def test_fail_on_selects_the_gate(flawed, tmp_path, fail_on, code, failed):
 def test_clean_file_passes(tmp_path):
     path = save(tmp_path / "ok.safetensors", {"fc.weight": np.ones((2, 2), np.float32)})
     res = run(str(path))
-    assert res.exit_code == 0 and "ok: none of nan, inf, unsafe found" in res.stdout
+    assert res.exit_code == 0 and "ok: none of nan, inf, unsafe, scan_incomplete found" in res.stdout
 
 
 def test_tied_tensors(tmp_path):
