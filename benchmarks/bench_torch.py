@@ -8,7 +8,7 @@ Makes, in a temporary directory that is deleted afterwards:
   out.csv`` timed (best of 3), its peak RSS, and whether torch or matplotlib got imported;
 * a ``--pt-gb`` GB zip ``.pth`` (bf16 and f32 4096x4096 tensors): the same command with this
   checkout, and with the checkout at ``--baseline-ref`` (the last version that read PyTorch files
-  with ``torch.load``), extracted with ``git archive`` next to the checkpoint.
+  with ``torch.load``), extracted with ``git archive`` next to the checkpoint; best of ``--runs``.
 
 Making the checkpoints needs torch (the dev extra); the runs measured here do not. Each time is the
 whole command, interpreter start-up included; the peak RSS is the largest process's, from the OS.
@@ -55,8 +55,8 @@ def command(root: Path, source: Path, csv: Path) -> list[str]:
 def timed(root: Path, source: Path, csv: Path, runs: int) -> dict:
     results = [run_child(command(root, source, csv), {"PYTHONPATH": str(root)}) for _ in range(runs)]
     best = min(results, key=lambda r: r["seconds"])
-    return {"seconds": best["seconds"], "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
-            "status": best["status"]}
+    return {"seconds": best["seconds"], "cpu_s": min(r["cpu_s"] for r in results),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in results), "status": best["status"]}
 
 
 def baseline_tree(ref: str, dest: Path) -> Path:
@@ -97,19 +97,20 @@ def main(argv=None) -> int:
                                          capture_output=True, text=True).stdout.strip().splitlines()[-1]
         out["bytes"] = small.stat().st_size
         results["small"] = out
-        print(f"small  {out['bytes'] / 1e6:5.1f} MB  {out['seconds']:.2f} s  peak RSS {out['peak_rss_mb']:.0f} MB  "
+        print(f"small  {out['bytes'] / 1e6:5.1f} MB  {out['seconds']:.2f} s ({out['cpu_s']:.2f} s CPU)  "
+              f"peak RSS {out['peak_rss_mb']:.0f} MB  "
               f"imported: {out['imported']}  exit {out['status']}")
         if a.pt_gb > 0:
             big = make_pt(tmp / "big.pth", int(a.pt_gb * GB))
             old = baseline_tree(a.baseline_ref, tmp / "baseline")
-            new = timed(ROOT, big, tmp / "b.csv", 1)
-            base = timed(old, big, tmp / "o.csv", 1)
+            new = timed(ROOT, big, tmp / "b.csv", a.runs)
+            base = timed(old, big, tmp / "o.csv", a.runs)
             results["big"] = {"bytes": big.stat().st_size, "winspect": new, "torch_load_path": base,
                               "speedup": base["seconds"] / new["seconds"]}
-            print(f"big    {big.stat().st_size / GB:5.2f} GB  own reader {new['seconds']:.2f} s, peak RSS "
-                  f"{new['peak_rss_mb']:.0f} MB (exit {new['status']})  torch.load path ({a.baseline_ref}) "
-                  f"{base['seconds']:.2f} s, peak RSS {base['peak_rss_mb']:.0f} MB (exit {base['status']})  "
-                  f"speed-up {results['big']['speedup']:.1f}x")
+            print(f"big    {big.stat().st_size / GB:5.2f} GB  own reader {new['seconds']:.2f} s ({new['cpu_s']:.2f} s "
+                  f"CPU), peak RSS {new['peak_rss_mb']:.0f} MB (exit {new['status']})  torch.load path "
+                  f"({a.baseline_ref}) {base['seconds']:.2f} s ({base['cpu_s']:.2f} s CPU), peak RSS "
+                  f"{base['peak_rss_mb']:.0f} MB (exit {base['status']})  speed-up {results['big']['speedup']:.1f}x")
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2, default=str))
     return 0
