@@ -93,11 +93,13 @@ def _count(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 1 << 62
 
 
-def unpickle(data, persistent_load, named: list[str], end: int | None = None):
+def unpickle(data, persistent_load, named: list[str], end: int | None = None, checked: bool = False):
     """One pickle from bytes or a file object (ending by byte ``end``), restricted; the globals it names
-    are added to ``named``. Its opcodes are checked first (sizes, memo indexes, bounds)."""
+    are added to ``named``. Its opcodes are checked first (sizes, memo indexes, bounds) unless the
+    file's static scan already parsed these very bytes cleanly (``checked``)."""
     f = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
-    check_pickle(f, len(data) if end is None and isinstance(data, (bytes, bytearray)) else end)
+    if not checked:
+        check_pickle(f, len(data) if end is None and isinstance(data, (bytes, bytearray)) else end)
     unpickler = RestrictedUnpickler(f, TORCH_RECONSTRUCTORS, persistent_load)
     try:
         return unwrap(unpickler.load())
@@ -107,17 +109,18 @@ def unpickle(data, persistent_load, named: list[str], end: int | None = None):
 
 # --- zip ----------------------------------------------------------------------------------
 
-def read_zip(path: Path) -> Checkpoint:
+def read_zip(path: Path, checked: bool = False) -> Checkpoint:
     with check_zip(path) as zf:
         layout = torch_zip_layout(zf, path)
         root = layout.root
         names = {i.filename: i for i in zf.infolist()}
         storages = _Storages(legacy=False)
         named: list[str] = []
-        obj = unpickle(read_member(zf, root + "data.pkl", MAX_PICKLE, path), storages, named)
+        obj = unpickle(read_member(zf, root + "data.pkl", MAX_PICKLE, path), storages, named, checked=checked)
         constants = None
         if root + "constants.pkl" in names:
-            constants = unpickle(read_member(zf, root + "constants.pkl", MAX_PICKLE, path), storages, named)
+            constants = unpickle(read_member(zf, root + "constants.pkl", MAX_PICKLE, path), storages, named,
+                                 checked=checked)
         order = read_member(zf, root + "byteorder", 16, path).strip() if root + "byteorder" in names else b"little"
         if order not in (b"little", b"big"):
             raise CorruptCheckpoint(f"{path}: byteorder member says {order[:16]!r}; expected little or big")
@@ -179,23 +182,23 @@ def _member_data_offset(path: Path, info: zipfile.ZipInfo) -> int:
 
 # --- legacy ---------------------------------------------------------------------------------
 
-def read_legacy(path: Path) -> Checkpoint:
+def read_legacy(path: Path, checked: bool = False) -> Checkpoint:
     """A legacy file, or a plain pickle when its first pickle is not torch's magic number."""
     named: list[str] = []
     storages = _Storages(legacy=True)
     size = path.stat().st_size
     with open(path, "rb") as f:
-        first = unpickle(f, None, named, size)
+        first = unpickle(f, None, named, size, checked)
         if first != LEGACY_MAGIC:
             return Checkpoint(first, "pickle", named)
-        version = unpickle(f, None, named, size)
-        info = unpickle(f, None, named, size)
+        version = unpickle(f, None, named, size, checked)
+        info = unpickle(f, None, named, size, checked)
         if version != 1001 or not isinstance(info, dict):
             raise CorruptCheckpoint(f"{path}: legacy PyTorch file with protocol {version!r:.20} (expected 1001)")
         if info.get("little_endian") is False:
             raise CorruptCheckpoint(f"{path}: legacy PyTorch file written on a big-endian machine")
-        obj = unpickle(f, storages, named, size)
-        keys = unpickle(f, None, named, size)
+        obj = unpickle(f, storages, named, size, checked)
+        keys = unpickle(f, None, named, size, checked)
         _place_legacy_storages(f, path, size, keys, storages)
     return Checkpoint(obj, "pytorch-legacy", named)
 
@@ -254,7 +257,7 @@ class _Slice(io.RawIOBase):
         super().close()
 
 
-def read_tar(path: Path) -> Checkpoint:
+def read_tar(path: Path, checked: bool = False) -> Checkpoint:  # its header pickles are not in the scan
     members = legacy_tar_members(path)
     named: list[str] = []
     storages = _tar_storages(path, members["storages"], named)

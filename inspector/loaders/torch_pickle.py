@@ -62,7 +62,7 @@ def read_checkpoint(path: Path) -> tuple[Checkpoint, ScanResult]:
     scan = scan_file(path)
     reader = read_zip if is_torch_zip(path) else read_tar if is_legacy_tar(path) else read_legacy
     try:
-        ckpt = reader(path)
+        ckpt = reader(path, checked=not (scan.incomplete or scan.problems))
     except Exception as e:  # hostile bytes raise many types inside the unpickler; none may escape as a crash
         error = e if isinstance(e, InspectorError) else _unreadable(path, e)
         if scan.alarming:
