@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import CorruptCheckpoint, UnsafeCheckpoint, UnsupportedSource
 from ..records import TensorRecord, default_out_axis, infer_kinds
-from ..safety.zipcheck import check_zip
+from ..safety.zipcheck import check_zip, stored_data_start
 from . import Loader, LoadOptions, OpenedSource, register
 from .mapped import MappedRange
 from .safetensors import stream_chunks
@@ -186,22 +186,10 @@ def _member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, size: int) -
         raise CorruptCheckpoint(f"{where}: holds {info.file_size} bytes where its header describes "
                                 f"{header.size + header.nbytes}")
     if info.compress_type == zipfile.ZIP_STORED:
-        begin = _stored_data_start(path, info) + header.size
+        begin = stored_data_start(path, info) + header.size
         reader, rng = _mapped(path, begin, header, size, where)
         return _Array(name, header, reader, rng)
     return _Array(name, header, _inflating_reader(path, info.filename, header, where), None)
-
-
-def _stored_data_start(path: Path, info: zipfile.ZipInfo) -> int:
-    """Where a stored member's bytes begin: after its local header, whose name and extra
-    field lengths may differ from the central directory's."""
-    with open(path, "rb") as f:
-        f.seek(info.header_offset)
-        local = f.read(30)
-    if len(local) < 30 or local[:4] != b"PK\x03\x04":
-        raise CorruptCheckpoint(f"{path}: member {info.filename!r} has no local header where the directory says")
-    n, m = struct.unpack("<HH", local[26:30])
-    return info.header_offset + 30 + n + m
 
 
 def _inflating_reader(path: Path, member: str, header: NpyHeader, where: str):

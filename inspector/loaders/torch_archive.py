@@ -27,7 +27,7 @@ from pathlib import Path
 from ..errors import CorruptCheckpoint
 from ..safety.pickle_scan import LEGACY_MAGIC, check_pickle, legacy_tar_members, torch_zip_layout
 from ..safety.restricted_unpickler import RestrictedUnpickler, unwrap
-from ..safety.zipcheck import check_zip, read_member
+from ..safety.zipcheck import check_zip, read_member, stored_data_start
 from .torch_objects import TORCH_RECONSTRUCTORS, Storage, StorageType, StoredTensor, check_view
 
 MAX_PICKLE = 1 << 30  # bytes of one pickle read into memory
@@ -144,7 +144,7 @@ def _zip_storage(zf: zipfile.ZipFile, info, storage: Storage, path: Path, ckpt: 
         raise CorruptCheckpoint(f"{path}: storage {storage.key!r} needs {storage.nbytes} bytes; its member "
                                 f"holds {info.file_size}")
     if info.compress_type == zipfile.ZIP_STORED:
-        return (str(path), _member_data_offset(path, info), storage.nbytes)
+        return (str(path), stored_data_start(path, info), storage.nbytes)
     if ckpt.tempdir is None:
         ckpt.tempdir = tempfile.TemporaryDirectory(prefix="winspect-")
     out = Path(ckpt.tempdir.name) / f"storage-{len(list(Path(ckpt.tempdir.name).iterdir()))}"
@@ -164,20 +164,6 @@ def _copy_exactly(src, dst, n: int) -> None:
             raise EOFError("member ends before the storage does")
         dst.write(block)
         left -= len(block)
-
-
-def _member_data_offset(path: Path, info: zipfile.ZipInfo) -> int:
-    """Where a stored member's bytes start: after its local header, name and extra field."""
-    with open(path, "rb") as f:
-        f.seek(info.header_offset)
-        head = f.read(30)
-    if len(head) < 30 or head[:4] != b"PK\x03\x04":
-        raise CorruptCheckpoint(f"{path}: zip member {info.filename!r} has no local header")
-    name_len, extra_len = struct.unpack("<HH", head[26:30])
-    begin = info.header_offset + 30 + name_len + extra_len
-    if begin + info.file_size > path.stat().st_size:
-        raise CorruptCheckpoint(f"{path}: zip member {info.filename!r} extends past the end of the file")
-    return begin
 
 
 # --- legacy ---------------------------------------------------------------------------------

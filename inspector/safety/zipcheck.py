@@ -8,6 +8,7 @@ then read with :func:`read_member`, which never returns more than its bound.
 
 from __future__ import annotations
 
+import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,3 +93,20 @@ def read_member(zf: zipfile.ZipFile, name: str, max_bytes: int, path=None) -> by
     if len(data) > max_bytes:  # pragma: no cover - zipfile stops at the declared size
         raise _fail(where, f"member {name!r} is larger than its header says")
     return data
+
+
+def stored_data_start(path, info: zipfile.ZipInfo) -> int:
+    """Where a member's bytes begin in the archive: after its local header, whose name and extra field
+    lengths may differ from the central directory's; CorruptCheckpoint when there is no local header
+    there or the member would run past the end of the file."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+    if len(local) < 30 or local[:4] != b"PK\x03\x04":
+        raise CorruptCheckpoint(f"{path}: member {info.filename!r} has no local header where the directory says")
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    begin = info.header_offset + 30 + name_len + extra_len
+    if begin + info.compress_size > path.stat().st_size:
+        raise CorruptCheckpoint(f"{path}: member {info.filename!r} extends past the end of the file")
+    return begin
