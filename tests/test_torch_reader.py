@@ -381,3 +381,14 @@ def test_every_reconstructor_is_classified_safe():
 def test_chunk_elems_default_is_large_enough_for_whole_small_tensors():
     assert CHUNK_ELEMS >= 1 << 16
     assert ViewRange.portable
+
+
+def test_big_endian_complex_tensor_is_read_through_its_magnitudes(tmp_path):
+    z = torch.tensor([3 + 4j, 0 + 1j, complex(float("nan"), 0.0), -5 + 0j], dtype=torch.complex64)
+    sd = {"freqs_cis": z, "w.weight": torch.ones(2)}
+    torch.save(sd, tmp_path / "le.pt")
+    rewrite_zip(tmp_path / "le.pt", tmp_path / "be.pt", lambda name, data: b"big" if name.endswith("/byteorder") else
+                np.frombuffer(data, "<f4").byteswap().tobytes() if "/data/" in name else data)
+    row = inspector.inspect(tmp_path / "be.pt").tensors.set_index("name").loc["freqs_cis"]
+    assert row["dtype"] == "complex64" and row["nan_count"] == 1
+    assert row["max"] == 5.0 and row["min"] == 1.0

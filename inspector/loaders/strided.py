@@ -78,13 +78,16 @@ class ViewRange:
     def _chunks(self, mm, begin: int, length: int, start: int, stop: int, max_elems: int):
         item = self.dtype.itemsize
         swap = self.big_endian and item > 1
-        raw = np.dtype(f">u{item}" if swap else f"=u{item}")  # as_strided needs a numpy-native type
+        if self.dtype.type.__module__ == "numpy":  # numpy's own types: read with their byte order
+            raw = self.dtype.newbyteorder(">" if swap else "=")
+        else:  # ml_dtypes (bf16, f8): as_strided needs a numpy type of the same width
+            raw = np.dtype(f">u{item}" if swap else f"=u{item}")
         base = np.frombuffer(mm, dtype=raw, count=length // item, offset=begin)
         map_start = base.ctypes.data - begin
         view = np.lib.stride_tricks.as_strided(base[self.offset :], self.shape, tuple(s * item for s in self.stride),
                                                writeable=False)
         for chunk in flat_chunks(view, start, stop, max_elems):
-            out = (chunk.astype(f"=u{item}") if swap else chunk).view(self.dtype)
+            out = (chunk.astype(raw.newbyteorder("=")) if swap else chunk).view(self.dtype)
             if self.quant is not None:
                 out = dequantize(out, self.quant, self.shape, start)
             yield out

@@ -5,7 +5,7 @@ answers for torch's own globals (``torch._utils._rebuild_tensor_v2``, ``torch.Fl
 ``torch.bfloat16``, ...). They build plain descriptions -- a :class:`Storage` (element type, count,
 where its bytes are) and a :class:`StoredTensor` (storage, offset, shape, strides, quantization) --
 and read nothing: the bytes are located by the archive reader and read chunk by chunk later.
-Tensors torch can hold but winspect does not read (sparse, nested, complex, packed 4-bit) become
+Tensors torch can hold but winspect does not read (sparse, nested, complex32, packed 4-bit) become
 :class:`~inspector.safety.restricted_unpickler.Unreadable` values that a note names.
 """
 
@@ -179,8 +179,6 @@ def _tensor(storage, offset, size, stride, dtype: TorchDtype | None = None, requ
     if not isinstance(dtype, TorchDtype):
         raise pickle.UnpicklingError("tensor of an unknown dtype")
     if dtype.name in UNREAD_DTYPES or dtype.np_dtype is None:
-        return Unreadable(f"{dtype.name} tensor")
-    if dtype.np_dtype.kind == "c":
         return Unreadable(f"{dtype.name} tensor")
     t = StoredTensor(storage, offset, _size(size), _size(stride), dtype, bool(requires_grad), quant)
     check_view(t)
