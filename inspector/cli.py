@@ -339,3 +339,34 @@ def audit_cmd(source, fail_on, json_path, weights, quiet, debug):
 
         show(render_audit(result, failed, gate))
     result.check(gate)
+
+
+@main.command("experiment")
+@click.argument("names", nargs=-1)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for the CSV tables, plots, experiments.md and experiments.html.")
+@click.option("--seeds", type=click.IntRange(min=1), help="Runs per configuration, seeds 0..N-1 [default: 5; 2 with --quick].")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs for every network [default: per network; fewer with --quick].")
+@click.option("--quick", is_flag=True, help="A reduced budget (fewer seeds and epochs), for a first look or a test.")
+@common_options
+@handle_errors
+def experiment_cmd(names, out_dir, seeds, epochs, quick, quiet, debug):
+    """Train small networks on scikit-learn's bundled data to see whether negative weights matter.
+
+    NAMES: signs, speed, tasks, activations, init, evolution (default: all). CPU only, deterministic per
+    seed; needs the torch extra (torch, scikit-learn)."""
+    from .experiments import BadExperiment, check_names, experiment, require
+
+    try:
+        names = check_names(names)
+    except BadExperiment as e:
+        raise click.BadParameter(str(e), param_hint="NAMES") from None
+    require()
+
+    def progress(name, done, total):
+        if done == total:
+            click.echo(f"{name}: {total} runs done", err=True)
+
+    result = experiment(names, out_dir, seeds=seeds, epochs=epochs, quick=quick, progress=None if quiet else progress)
+    if not quiet:
+        click.echo(f"report: {Path(out_dir) / 'experiments.md'} ({result.platform['wall time (s)']} s)")
