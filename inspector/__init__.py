@@ -12,8 +12,19 @@ from .errors import (
 )
 from .multi import CompareResult, DiffResult, TrackResult, compare, diff, track
 
+
+
+def experiment(names=None, out=None, **options):
+    """Training experiments on whether negative weights matter (needs the torch extra); see
+    :func:`inspector.experiments.experiment`."""
+    from .experiments import experiment as run
+
+    return run(names, out, **options)
+
+
 __all__ = [
     "inspect",
+    "experiment",
     "Inspection",
     "diff",
     "track",
