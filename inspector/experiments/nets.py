@@ -30,7 +30,7 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
-    """conv(1->8) bn relu pool, conv(8->16) bn relu pool, fc1(64->32) relu, fc2(32->10)."""
+    """conv(1->8) bn relu pool, conv(8->16) bn relu pool, fc(64->32) relu, fc(32->10)."""
 
     def __init__(self, classes: int = 10):
         super().__init__()

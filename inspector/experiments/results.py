@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import OutputError
+from ..report.bundle import report_dir
 from ..report.export import write_csv, write_text
 from . import document, report
 from .catalog import EXPERIMENTS
@@ -43,22 +43,11 @@ class ExperimentResult:
 
     def save(self, directory) -> Path:
         """Every experiment's CSVs and plots, then experiments.md and experiments.html; returns the .md path."""
-        folder = out_folder(directory)
+        folder = report_dir(directory)
         images = {name: save_tables(t, folder) for name, t in self.tables.items()}
         blocks = self.blocks(images)
         write_text(document.to_html(blocks, "winspect experiments"), folder / "experiments.html")
         return write_text(document.to_markdown(blocks), folder / "experiments.md")
-
-
-def out_folder(directory) -> Path:
-    folder = Path(directory)
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"{folder}: is a file; give a directory")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"{folder}: cannot create the output directory ({e.strerror or e})") from None
-    return folder
 
 
 def save_tables(t: Tables, folder: Path) -> list[str]:
@@ -137,7 +126,7 @@ def run_all(names, out, seeds, epochs, quick: bool, progress) -> ExperimentResul
 
     budget = Budget.make(seeds, epochs, quick)
     info = platform_info(names, budget, quick)
-    folder = out_folder(out) if out is not None else None
+    folder = report_dir(out) if out is not None else None
     start, tables = time.perf_counter(), {}
     for name in names:
         t = run_evolution(budget, progress) if name == "evolution" else run_experiment(EXPERIMENTS[name], budget,
