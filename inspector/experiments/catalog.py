@@ -97,7 +97,8 @@ INIT = Experiment(
     "except for `constant` and `kaiming` (PyTorch's default bias). distinct_units: distinct hidden units "
     "(fc1 rows with their bias, compared exactly) at the end: 64 unless the units are identical copies.",
     tuple(Job(Spec("mlp", init=i), i) for i in INITS), ["config"],
-    ["test_acc", "epochs_to_target", "init_neg_frac", "weight_neg_frac", "distinct_units"], ["test_acc"],
+    ["test_acc", "epochs_to_target", "reached_target", "init_neg_frac", "weight_neg_frac", "distinct_units"],
+    ["test_acc"],
     baseline="kaiming")
 
 EVOLUTION = Experiment(

@@ -27,22 +27,26 @@ def num(x) -> str:
     return f"{x:.3f}" if 0.01 <= abs(x) < 1000 else f"{x:.3g}"
 
 
-def cell(row: pd.Series, metric: str) -> str:
-    """mean ± std [95 % interval] of one metric (just the mean with one value)."""
+def cell(row: pd.Series, metric: str, runs: int) -> str:
+    """mean ± std [95 % interval] of one metric (just the mean with one value); "(n of runs)" when some
+    runs have no value (a target never reached)."""
     n, mean = row[f"{metric}_n"], row[f"{metric}_mean"]
     if not n:
         return "never" if metric.endswith("_to_target") else "–"
+    of = f" ({n} of {runs})" if n < runs else ""
     if n == 1:
-        return num(mean)
-    return f"{num(mean)} ± {num(row[f'{metric}_std'])} [{num(row[f'{metric}_ci_low'])}, {num(row[f'{metric}_ci_high'])}]"
+        return num(mean) + of
+    return (f"{num(mean)} ± {num(row[f'{metric}_std'])} [{num(row[f'{metric}_ci_low'])}, "
+            f"{num(row[f'{metric}_ci_high'])}]{of}")
 
 
 def summary_view(t: Tables) -> pd.DataFrame:
     s = t.summary
     view = s[t.experiment.keys].copy()
-    view.insert(len(view.columns), "runs", t.runs.groupby(t.experiment.keys, sort=False, dropna=False).size().values)
+    runs = t.runs.groupby(t.experiment.keys, sort=False, dropna=False).size().values
+    view.insert(len(view.columns), "runs", runs)
     for m in t.experiment.metrics:
-        view[m] = [cell(r, m) for _, r in s.iterrows()]
+        view[m] = [cell(r, m, k) for (_, r), k in zip(s.iterrows(), runs)]
     return view
 
 
