@@ -14,7 +14,7 @@ from . import measure
 from .catalog import EPOCHS, QUICK_EPOCHS, TARGET, Experiment, Job
 from .data import Dataset, task
 from .stats import comparisons, summarize
-from .train import Trained, train
+from .train import Trained, single_thread, train
 
 RUN_COLUMNS = [
     "experiment", "network", "task", "config", "signs", "method", "biases", "activation", "init", "seed",
@@ -94,8 +94,9 @@ def run_experiment(exp: Experiment, budget: Budget, progress: Progress | None = 
                 cache[job.task] = task(job.task)
             data = cache[job.task]
             for seed in budget.seeds:
-                run = train(job.spec, data, budget.epochs[job.spec.network], seed, on_epoch)
-                row, lay = run_row(exp, job, seed, run, data, Path(tmp))
+                with single_thread():  # evaluation too: one thread is faster here, and the same everywhere
+                    run = train(job.spec, data, budget.epochs[job.spec.network], seed, on_epoch)
+                    row, lay = run_row(exp, job, seed, run, data, Path(tmp))
                 rows.append(row)
                 layer_rows += lay
                 done += 1

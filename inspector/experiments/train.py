@@ -69,18 +69,25 @@ class Trained:
 
 
 @contextlib.contextmanager
-def deterministic(seed: int):
-    """One thread, deterministic algorithms, torch's global generator seeded; all restored on exit."""
+def single_thread():
+    """One torch thread and deterministic algorithms (training and evaluation alike); restored on exit."""
     threads, strict = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(THREADS)
     torch.use_deterministic_algorithms(True)
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            yield torch.Generator().manual_seed(seed)
+        yield
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(strict)
+
+
+@contextlib.contextmanager
+def deterministic(seed: int):
+    """:func:`single_thread`, and torch's global generator seeded (its state restored on exit); yields a
+    ``torch.Generator`` seeded with the same seed."""
+    with single_thread(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield torch.Generator().manual_seed(seed)
 
 
 def initialise(model: torch.nn.Module, scheme: str) -> None:
