@@ -117,9 +117,15 @@ def test_violations_match_numpy_and_catch_a_broken_constraint(tmp_path, config, 
     assert measure.Weights(done, tmp_path, "broken").violations() == 1
 
 
-def test_same_seed_gives_identical_csvs(tmp_path):
+def test_same_seed_gives_identical_csvs_and_leaves_torch_as_it_was(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
+    threads = torch.get_num_threads()
+    torch.manual_seed(1234)
+    want = torch.rand(3)
+    torch.manual_seed(1234)
     ra = inspector.experiment(["signs", "init", "evolution"], a, seeds=1, epochs=1)
+    assert torch.equal(torch.rand(3), want) and torch.get_num_threads() == threads
+    assert not torch.are_deterministic_algorithms_enabled()
     inspector.experiment(["signs", "init", "evolution"], b, seeds=1, epochs=1)
     assert isinstance(ra["signs"], pd.DataFrame) and len(ra["signs"]) == 31
     files = sorted(p.name for p in a.glob("*.csv"))
