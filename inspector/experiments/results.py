@@ -43,7 +43,7 @@ class ExperimentResult:
 
     def save(self, directory) -> Path:
         """Every experiment's CSVs and plots, then experiments.md and experiments.html; returns the .md path."""
-        folder = report_dir(directory)
+        folder = report_dir(directory, "output")
         images = {name: save_tables(t, folder) for name, t in self.tables.items()}
         blocks = self.blocks(images)
         write_text(document.to_html(blocks, "winspect experiments"), folder / "experiments.html")
@@ -126,7 +126,7 @@ def run_all(names, out, seeds, epochs, quick: bool, progress) -> ExperimentResul
 
     budget = Budget.make(seeds, epochs, quick)
     info = platform_info(names, budget, quick)
-    folder = report_dir(out) if out is not None else None
+    folder = report_dir(out, "output") if out is not None else None
     start, tables = time.perf_counter(), {}
     for name in names:
         t = run_evolution(budget, progress) if name == "evolution" else run_experiment(EXPERIMENTS[name], budget,
