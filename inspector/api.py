@@ -9,12 +9,14 @@ from pathlib import Path
 
 
 from .analysis.complex_values import complex_note
+from .analysis.spectral import blas_threads
 from .analysis.stats import CHUNK_ELEMS
 from .loaders import LoadOptions, open_source
 from .report.export import write_csv, write_json
 from .table import Tables, build_tables
 from .table.rows import (
-    TABLE_REDUCERS, TABLE_ROW_FUNCTIONS, ProgressFn, ReducerFactory, RowFunction, analyze_records, table_rows,
+    TABLE_REDUCERS, TABLE_ROW_FUNCTIONS, ProgressFn, ReducerFactory, RowFunction, analyze_records, pop_spectra,
+    table_rows,
 )
 
 
@@ -26,10 +28,13 @@ class Inspection:
     ``histograms``: per tensor name, (bin edges, counts) from the pass: 64 bins symmetric about
     zero over ±max|x|, or over ±4 max(|p01|, |p99|) when outliers reach further (they count in
     the outer bins; see ``StatsAccumulator._hist_edges``).
+    ``spectra``: with ``spectral=True``, per analysed weight its eigenvalues and fit (see
+    inspector.analysis.spectral); empty otherwise.
     """
 
-    def __init__(self, source: str, tables: Tables, meta: dict, histograms: dict):
+    def __init__(self, source: str, tables: Tables, meta: dict, histograms: dict, spectra: dict | None = None):
         self.source = source
+        self.spectra = spectra or {}
         self.meta = meta
         self.tensors = tables.tensors
         self.layers = tables.layers
@@ -39,7 +44,8 @@ class Inspection:
     @classmethod
     def from_rows(cls, source: str, rows: list[dict], meta: dict, histograms: dict) -> "Inspection":
         """The inspection of ``source`` from its tensor rows (see inspector.table.rows)."""
-        return cls(source, build_tables(source, rows, meta), meta, histograms)
+        spectra = pop_spectra(rows)
+        return cls(source, build_tables(source, rows, meta), meta, histograms, spectra)
 
     def to_csv(self, path) -> Path:
         return write_csv(self.tensors, path)
@@ -52,7 +58,7 @@ class Inspection:
 
     def plot(self, kind: str = "weight") -> list:
         """matplotlib figures: ``weight`` (whole-model distribution), ``negative``, ``magnitude``,
-        ``histograms`` or ``all`` (see inspector.report.plots)."""
+        ``histograms``, with spectral columns ``esd``, ``alpha``, ``sign``; or ``all`` (see inspector.report.plots)."""
         from .report.plots import plots
 
         return [p.figure for p in plots(self, kind)]
@@ -82,13 +88,16 @@ def inspect(
     *,
     chunk_elems: int = CHUNK_ELEMS,
     progress: ProgressFn | None = None,
+    spectral: bool = False,
 ) -> Inspection:
-    """Inspect a torchvision model name, a checkpoint file or a model directory."""
-    with open_source(str(source), LoadOptions(weights=weights)) as src:
+    """Inspect a torchvision model name, a checkpoint file or a model directory.
+
+    ``spectral=True`` adds the spectral columns (docs/spectral.md) to the weight matrices."""
+    with open_source(str(source), LoadOptions(weights=weights)) as src, blas_threads(spectral):
         totals = src.totals()
         if totals and hasattr(progress, "begin"):
             progress.begin(*totals)
-        rows, hists = table_rows(src.records(), chunk_elems, progress)
+        rows, hists = table_rows(src.records(), chunk_elems, progress, spectral)
         meta = dict(src.meta)
     note = complex_note(rows)
     if note:

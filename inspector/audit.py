@@ -61,11 +61,11 @@ def parse_fail_on(text: str) -> tuple[str, ...]:
     return tuple(names) or DEFAULT_FAIL_ON
 
 
-def audit(source, weights: str = "DEFAULT") -> Audit:
+def audit(source, weights: str = "DEFAULT", spectral: bool = False) -> Audit:
     """Findings of a source. Never executes a pickle: an unreadable one whose scan found something
-    yields those findings."""
+    yields those findings. ``spectral``: run the spectral analysis too (for ``alpha`` findings)."""
     try:
-        result = inspect(source, weights=weights)
+        result = inspect(source, weights=weights, spectral=spectral)
     except UnsafePickle as e:
         return Audit(str(source), e.scan.findings(), refused=str(e))
     return Audit(str(source), list(result.summary["findings"]))

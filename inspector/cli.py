@@ -202,9 +202,11 @@ def main():
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Write the report set into DIR: CSVs, summary.json, PNG plots, report.html, report.md.")
 @click.option("--svg", is_flag=True, help="With --out: write the plots as SVG too.")
+@click.option("--spectral", is_flag=True,
+              help="Add spectral columns (WeightWatcher's alpha, norms, ranks; sign spectrum) to weight matrices.")
 @common_options
 @handle_errors
-def inspect_cmd(source, weights, csv_path, layers_csv, json_path, out_dir, svg, quiet, debug):
+def inspect_cmd(source, weights, csv_path, layers_csv, json_path, out_dir, svg, spectral, quiet, debug):
     """Per-tensor and per-layer statistics of one model."""
     from .api import inspect
 
@@ -216,7 +218,7 @@ def inspect_cmd(source, weights, csv_path, layers_csv, json_path, out_dir, svg, 
 
     bar = progress_for(quiet=quiet)
     try:
-        result = inspect(source, weights=weights, progress=bar)
+        result = inspect(source, weights=weights, progress=bar, spectral=spectral)
     finally:
         if bar:
             bar.close()
@@ -321,7 +323,8 @@ def compare_cmd(sources, csv_path, json_path, out_dir, weights, quiet, debug):
 @handle_errors
 def audit_cmd(source, fail_on, json_path, weights, quiet, debug):
     """Findings (NaN/Inf, zero and tied tensors, unsafe pickles, ...): exit 3 when one listed in --fail-on is
-    present, 0 when none is, 1 on bad input. No pickle is ever executed."""
+    present, 0 when none is, 1 on bad input. No pickle is ever executed. Listing ``alpha`` runs the
+    spectral analysis."""
     from .audit import UnknownFinding, audit, parse_fail_on
 
     try:
@@ -330,7 +333,7 @@ def audit_cmd(source, fail_on, json_path, weights, quiet, debug):
         raise click.BadParameter(str(e).removeprefix("--fail-on: "), param_hint="--fail-on") from None
     check_outputs([source], [json_path])
     report = not (quiet or piped(json_path))
-    result = audit(source, weights=weights)
+    result = audit(source, weights=weights, spectral="alpha" in gate)
     failed = result.failed_on(gate)
     if json_path:
         result.to_json(json_path, gate)

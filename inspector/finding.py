@@ -27,6 +27,7 @@ FINDING_KINDS = {
                         "was executed)"),
     "scan_incomplete": ("error", "a file whose pickles could not all be scanned (bounds reached, unreadable "
                                  "members)"),
+    "alpha": ("warning", "a weight whose spectral power-law exponent alpha is < 2 or > 6 (needs --spectral)"),
 }
 FINDING_TYPES = {name: meaning for name, (_, meaning) in FINDING_KINDS.items()}
 DEFAULT_FAIL_ON = ("nan", "inf", "unsafe", "scan_incomplete")
@@ -102,3 +103,12 @@ def duplicate_member_finding(member: str) -> Finding:
 
 def scan_incomplete_finding(source: str, why: str) -> Finding:
     return finding("scan_incomplete", source, why)
+
+
+ALPHA_LOW, ALPHA_HIGH = 2.0, 6.0  # WeightWatcher's bounds of a well-trained layer's alpha
+
+
+def alpha_finding(tensor: str, alpha: float) -> Finding:
+    why = (f"below {ALPHA_LOW:g}: a very heavy-tailed spectrum (over-fit, or over-regularised)" if alpha < ALPHA_LOW
+           else f"above {ALPHA_HIGH:g}: a spectrum close to random (under-trained)")
+    return finding("alpha", tensor, f"power-law exponent alpha {alpha:.2f} is {why}", alpha=float(alpha))

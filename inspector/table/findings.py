@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 
 from ..finding import (
-    Finding, dead_relu_finding, inf_finding, nan_finding, outlier_finding, tied_finding, zero_finding,
+    ALPHA_HIGH, ALPHA_LOW, Finding, alpha_finding, dead_relu_finding, inf_finding, nan_finding, outlier_finding,
+    tied_finding, zero_finding,
 )
 
 
@@ -26,6 +27,15 @@ def tensor_findings(tensors: pd.DataFrame) -> list[Finding]:
         if isinstance(r.tied_to, str):
             out.append(tied_finding(r.name, r.tied_to))
     return out
+
+
+def alpha_findings(tensors: pd.DataFrame) -> list[Finding]:
+    """Weights whose fitted alpha is below 2 or above 6 (only with the spectral columns)."""
+    if "alpha" not in tensors:
+        return []
+    alpha = tensors["alpha"].astype("float64")
+    hit = tensors[((alpha < ALPHA_LOW) | (alpha > ALPHA_HIGH)) & tensors["tied_to"].isna()]
+    return [alpha_finding(r.name, float(r.alpha)) for r in hit.itertuples()]
 
 
 def dead_relu_layers(tensors: pd.DataFrame) -> list[dict]:

@@ -6,6 +6,7 @@ from typing import Callable
 
 from ..analysis.init_baseline import baseline_columns
 from ..analysis.parallel import analyze_stream
+from ..analysis.spectral import SPECTRUM_KEY, spectral_reducer
 from ..analysis.stats import CHUNK_ELEMS
 from ..analysis.units import bias_signs, resolve_dead_relu, unit_signs
 from ..names import shape_str
@@ -68,8 +69,20 @@ def record_row(rec: TensorRecord, stats: dict) -> dict:
     }
 
 
-def table_rows(records, chunk_elems: int = CHUNK_ELEMS, progress: ProgressFn | None = None):
-    """Rows of the tensor table: core statistics, per-unit signs and the init baseline, one pass."""
-    rows, hists = analyze_records(records, chunk_elems, progress, TABLE_REDUCERS, TABLE_ROW_FUNCTIONS)
+def table_rows(records, chunk_elems: int = CHUNK_ELEMS, progress: ProgressFn | None = None, spectral: bool = False):
+    """Rows of the tensor table: core statistics, per-unit signs and the init baseline, one pass;
+    with ``spectral``, the spectral columns too (their spectra stay in the rows: see pop_spectra)."""
+    reducers = TABLE_REDUCERS + ((spectral_reducer,) if spectral else ())
+    rows, hists = analyze_records(records, chunk_elems, progress, reducers, TABLE_ROW_FUNCTIONS)
     resolve_dead_relu(rows)
     return rows, hists
+
+
+def pop_spectra(rows: list[dict]) -> dict:
+    """{tensor name: spectrum} of the rows with spectral columns, taken out of the rows (for the plots)."""
+    spectra = {}
+    for row in rows:
+        spectrum = row.pop(SPECTRUM_KEY, None)
+        if spectrum is not None and not row.get("tied_to"):
+            spectra[row["name"]] = spectrum
+    return spectra

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..analysis.spectral import SPECTRAL_COLUMNS
 from ..analysis.stats import PERCENTILES
 
 TENSOR_COLUMNS = [
@@ -31,8 +32,15 @@ LAYER_COLUMNS = [
     "weight_abs_mean", "weight_std", "weight_l2_norm", "nan_count", "inf_count",
 ]
 
+SPECTRAL_COUNTS = ("num_evals", "num_pl_spikes", "num_spikes")
+
+
 def tensor_frame(rows: list[dict], extra: list[str] | None = None) -> pd.DataFrame:
+    """The tensor table; the spectral columns (analysis/spectral.py) follow when a row has them."""
     more = TENSOR_EXTRA_COLUMNS + TENSOR_ANALYSIS_COLUMNS
+    spectral = any("spectral_method" in r for r in rows)
+    if spectral:
+        more = more + SPECTRAL_COLUMNS
     cols = TENSOR_COLUMNS + more + [c for c in (extra or []) if c not in more]
     df = pd.DataFrame(rows, columns=cols)
     for c in ("numel", "neg_count", "zero_count", "pos_count", "nan_count", "inf_count", "finite_count"):
@@ -41,6 +49,11 @@ def tensor_frame(rows: list[dict], extra: list[str] | None = None) -> pd.DataFra
     for c in TENSOR_ANALYSIS_COLUMNS:  # counts stay integers when some rows leave them empty
         df[c] = df[c].astype("Int64" if c in ("units", "all_nonpos_units", "dead_relu_candidates", "fan_in",
                                               "fan_out") else "float64")
+    if spectral:
+        for c in SPECTRAL_COLUMNS[1:]:
+            df[c] = df[c].astype("float64")
+            if c in SPECTRAL_COUNTS:
+                df[c] = df[c].astype("Int64")
     return df
 
 

@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from .findings import dead_relu_findings, dead_relu_layers, layer_outliers, tensor_findings
+from .findings import alpha_findings, dead_relu_findings, dead_relu_layers, layer_outliers, tensor_findings
 from .layers import pooled
 from .schema import counted
 
@@ -21,7 +21,25 @@ def build_summary(tensors: pd.DataFrame, layers: pd.DataFrame, meta: dict) -> di
     summary["findings"] = list(meta.get("findings", [])) + tensor_findings(tensors)
     summary["findings"] += dead_relu_findings(summary["dead_relu_layers"])
     summary["findings"] += layer_outliers(layers, tensors)
+    summary["findings"] += alpha_findings(tensors)
+    if "alpha" in tensors:
+        summary["spectral"] = spectral_summary(tensors)
     return summary
+
+
+SPECTRAL_MEANS = ("log_norm", "alpha", "alpha_weighted", "log_spectral_norm", "stable_rank", "mp_softrank")
+
+
+def spectral_summary(tensors: pd.DataFrame) -> dict:
+    """Means of WeightWatcher's summary metrics over the analysed weights (as its get_summary), and
+    how many weights have alpha < 2 and > 6."""
+    df = tensors[tensors["spectral_method"].notna() & tensors["tied_to"].isna()]
+    alpha = df["alpha"].astype("float64")
+    out = {"weights": int(len(df))}
+    out.update({f"mean_{c}": float(df[c].astype("float64").mean()) for c in SPECTRAL_MEANS})
+    out["alpha_below_2"] = int((alpha < 2).sum())
+    out["alpha_above_6"] = int((alpha > 6).sum())
+    return out
 
 
 def summarize(tensors: pd.DataFrame, layers: pd.DataFrame, meta: dict) -> dict:
