@@ -89,7 +89,7 @@ def gram_eigenvalues(a: np.ndarray, sign: bool = False) -> np.ndarray:
         a = a.T
     g = np.zeros((a.shape[1], a.shape[1]))
     for s in row_blocks(a):
-        b = np.asarray(a[s], dtype=np.float64)
+        b = np.ascontiguousarray(a[s], dtype=np.float64)  # BLAS needs contiguous blocks
         if sign:
             b = np.sign(b)
         g += b.T @ b
@@ -106,7 +106,7 @@ def top_eigenvalues(a: np.ndarray, k: int, sign: bool = False, iters: int = 4, s
     blocks = row_blocks(a)
 
     def rows(s):
-        b = np.asarray(a[s], dtype=np.float32)
+        b = np.ascontiguousarray(a[s], dtype=np.float32)
         return np.sign(b) if sign else b
 
     for _ in range(iters):
@@ -257,17 +257,16 @@ def spectral_reducer(record):
 
 @contextlib.contextmanager
 def blas_threads(active: bool = True):
-    """Within: the BLAS/LAPACK libraries use at most ``WINSPECT_THREADS`` threads (default: the CPUs),
-    shared by the analysis's worker threads (threadpoolctl; without it, the libraries' own setting)."""
+    """Within: one BLAS/LAPACK thread per call. The parallelism is the analysis's worker threads
+    (``WINSPECT_THREADS``, default one per CPU), one tensor each; BLAS threads of their own on top
+    oversubscribe the CPUs and, on a loaded machine, run many times slower (threadpoolctl)."""
     if not active:
         yield
         return
-    from .parallel import default_workers
-
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency
         yield
         return
-    with threadpool_limits(limits=default_workers()):
+    with threadpool_limits(limits=1):
         yield
