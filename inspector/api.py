@@ -60,8 +60,12 @@ class Inspection:
         """matplotlib figures: ``weight`` (whole-model distribution), ``negative``, ``magnitude``,
         ``histograms``, with spectral columns ``esd``, ``alpha``, ``sign``; or ``all`` (see inspector.report.plots)."""
         from .report.plots import plots
+        from .report.spectral_plots import SPECTRAL_PLOT_KINDS, spectral_plots
 
-        return [p.figure for p in plots(self, kind)]
+        if kind in SPECTRAL_PLOT_KINDS:
+            return [p.figure for p in spectral_plots(self, kind)]
+        extra = spectral_plots(self) if kind == "all" else []
+        return [p.figure for p in plots(self, kind) + extra]
 
     def to_report(self, directory, svg: bool = False, protect=()) -> Path:
         """Write CSVs, summary.json, plots, report.html and report.md into ``directory``; never over or

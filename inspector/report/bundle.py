@@ -42,9 +42,10 @@ def _render(fig, fmt: str) -> bytes:
 def write_plots(inspection, out: Path, svg: bool = False, protect=()) -> tuple[list[tuple[str, str, bytes]], set]:
     """Write every plot as PNG (and SVG): ((caption, PNG file name, PNG bytes) per plot, names written)."""
     from .plots import plots
+    from .spectral_plots import spectral_plots
 
     written, shown = set(), []
-    for p in plots(inspection):
+    for p in plots(inspection) + spectral_plots(inspection):
         png = _render(p.figure, "png")
         put(write_bytes, png, out, f"{p.stem}.png", written, protect)
         if svg:
