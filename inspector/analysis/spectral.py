@@ -48,21 +48,21 @@ RECURRENT_GATES = {"LSTM": 4, "LSTMCell": 4, "GRU": 3, "GRUCell": 3}
 def gate_count(name: str, shape: tuple[int, ...], module_type: str | None, out_axis: int | None) -> int:
     """Gates stacked along the output axis of a recurrent kernel (1 for any other weight).
 
-    The module type decides when the source names it; else PyTorch's ``weight_hh_l*`` names
-    (rows / columns = 4 or 3) and ``weight_ih_l*`` names (4 when the rows divide by 4, else 3).
+    The module type decides when the source names it (LSTM 4, GRU 3). Otherwise PyTorch's
+    parameter names: ``weight_hh_l*`` has rows / columns = 4 or 3 gates; for ``weight_ih_l*``
+    a layer path naming ``lstm`` or ``gru`` decides, else 4 when the rows divide by 4 (3 if only by 3).
     """
     if len(shape) != 2 or out_axis is None:
         return 1
-    if module_type in RECURRENT_GATES:
-        gates = RECURRENT_GATES[module_type]
-        return gates if shape[out_axis] % gates == 0 else 1
-    leaf = name.replace("/", ".").rsplit(".", 1)[-1]
     rows, cols = shape[out_axis], shape[1 - out_axis]
-    if leaf.startswith("weight_hh"):
-        return rows // cols if rows % cols == 0 and rows // cols in (3, 4) else 1
-    if leaf.startswith("weight_ih"):
-        return 4 if rows % 4 == 0 else 3 if rows % 3 == 0 else 1
-    return 1
+    gates = RECURRENT_GATES.get(module_type or "")
+    leaf = name.replace("/", ".").rsplit(".", 1)[-1]
+    if gates is None and leaf.startswith("weight_hh"):
+        gates = rows // cols if rows % cols == 0 and rows // cols in (3, 4) else None
+    elif gates is None and leaf.startswith("weight_ih"):
+        path = name.lower()
+        gates = 3 if "gru" in path else 4 if "lstm" in path else 4 if rows % 4 == 0 else 3
+    return gates if gates and rows % gates == 0 else 1
 
 
 def matrices(arr: np.ndarray, layout: str, gates: int, out_axis: int | None) -> list[np.ndarray]:
@@ -175,9 +175,11 @@ def ww_columns(evals: np.ndarray, norm: float, n: int, m: int, exact: bool) -> d
     }
 
 
-def effective_rank(evals: np.ndarray) -> float:
-    """exp of the entropy of the normalised singular values (Roy and Vetterli)."""
-    sv = np.sqrt(evals[evals > 0])
+def effective_rank(evals: np.ndarray, n: int) -> float:
+    """exp of the entropy of the normalised singular values (Roy and Vetterli). Eigenvalues below the
+    Gram matrix's round-off, max * n * 10 eps (n: the larger side), count as zero."""
+    tol = evals.max() * n * 10 * np.finfo(np.float64).eps if evals.size else 0.0
+    sv = np.sqrt(evals[evals > tol])
     if sv.size == 0:
         return math.nan
     p = sv / sv.sum()
@@ -196,7 +198,7 @@ def spectral_row(mats: list[np.ndarray], scale: float) -> tuple[dict, dict]:
     sign, sign_evals = sign_columns(mats, exact)
     cols.update({
         "sigma_max": math.sqrt(raw[-1]) if raw.size else 0.0, "frobenius_norm": math.sqrt(fro_sq),
-        "effective_rank": effective_rank(raw) if exact else math.nan, **sign,
+        "effective_rank": effective_rank(raw, n) if exact else math.nan, **sign,
     })
     spectrum = {"evals": evals, "alpha": cols["alpha"], "xmin": cols["xmin"], "exact": exact,
                 "sign_evals": sign_evals, "q": n / m}

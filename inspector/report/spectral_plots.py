@@ -38,7 +38,7 @@ def analysed(tensors: pd.DataFrame, spectra: dict) -> pd.DataFrame:
 
 def esd_axes(ax, name: str, spectrum: dict) -> None:
     evals = spectrum["evals"]
-    pos = evals[evals > 0]
+    pos = evals[evals > evals.max() * 1e-9] if evals.size else evals  # not the round-off of zero
     ax.set_title(short(name, 34), fontsize=7, parse_math=False)
     if pos.size < 2 or pos.min() == pos.max():
         ax.text(0.5, 0.5, "no spread", transform=ax.transAxes, ha="center", fontsize=7)
