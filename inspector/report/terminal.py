@@ -43,11 +43,20 @@ def render(inspection, max_rows: int = MAX_LAYER_ROWS) -> Group:
         parts.append(f"most negative layers: {most}")
         parts.append(f"least negative layers: {least}")
     parts.append(_layer_table(inspection.layers, max_rows))
+    if s.get("spectral"):
+        parts.append(spectral_line(s["spectral"]))
     for f in s.get("findings", [])[:20]:
         parts.append(f"[yellow]finding[/yellow] {safe(f.type)}: {safe(f.subject)} {safe(f.detail)}")
     if len(s.get("findings", [])) > 20:
         parts.append(f"… {len(s['findings']) - 20} more findings (see --json)")
     return Group(*parts)
+
+
+def spectral_line(sp: dict) -> str:
+    """One line of the spectral summary (``--spectral``)."""
+    return (f"[bold]spectral[/bold] ({sp['weights']} weights): mean alpha {num(sp['mean_alpha'])}, "
+            f"alpha < 2: {sp['alpha_below_2']}, alpha > 6: {sp['alpha_above_6']}; mean log_norm "
+            f"{num(sp['mean_log_norm'])}, mean stable_rank {num(sp['mean_stable_rank'])} (columns: --csv)")
 
 
 def _kind_table(s) -> Table:
