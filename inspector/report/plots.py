@@ -416,11 +416,16 @@ def plots(inspection, kind: str = "all") -> list[Plot]:
         "magnitude": lambda: magnitude_figures(t),
         "histograms": lambda: histogram_figures(t, h),
     }
+    return assemble(makers, CAPTIONS, kind)
+
+
+def assemble(makers: dict, captions: dict, kind: str) -> list[Plot]:
+    """Plots of one kind (or ``all``): each maker's figures, named ``stem`` or ``stem-N`` when several."""
     out = []
     for k, make in makers.items():
         if kind in (k, "all"):
             figs = make()
-            stem, caption = CAPTIONS[k]
+            stem, caption = captions[k]
             for i, fig in enumerate(figs):
                 many = len(figs) > 1
                 out.append(Plot(f"{stem}-{i + 1}" if many else stem, _title(caption, i, len(figs)), fig))

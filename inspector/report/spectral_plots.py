@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .plots import MULTIPLES_PER_FIG, Plot, _figure, _pages, _title, short
+from .plots import MULTIPLES_PER_FIG, Plot, _figure, _pages, _title, assemble, short
 
 SPECTRAL_PLOT_KINDS = ("esd", "alpha", "sign")
 SPECTRAL_CAPTIONS = {
@@ -144,11 +144,4 @@ def spectral_plots(inspection, kind: str = "all") -> list[Plot]:
     t = inspection.tensors
     makers = {"esd": lambda: esd_figures(t, spectra), "alpha": lambda: [alpha_figure(t, spectra)],
               "sign": lambda: sign_figures(t, spectra)}
-    out = []
-    for k, make in makers.items():
-        if kind in (k, "all"):
-            figs = make()
-            stem, caption = SPECTRAL_CAPTIONS[k]
-            for i, fig in enumerate(figs):
-                out.append(Plot(f"{stem}-{i + 1}" if len(figs) > 1 else stem, _title(caption, i, len(figs)), fig))
-    return out
+    return assemble(makers, SPECTRAL_CAPTIONS, kind)
