@@ -182,6 +182,29 @@ def test_which_tensors_apply():
     assert spectral.spectral_reducer(record("c.weight", np.zeros((8, 2, 3, 3)))) is not None  # 18 evals
 
 
+@pytest.mark.parametrize("shape,layout,gates,out_axis", [
+    ((12, 10, 3, 3), "pytorch", 1, 0), ((3, 3, 10, 12), "keras", 1, 3), ((8, 4, 5), "pytorch", 1, 0),
+    ((96, 24), "pytorch", 4, 0), ((24, 72), "keras", 3, 1), ((7, 9), "pytorch", 1, 0),
+])
+def test_matrix_shape_is_what_matrices_makes(shape, layout, gates, out_axis):
+    mats = spectral.matrices(np.zeros(shape), layout, gates, out_axis)
+    assert spectral.matrix_shape(shape, layout, gates, out_axis) == (len(mats), *mats[0].shape)
+    assert {m.shape for m in mats} == {mats[0].shape}
+
+
+def test_degenerate_spectra_give_numbers_not_warnings():
+    import warnings
+
+    q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((64, 64)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cols, _ = spectral.spectral_row([q], 1.0)  # every eigenvalue 1
+        ones, _ = spectral.spectral_row([np.ones((30, 20))], 1.0)  # rank one
+    assert cols["stable_rank"] == pytest.approx(64) and cols["effective_rank"] == pytest.approx(64)
+    assert ones["effective_rank"] == pytest.approx(1) and ones["sign_spectral_ratio"] > 2
+    assert math.isnan(ones["alpha"])  # one eigenvalue above 1e-5: nothing to fit
+
+
 @pytest.mark.parametrize("module_type,name,rows,gates", [
     ("LSTM", "rnn.weight_ih_l0", 96, 4), ("GRU", "rnn.weight_ih_l0", 72, 3), (None, "lstm.weight_hh_l0", 96, 4),
     (None, "gru.weight_hh_l0", 72, 3), (None, "gru.weight_ih_l0", 72, 3), (None, "lstm.weight_ih_l0", 96, 4),

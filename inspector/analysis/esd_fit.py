@@ -51,7 +51,8 @@ def _candidates(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     tail_sums = np.cumsum(logs[::-1])[::-1]
     idx = np.arange(big - 1)
     n = (big - idx).astype(np.float64)
-    alphas = 1 + n / (tail_sums[:-1] - n * logs[:-1])
+    with np.errstate(divide="ignore", invalid="ignore"):  # equal eigenvalues: alpha inf, D NaN
+        alphas = 1 + n / (tail_sums[:-1] - n * logs[:-1])
     ds = np.ones(big - 1)
     rows = max(1, BLOCK_ELEMS // big)
     for a in range(0, big - 1, rows):

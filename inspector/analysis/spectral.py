@@ -238,13 +238,23 @@ class SpectralReducer:
         return {**cols, SPECTRUM_KEY: spectrum}
 
 
+def matrix_shape(shape: tuple[int, ...], layout: str, gates: int, out_axis: int | None) -> tuple[int, int, int]:
+    """(count, rows, columns) of the matrices :func:`matrices` makes of a tensor of this shape."""
+    if len(shape) == 2 and gates > 1:
+        return gates, shape[out_axis] // gates, shape[1 - out_axis]
+    if len(shape) == 2:
+        return 1, shape[0], shape[1]
+    if layout == "keras":
+        return math.prod(shape[:-2]), shape[-2], shape[-1]
+    return math.prod(shape[2:]), shape[0], shape[1]
+
+
 def applies(shape: tuple[int, ...], layout: str, gates: int, out_axis: int | None) -> bool:
     """Whether a weight of this shape gets spectral columns (see the module's docstring)."""
     if len(shape) < 2:
         return False
-    probe = np.lib.stride_tricks.as_strided(np.zeros(1), shape=shape, strides=(0,) * len(shape))
-    mats = matrices(probe, layout, gates, out_axis)
-    return min(mats[0].shape) >= MIN_DIM and len(mats) * min(mats[0].shape) >= MIN_EVALS
+    count, rows, cols = matrix_shape(shape, layout, gates, out_axis)
+    return min(rows, cols) >= MIN_DIM and count * min(rows, cols) >= MIN_EVALS
 
 
 def spectral_reducer(record):
