@@ -138,6 +138,24 @@ def ref_small(ev):
     return best[1:]
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_pruned_fit_equals_the_full_loop(seed):
+    """The KS-distance search skips candidates by a lower bound: same xmin and alpha as the full loop."""
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(20, 400))
+    kind = seed % 3
+    if kind == 0:
+        ev = rng.pareto(rng.uniform(0.5, 4), size) + 0.01
+    elif kind == 1:
+        ev = np.linalg.svd(rng.standard_normal((size + int(rng.integers(0, 200)), size)), compute_uv=False) ** 2
+    else:
+        ev = np.concatenate([rng.chisquare(3, size), [50.0, 80.0]])
+    alpha, xmin, _ = powerlaw_fit(ev)
+    ref_alpha, ref_xmin = ref_powerlaw(ev)
+    assert xmin == ref_xmin
+    assert alpha == pytest.approx(ref_alpha, rel=1e-12)
+
+
 def test_tiny_matrix_uses_the_small_sample_rule():
     rng = np.random.default_rng(3)
     ev = np.sort(rng.pareto(2.0, 12) + 1)
