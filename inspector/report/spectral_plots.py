@@ -6,7 +6,8 @@
 * ``alpha``: alpha per weight in network order, the band 2 <= alpha <= 6 shaded;
 * ``sign``: the sign spectrum: ``sign_spectral_ratio`` per weight in network order (1 = the bulk
   edge of a random sign pattern of the same shape and density), and for the weights furthest
-  above it, the ESD of sign(W) against the Marchenko-Pastur law a random pattern follows.
+  above it, the ESD of sign(W) (the first kernel position or gate of a conv or recurrent kernel)
+  against the Marchenko-Pastur law a random pattern follows.
 """
 
 from __future__ import annotations
