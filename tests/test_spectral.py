@@ -311,3 +311,18 @@ def test_audit_fails_on_alpha():
     assert res.exit_code == 3, res.output
     assert "alpha" in res.output
     assert CliRunner().invoke(main, ["audit", FIXTURE, "--fail-on", "nan"]).exit_code == 0
+
+
+@pytest.mark.parametrize("source", ["fixtures/digits_cnn.pth", "fixtures/digits_cnn.onnx", "fixtures/digits_cnn.npz"])
+def test_every_format_gives_the_same_spectrum(source):
+    ref = inspect(FIXTURE, spectral=True).tensors.set_index("name")
+    other = inspect(source, spectral=True).tensors.set_index("name")
+    for c in spectral.SPECTRAL_COLUMNS[1:]:
+        assert float(other.loc["fc1.weight", c]) == pytest.approx(float(ref.loc["fc1.weight", c]), rel=1e-12), c
+
+
+def test_keras_kernels_get_spectral_columns():
+    t = inspect("fixtures/digits_keras.weights.h5", spectral=True).tensors
+    done = t[t["spectral_method"].notna()]
+    assert {"conv2d/kernel", "head/dense/kernel"} <= set(done["name"])
+    assert (done["spectral_method"] == "exact").all() and done["alpha"].notna().all()
