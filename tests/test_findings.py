@@ -21,6 +21,7 @@ CONSTRUCTED = {
     "custom_object": fm.custom_object_finding("model/x", "custom object 'X'"),
     "unsafe": fm.unsafe_finding("posix.system", "dangerous"),
     "scan_incomplete": fm.scan_incomplete_finding("m.pt", "scan stopped: more than 10000000 pickle opcodes"),
+    "alpha": fm.alpha_finding("fc.weight", 7.5),
 }
 
 
