@@ -80,7 +80,7 @@ def esd_figures(tensors: pd.DataFrame, spectra: dict) -> list:
 
 def per_weight_figure(values: pd.Series, labels: list, title: str, ylabel: str, band=None, line=None):
     """A dot per weight in network order (a log axis when the values span more than 100x)."""
-    fig = _figure(min(16, 3 + 0.18 * len(values)), 4.2)
+    fig = _figure(min(16, max(7, 3 + 0.18 * len(values))), 4.2)
     ax = fig.subplots()
     x = np.arange(len(values))
     y = values.to_numpy(dtype=float)
