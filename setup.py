@@ -12,6 +12,7 @@ setup(
         Extension(
             "inspector.analysis._kernels",
             sources=["inspector/analysis/_kernels.c"],
+            depends=["inspector/analysis/_reduce.h"],
             extra_compile_args=["-O3"],
             optional=True,
         ),

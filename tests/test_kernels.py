@@ -1,4 +1,4 @@
-"""The compiled kernels equal numpy, and the analyzer gives the same table with or without them."""
+"""The compiled kernels and their numpy twins give the same results, and the analyzer the same table with either."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from inspector.analysis import kernels
-from inspector.analysis.stats import BLOCK_ELEMS, StatsAccumulator, _magnitude_major, analyze
+from inspector.analysis import kernels, numpy_kernels
+from inspector.analysis.stats import BLOCK_ELEMS, analyze
 from inspector.analysis.units import UnitSigns
 from tests.test_perf_stats import FLOATS, INTS, check, record, values
 
@@ -19,29 +19,41 @@ from tests.test_perf_stats import FLOATS, INTS, check, record, values
 pytestmark = [pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning"),
               pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")]
 
-native = kernels.native
-needs_native = pytest.mark.skipif(native is None and os.environ.get("WINSPECT_NO_KERNELS") not in (None, "", "0"),
-                                  reason="WINSPECT_NO_KERNELS is set")
+NO_KERNELS = os.environ.get("WINSPECT_NO_KERNELS") not in (None, "", "0")
+try:
+    from inspector.analysis import _kernels as compiled
+except ImportError:
+    compiled = None
+IMPLS = {"compiled": compiled, "numpy": numpy_kernels}
 
 
-@pytest.fixture(params=["compiled", "numpy"])
-def mode(request, monkeypatch):
-    """Run a test with the compiled kernels, then with the numpy code that stands in for them."""
-    if request.param == "compiled":
-        if native is None:
-            pytest.skip("WINSPECT_NO_KERNELS is set")
-        monkeypatch.setattr(kernels, "native", native)
-    else:
-        monkeypatch.setattr(kernels, "native", None)
-    return request.param
+def _module(name: str):
+    if IMPLS[name] is None:
+        pytest.skip("inspector.analysis._kernels is not built")
+    return IMPLS[name]
+
+
+@pytest.fixture(params=list(IMPLS))
+def impl(request):
+    """Each implementation of the kernel functions in turn."""
+    return _module(request.param)
+
+
+@pytest.fixture(params=list(IMPLS))
+def mode(request):
+    """Run a test with the analyzer on the compiled kernels, then on numpy's."""
+    previous = kernels.use(_module(request.param))
+    yield request.param
+    kernels.use(previous)
 
 
 def test_the_kernels_are_built():
-    """`pip install` builds them here; a run without them is slower, not different."""
-    if os.environ.get("WINSPECT_NO_KERNELS") not in (None, "", "0"):
-        assert native is None
+    """`pip install` builds them here and they are used; a run without them is slower, not different."""
+    if NO_KERNELS:
+        assert kernels.impl is numpy_kernels
     else:
-        assert native is not None, "inspector.analysis._kernels was not built (is a C compiler installed?)"
+        assert compiled is not None, "inspector.analysis._kernels was not built (is a C compiler installed?)"
+        assert kernels.impl is compiled and kernels.COMPILED
 
 
 def awkward(dtype, n: int, seed: int = 0) -> np.ndarray:
@@ -62,16 +74,15 @@ def awkward(dtype, n: int, seed: int = 0) -> np.ndarray:
 # --- the kernels against numpy -------------------------------------------------------------------
 
 
-@needs_native
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 1000, 70_001])
-def test_count_codes_adds_a_bincount(dtype, n):
+def test_count_codes_adds_a_bincount(impl, dtype, n):
     rng = np.random.default_rng(n)
     size = 1 << (8 * np.dtype(dtype).itemsize)
     codes = rng.integers(0, size, n).astype(dtype)
     codes[: n // 3] = 7  # a long run of one code
     counts = np.arange(size, dtype=np.int64)  # added to, not overwritten
-    native.count_codes(codes, counts)
+    impl.count_codes(codes, counts)
     assert np.array_equal(counts, np.arange(size) + np.bincount(codes, minlength=size))
 
 
@@ -97,20 +108,21 @@ def moments_oracle(x: np.ndarray, block: int):
     return n, mean, m2, abs_sum
 
 
-@needs_native
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n,block", [(0, 8), (1, 8), (7, 8), (8, 8), (9, 8), (17, 16), (1000, 64), (5000, 1 << 17),
                                      (40_000, 1000)])
 @pytest.mark.parametrize("kind", ["normal", "awkward"])
-def test_moments_buckets_matches_numpy(dtype, n, block, kind):
+def test_moments_buckets_matches_numpy(impl, dtype, n, block, kind):
     x = values(dtype, n, seed=n) if kind == "normal" else awkward(dtype, n, seed=n)
     counts = np.zeros(1 << 20, dtype=np.int64)
-    got = native.moments_buckets(x, counts, block)
-    fn, fmean, fm2, fabs, lo, hi, nan, inf, zero, neg_zero = got
+    got = impl.moments_buckets(x, counts, block)
+    fn, fmean, fm2, fabs, lo, hi, nan, inf, zero, neg_zero, klo, khi = got
     f = x[np.isfinite(x)]
     assert (nan, inf) == (int(np.isnan(x).sum()), int(np.isinf(x).sum()))
     assert zero == int((f == 0).sum()) and neg_zero == int(((f == 0) & np.signbit(f)).sum())
-    assert np.array_equal(counts, np.bincount(_magnitude_major(f).astype(np.int64), minlength=1 << 20))
+    keys = numpy_kernels.bucket_keys(f)
+    assert np.array_equal(counts, np.bincount(keys, minlength=1 << 20))
+    assert (klo, khi) == ((int(keys.min()), int(keys.max())) if f.size else (1 << 20, -1))
     n_ref, mean, m2, abs_sum = moments_oracle(x, block)
     assert fn == n_ref == f.size
     if f.size == 0:
@@ -123,11 +135,11 @@ def test_moments_buckets_matches_numpy(dtype, n, block, kind):
     assert fabs == pytest.approx(abs_sum, rel=1e-12)
 
 
-@needs_native
-def test_moments_of_float64_whose_sum_overflows():
+def test_moments_of_float64_whose_sum_overflows(impl):
     x = np.array([1e308, 1e308, -1.0, 2.0], dtype=np.float64)
     counts = np.zeros(1 << 20, dtype=np.int64)
-    n, mean, m2, abs_sum, lo, hi, nan, inf, zero, neg_zero = native.moments_buckets(x, counts, 8)
+    with np.errstate(over="ignore"):
+        n, mean, m2, abs_sum, lo, hi, nan, inf, zero, neg_zero, *_ = impl.moments_buckets(x, counts, 8)
     assert (n, lo, hi, nan, inf) == (4, -1.0, 1e308, 0, 0)
     with np.errstate(over="ignore"):
         assert mean == x.mean() and abs_sum == np.abs(x).sum()  # inf, as numpy says
@@ -139,57 +151,94 @@ def signs_oracle(x: np.ndarray, inner: int):
     return (grid < 0).sum(axis=1), (grid > 0).sum(axis=1)
 
 
-@needs_native
 @pytest.mark.parametrize("dtype", [ml_dtypes.bfloat16, np.float16, np.float32, np.float64],
                          ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("inner", [1, 3, 16, 33])
-def test_row_signs_matches_numpy(dtype, inner):
+def test_row_signs_matches_numpy(impl, dtype, inner):
     x = awkward(dtype, inner * 50, seed=inner)
     x[:inner] = -0.0  # a row of negative zeros: neither sign
     neg, pos = np.empty((2, 50), dtype=np.int64)
-    native.row_signs(kernels.raw(x), kernels.row_code(x.dtype), inner, neg, pos)
+    impl.row_signs(kernels.raw(x), kernels.row_code(x.dtype), inner, neg, pos)
     want_neg, want_pos = signs_oracle(x, inner)
     assert np.array_equal(neg, want_neg) and np.array_equal(pos, want_pos)
     assert neg[0] == pos[0] == 0
 
 
-@needs_native
 @pytest.mark.parametrize("dtype", [ml_dtypes.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
-def test_row_signs_of_every_16_bit_code(dtype):
+def test_row_signs_of_every_16_bit_code(impl, dtype):
     """Each of the 65536 codes, NaNs and infinities included, is classed as numpy classes it."""
     x = np.arange(65536, dtype=np.uint16).view(dtype)
     neg, pos = np.empty((2, 65536), dtype=np.int64)
-    native.row_signs(x.view(np.uint16), kernels.row_code(x.dtype), 1, neg, pos)
+    impl.row_signs(x.view(np.uint16), kernels.row_code(x.dtype), 1, neg, pos)
     want_neg, want_pos = signs_oracle(x, 1)
     assert np.array_equal(neg, want_neg) and np.array_equal(pos, want_pos)
 
 
-@needs_native
-def test_kernels_refuse_bad_buffers():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [0, 1, 100, 5000])
+def test_select_buckets_picks_the_nonzero_values_of_flagged_buckets(impl, dtype, n):
+    x = awkward(dtype, n, seed=n)
+    keys = numpy_kernels.bucket_keys(x)
+    finite = np.isfinite(x)
+    klo = int(keys[finite].min()) if finite.any() else 0
+    flags = np.zeros(int(keys[finite].max()) - klo + 1 if finite.any() else 1, dtype=np.uint8)
+    flags[::3] = 1
+    flags[:2] = 1  # the buckets of zero and the tiniest subnormals: their zeros are never picked
+    hit = finite & (x != 0) & (keys - klo < flags.size) & (keys >= klo)
+    hit[hit] = flags[keys[hit] - klo] == 1
+    out = np.full(n + 1, 7, dtype=dtype)
+    assert impl.select_buckets(x, flags, klo, out) == int(hit.sum())
+    assert np.array_equal(out[: hit.sum()], x[hit]) and (out[hit.sum():] == 7).all()
+    short = np.empty(max(int(hit.sum()) - 1, 0), dtype=dtype)
+    assert impl.select_buckets(x, flags, klo, short) == int(hit.sum())  # says how many there were
+
+
+def test_kernels_refuse_bad_buffers(impl):
     counts = np.zeros(1 << 20, dtype=np.int64)
+    with pytest.raises(TypeError):
+        impl.count_codes(np.zeros(4, dtype=np.uint32), counts)
     with pytest.raises(ValueError):
-        native.count_codes(np.zeros(4, dtype=np.uint32), counts)
+        impl.count_codes(np.zeros(4, dtype=np.uint16), np.zeros(10, dtype=np.int64))
+    with pytest.raises(TypeError):  # counts of another element type of the same size
+        impl.count_codes(np.zeros(4, dtype=np.uint8), np.zeros(256, dtype=np.float64))
+    with pytest.raises(TypeError):
+        impl.count_codes(np.zeros(4, dtype=np.uint8), np.zeros(256, dtype=np.uint64))
+    with pytest.raises(TypeError):
+        impl.moments_buckets(np.zeros(4, dtype=np.float16), counts, 8)
+    with pytest.raises(TypeError):  # int32 is not float32, though both have 4-byte items
+        impl.moments_buckets(np.zeros(4, dtype=np.int32), counts, 8)
     with pytest.raises(ValueError):
-        native.count_codes(np.zeros(4, dtype=np.uint16), np.zeros(10, dtype=np.int64))
+        impl.moments_buckets(np.zeros(4, dtype=np.float32), counts[:100], 8)
     with pytest.raises(ValueError):
-        native.moments_buckets(np.zeros(4, dtype=np.float16), counts, 8)
+        impl.moments_buckets(np.zeros(4, dtype=np.float32), counts, 0)
+    with pytest.raises(TypeError):
+        impl.moments_buckets(np.zeros(4, dtype=np.float32), counts.view(np.float64), 8)
+    with pytest.raises(TypeError):
+        impl.select_buckets(np.zeros(4, dtype=np.float32), np.zeros(4, dtype=np.uint8), 0, np.zeros(4))
+    with pytest.raises(TypeError):
+        impl.select_buckets(np.zeros(4, dtype=np.float32), np.zeros(4, dtype=bool), 0, np.zeros(4, np.float32))
+    neg = np.empty(2, dtype=np.int64)
     with pytest.raises(ValueError):
-        native.moments_buckets(np.zeros(4, dtype=np.float32), counts[:100], 8)
+        impl.row_signs(np.zeros(5, dtype=np.float32), "f", 2, neg, neg)  # not whole rows
     with pytest.raises(ValueError):
-        native.moments_buckets(np.zeros(4, dtype=np.float32), counts, 0)
+        impl.row_signs(np.zeros(4, dtype=np.float32), "x", 2, neg, neg)
+    with pytest.raises(TypeError):
+        impl.row_signs(np.zeros(4, dtype=np.int32), "f", 2, neg, neg)
+    with pytest.raises(TypeError):
+        impl.row_signs(np.zeros(4, dtype=np.float32), "f", 2, neg.view(np.float64), neg)
+
+
+def test_compiled_kernels_refuse_strided_and_read_only_buffers():
+    native = _module("compiled")
+    counts = np.zeros(1 << 20, dtype=np.int64)
     with pytest.raises(TypeError):
         native.moments_buckets(np.zeros(8, dtype=np.float32)[::2], counts, 8)
     with pytest.raises(TypeError):  # read-only counts
         native.count_codes(np.zeros(4, dtype=np.uint8), bytes(256 * 8))
-    neg = np.empty(2, dtype=np.int64)
-    with pytest.raises(ValueError):
-        native.row_signs(np.zeros(5, dtype=np.float32), "f", 2, neg, neg)  # not whole rows
-    with pytest.raises(ValueError):
-        native.row_signs(np.zeros(4, dtype=np.float32), "x", 2, neg, neg)
 
 
-@needs_native
 def test_kernels_release_the_gil_and_stay_correct_on_threads():
+    native = _module("compiled")
     x = awkward(np.float32, 300_000, seed=5)
     want = np.zeros(1 << 20, dtype=np.int64)
     expected = native.moments_buckets(x, want, BLOCK_ELEMS)
@@ -230,29 +279,28 @@ def test_big_endian_data(mode, dtype):
     check(arr.astype(dtype), 700)
 
 
-def test_compiled_and_numpy_tables_agree(monkeypatch):
-    if native is None:
-        pytest.skip("WINSPECT_NO_KERNELS is set")
+def rows_with(module, arr, chunk):
+    previous = kernels.use(module)
+    try:
+        return analyze(record(arr), chunk)
+    finally:
+        kernels.use(previous)
+
+
+def test_compiled_and_numpy_rows_agree():
+    native = _module("compiled")
     for dtype in (np.float32, np.float64, np.int32, ml_dtypes.bfloat16, np.float16, np.int8):
         arr = awkward(np.float64, 50_000, seed=9).astype(dtype) if np.dtype(dtype).kind == "f" or \
             np.dtype(dtype) == np.dtype(ml_dtypes.bfloat16) else values(dtype, 50_000, seed=9)
-        monkeypatch.setattr(kernels, "native", native)
-        fast = StatsAccumulator(arr.dtype, arr.size, 4096)
-        for s in range(0, arr.size, 4096):
-            fast.update(arr[s : s + 4096])
-        monkeypatch.setattr(kernels, "native", None)
-        slow = StatsAccumulator(arr.dtype, arr.size, 4096)
-        for s in range(0, arr.size, 4096):
-            slow.update(arr[s : s + 4096])
-        a, b = fast.result(), slow.result()
-        assert np.array_equal(fast.counts, slow.counts), dtype
-        for k, v in b.items():
-            if k in ("hist_edges", "hist_counts"):
-                assert np.allclose(a[k], v, rtol=1e-12), (dtype, k)
-            elif isinstance(v, float) and not math.isnan(v):
-                assert a[k] == pytest.approx(v, rel=1e-12), (dtype, k)
-            else:
-                assert a[k] == v or (math.isnan(a[k]) and math.isnan(v)), (dtype, k)
+        for chunk in (4096, 1 << 20):
+            a, b = rows_with(native, arr, chunk), rows_with(numpy_kernels, arr, chunk)
+            for k, v in b.items():
+                if k in ("hist_edges", "hist_counts"):
+                    assert np.allclose(a[k], v, rtol=1e-12), (dtype, k)
+                elif isinstance(v, float) and not math.isnan(v) and not k.startswith("p"):
+                    assert a[k] == pytest.approx(v, rel=1e-12), (dtype, k)
+                else:
+                    assert a[k] == v or (math.isnan(a[k]) and math.isnan(v)), (dtype, k)
 
 
 @pytest.mark.parametrize("dtype", [ml_dtypes.bfloat16, np.float16, np.float32, np.float64],
@@ -270,12 +318,10 @@ def test_unit_signs_either_way(mode, dtype, shape, out_axis, chunk):
     assert np.array_equal(acc.pos, (per_unit > 0).sum(axis=1))
 
 
-def test_a_whole_tensor_row_is_the_same_either_way(monkeypatch):
+def test_a_whole_tensor_row_is_the_same_either_way():
+    native = _module("compiled")
     arr = awkward(np.float32, 3 * (1 << 16) + 11, seed=4)
-    rows = []
-    for k in (native, None):
-        monkeypatch.setattr(kernels, "native", k)
-        rows.append(analyze(record(arr), 1 << 16))
+    rows = [rows_with(m, arr, 1 << 16) for m in (native, numpy_kernels)]
     for key, v in rows[1].items():
         if isinstance(v, float):
             assert rows[0][key] == pytest.approx(v, rel=1e-12, nan_ok=True), key

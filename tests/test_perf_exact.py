@@ -1,40 +1,118 @@
-"""Exact percentiles and histogram without sorting equal numpy's to the bit."""
+"""Exact percentiles at every size: bucket counts, then a second look at the few buckets that decide them."""
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 
-from inspector.analysis.exact import SMALL, percentiles_and_hist
-from inspector.analysis.stats import HIST_BINS, PERCENTILES
+from inspector.analysis.small import small_rows
+from inspector.analysis.stats import PERCENTILES, analyze
+from inspector.records import TensorRecord, array_range_reader, array_reader
 
 
-def edges_for(x: np.ndarray) -> np.ndarray:
-    a = float(np.max(np.abs(x))) or 1.0
-    return np.linspace(-a, a, HIST_BINS + 1)
+def record(x: np.ndarray) -> TensorRecord:
+    return TensorRecord("t.weight", "other", x.dtype, x.shape, array_reader(x), range_reader=array_range_reader(x))
 
 
 def samples(n: int, seed: int):
     rng = np.random.default_rng(seed)
     yield "normal", rng.standard_normal(n)
     yield "uniform", rng.random(n) * 1e-3 - 2e-4
-    yield "crowded", 1.0 + rng.random(n) * 1e-6  # every value in one coarse bucket
+    yield "crowded", 1.0 + rng.random(n) * 1e-6  # every value in one bucket
     yield "few values", rng.integers(-3, 4, n).astype(np.float64)
     x = rng.standard_normal(n) * 1e-30
     x[::5] = -0.0
+    x[1::5] = 0.0
     yield "tiny and zeros", x
     y = rng.standard_normal(n)
     y[: n // 2] = np.linspace(-1, 1, n // 2)  # values on the histogram edges
     yield "edge values", y
+    z = rng.standard_normal(n) * 1e-3
+    z[::3] = 0.0  # zeros at the ranks that matter
+    z[5:7] = [np.nan, -np.inf] if n > 7 else z[5:7]
+    z[-1:] = 3e38 if n > 20 else z[-1:]
+    yield "sparse with outliers", z
+
+
+def finite_f64(x: np.ndarray) -> np.ndarray:
+    f = x.astype(np.float64)
+    return f[np.isfinite(f)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [1, 2, 5, SMALL - 1, SMALL + 1, 100_003])
-def test_equals_numpy(dtype, n):
+@pytest.mark.parametrize("n,chunk", [(1, 1 << 20), (5, 1 << 20), (100_003, 1 << 20),  # one chunk
+                                     (5, 2), (100_003, 4096), (100_003, 99_999)])  # several
+def test_percentiles_equal_numpy(dtype, n, chunk):
     for label, x in samples(n, seed=n):
-        x = x.astype(dtype)
-        edges = edges_for(x)
-        pct, hist = percentiles_and_hist(x, PERCENTILES, edges)
-        want = np.percentile(x.astype(np.float64), PERCENTILES)
-        assert pct == want.tolist(), label
-        assert np.array_equal(hist, np.histogram(x.astype(np.float64), bins=edges)[0]), label
+        with np.errstate(over="ignore"):
+            x = x.astype(dtype)
+        row = analyze(record(x), chunk)
+        want = np.percentile(finite_f64(x), PERCENTILES).tolist()
+        assert [row[f"p{q:02d}"] for q in PERCENTILES] == want, label
+        edges = row["hist_edges"]
+        ref = np.histogram(np.clip(finite_f64(x), edges[0], edges[-1]), bins=edges)[0]
+        if chunk >= n:  # one chunk: the histogram is exact too
+            assert np.array_equal(row["hist_counts"], ref), label
+        else:  # each value of a bucket straddling an edge is counted in the bin of the bucket's middle
+            assert row["hist_counts"].sum() == ref.sum(), label
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2,
+                                   np.int8, np.uint16, np.int32, np.uint32, np.int64, np.bool_],
+                         ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("n,chunk", [(300, 1 << 20), (40_000, 1 << 20), (40_000, 1000)])
+def test_every_dtype_equals_numpy(dtype, n, chunk):
+    rng = np.random.default_rng(n)
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iub":
+        x = rng.integers(0 if dtype.kind in "ub" else -200, 2 if dtype.kind == "b" else 200, n).astype(dtype)
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = (rng.standard_normal(n) * 3).astype(dtype)
+    row = analyze(record(x), chunk)
+    assert [row[f"p{q:02d}"] for q in PERCENTILES] == np.percentile(finite_f64(x), PERCENTILES).tolist()
+
+
+def test_int64_beyond_float64_precision():
+    x = np.array([2**62 + 1, 2**62 + 3, -(2**61), 5, 2**62 + 7] * 1000, dtype=np.int64)
+    for chunk in (1 << 20, 333):
+        row = analyze(record(x), chunk)
+        assert [row[f"p{q:02d}"] for q in PERCENTILES] == np.percentile(x, PERCENTILES).tolist()
+
+
+def test_small_batch_rows_equal_one_tensor_at_a_time():
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal(k) * s for k, s in ((0, 1), (1, 1), (2, 1e-30), (3, 1e6), (256, 0.02), (300, 1),
+                                                      (1000, 3), (4096, 1e-3))]
+    arrays[4][[3, 9]] = [np.nan, np.inf]
+    arrays[5][::4] = -0.0
+    rows = small_rows([a.astype(np.float64) for a in arrays])
+    for row, a in zip(rows, arrays):
+        alone = analyze(record(a))
+        for q in PERCENTILES:
+            k = f"p{q:02d}"
+            assert row[k] == alone[k] or (row[k] != row[k] and alone[k] != alone[k]), k
+        assert np.array_equal(row["hist_edges"], alone["hist_edges"])
+        assert np.array_equal(row["hist_counts"], alone["hist_counts"])
+        for k in ("numel", "neg_count", "zero_count", "pos_count", "nan_count", "inf_count", "finite_count",
+                  "min", "max"):
+            assert row[k] == alone[k] or (row[k] != row[k] and alone[k] != alone[k]), k
+        for k in ("mean", "std", "abs_mean", "l2_norm"):
+            assert row[k] == pytest.approx(alone[k], rel=1e-12, nan_ok=True), k
+
+
+def test_a_file_that_changes_between_the_two_reads_is_reported(tmp_path):
+    from inspector.errors import CorruptCheckpoint
+
+    x = np.random.default_rng(0).standard_normal(5000).astype(np.float32)
+    reads = []
+
+    def reader(max_elems):
+        reads.append(1)
+        y = x if len(reads) == 1 else x * 1.0001 + 0.01  # the second read sees other values
+        for s in range(0, y.size, max_elems):
+            yield y[s : s + max_elems]
+
+    with pytest.raises(CorruptCheckpoint, match="changed between two reads"):
+        analyze(TensorRecord("t", "other", x.dtype, x.shape, reader), 1000)

@@ -1,25 +1,17 @@
-"""Exact percentiles and histogram of finite values held in memory, without sorting them.
+"""Exact order statistics, numpy's percentile interpolation, and the plot histogram.
 
-``np.percentile`` partitions and ``np.histogram`` (with given edges) sorts: tens of
-nanoseconds per value. Here one ``bincount`` of each value's leading 16 bits (sign,
-exponent and leading mantissa bits, read through a view: no arithmetic) puts the
-values into 65536 ordered coarse buckets. Only the values of the few buckets that
-hold a wanted order statistic, or that straddle a histogram edge, are then looked
-at one by one; every other bucket's count goes to its histogram bin whole. Results
-equal numpy's to the bit: the same order statistics and interpolation, the same
-half-open bins with a closed last bin.
+Percentiles are numpy's default ('linear'): the virtual index ``(n - 1) * q / 100`` among
+the n sorted finite values, interpolated between the two order statistics around it exactly
+as ``numpy.percentile`` does, so that results equal numpy's to the bit.
 """
 
 from __future__ import annotations
 
 import math
-import sys
-from functools import lru_cache
 
 import numpy as np
 
-SMALL = 1 << 14  # below this many values numpy's own routines are cheaper
-_PCT, _EDGE = 1, 2  # flags of a coarse bucket that needs a closer look
+HIST_SPAN = 4.0  # a histogram spans at most this times max(|p01|, |p99|) (see hist_edges)
 
 
 def lerp(a: float, b: float, t: float) -> float:
@@ -31,6 +23,46 @@ def lerp(a: float, b: float, t: float) -> float:
 def rank_positions(n: int, percentiles) -> list[float]:
     """numpy's 'linear' virtual index of each percentile among n sorted values."""
     return [(n - 1) * (q / 100.0) for q in percentiles]
+
+
+def needed_ranks(n: int, percentiles) -> list[int]:
+    """The 0-based order statistics the percentiles of n values interpolate between."""
+    pos = rank_positions(n, percentiles)
+    return sorted({math.floor(h) for h in pos} | {min(math.floor(h) + 1, n - 1) for h in pos})
+
+
+def percentiles_from(got: dict[int, float], n: int, percentiles) -> list[float]:
+    """Percentiles of n values from their order statistics ``got`` (rank -> value, see needed_ranks)."""
+    out = []
+    for h in rank_positions(n, percentiles):
+        i = math.floor(h)
+        out.append(lerp(got[i], got[min(i + 1, n - 1)], h - i))
+    return out
+
+
+def order_statistics(cum: np.ndarray, vals: np.ndarray, n: int, percentiles) -> dict[int, float]:
+    """The needed order statistics of values given as distinct sorted ``vals`` with cumulative counts ``cum``."""
+    ranks = needed_ranks(n, percentiles)
+    where = np.searchsorted(cum, ranks, side="right")
+    return dict(zip(ranks, vals[where].tolist()))
+
+
+def hist_edges(lo: float, hi: float, pct, bins: int) -> np.ndarray:
+    """``bins`` bins symmetric about zero (so zero is always a bin edge) over ±max|x|; or, when the
+    extremes reach beyond HIST_SPAN times the larger of |p01| and |p99| (outliers), over that, the
+    values beyond counting in the outer bins."""
+    a = max(abs(lo), abs(hi))
+    reach = HIST_SPAN * max(abs(pct[0]), abs(pct[-1]))
+    if 0 < reach < a:
+        a = reach
+    if not a > 0:
+        a = 1.0
+    return np.linspace(-a, a, bins + 1)
+
+
+def empty_distribution(percentiles: int, bins: int) -> tuple[list[float], tuple[np.ndarray, np.ndarray]]:
+    """Percentiles and histogram of a tensor without finite values."""
+    return [math.nan] * percentiles, (np.linspace(-1.0, 1.0, bins + 1), np.zeros(bins, dtype=np.int64))
 
 
 def hist_counts(vals: np.ndarray, edges: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -46,74 +78,3 @@ def hist_counts(vals: np.ndarray, edges: np.ndarray, weights: np.ndarray | None 
     idx -= vals < edges[idx]
     idx += (vals >= edges[idx + 1]) & (idx < bins - 1)
     return np.bincount(idx, weights=weights, minlength=bins)[:bins].astype(np.int64)
-
-
-def _high16(vals: np.ndarray) -> np.ndarray:
-    """The leading 16 bits of each float32/float64 value (a view where the byte order allows)."""
-    words = vals.dtype.itemsize // 2
-    if sys.byteorder == "little":
-        return vals.view(np.uint16)[words - 1 :: words]
-    return vals.view(np.uint16)[::words]
-
-
-@lru_cache(maxsize=4)
-def _coarse(dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Coarse-bucket keys in value order, and each bucket's lowest and highest value."""
-    keys = np.concatenate((np.arange(0xFFFF, 0x7FFF, -1), np.arange(0x8000))).astype(np.uint64)
-    bits = 8 * dtype.itemsize - 16
-    uint = np.uint32 if dtype.itemsize == 4 else np.uint64
-    with np.errstate(invalid="ignore", over="ignore"):
-        a = (keys << np.uint64(bits)).astype(uint).view(dtype).astype(np.float64)
-        b = ((keys << np.uint64(bits)) | np.uint64((1 << bits) - 1)).astype(uint).view(dtype).astype(np.float64)
-        return keys.astype(np.intp), np.fmin(a, b), np.fmax(a, b)
-
-
-def percentiles_and_hist(vals: np.ndarray, percentiles, edges: np.ndarray) -> tuple[list[float], np.ndarray]:
-    """Exact ``np.percentile(vals, percentiles)`` and ``np.histogram(vals, edges)[0]`` of finite
-    float32/float64 values (``edges``: see :func:`hist_counts`)."""
-    n = vals.size
-    pos = rank_positions(n, percentiles)
-    ranks = sorted({math.floor(h) for h in pos} | {min(math.floor(h) + 1, n - 1) for h in pos})
-    if n < SMALL or vals.dtype not in (np.float32, np.float64):
-        got = dict(zip(ranks, np.partition(vals, ranks)[ranks].tolist()))
-        return _interpolate(pos, got, n), hist_counts(vals, edges)
-    order, lo, hi = _coarse(vals.dtype)
-    keys = _high16(vals)
-    counts = np.bincount(keys, minlength=65536)[order]
-    cum = np.cumsum(counts)
-    flags = np.zeros(65536, dtype=np.uint8)
-    where = np.searchsorted(cum, ranks, side="right")
-    flags[order[where]] |= _PCT
-    used = counts > 0
-    bin_lo, bin_hi = (np.clip(np.searchsorted(edges, v, side="right") - 1, 0, edges.size - 2) for v in (lo, hi))
-    straddle = used & (bin_lo != bin_hi)
-    flags[order[straddle]] |= _EDGE
-    whole = used & ~straddle
-    hist = np.bincount(bin_lo[whole], weights=counts[whole], minlength=edges.size - 1).astype(np.int64)
-    picked = flags[keys]
-    mask = picked != 0
-    if np.count_nonzero(mask) > n // 2:  # values crowd into few buckets: numpy's way is as good
-        got = dict(zip(ranks, np.partition(vals, ranks)[ranks].tolist()))
-        return _interpolate(pos, got, n), hist_counts(vals, edges)
-    cand, cflags, ckeys = vals[mask], picked[mask], keys[mask]
-    hist += hist_counts(cand[(cflags & _EDGE) != 0], edges)
-    got = _ranks_in_buckets(ranks, where, cum, counts, order, cand, ckeys)
-    return _interpolate(pos, got, n), hist
-
-
-def _ranks_in_buckets(ranks, where, cum, counts, order, cand, ckeys) -> dict[int, float]:
-    got, sorted_by_key = {}, {}
-    for r, w in zip(ranks, where.tolist()):
-        key = int(order[w])
-        if key not in sorted_by_key:
-            sorted_by_key[key] = np.sort(cand[ckeys == key])
-        got[r] = float(sorted_by_key[key][r - (cum[w] - counts[w])])
-    return got
-
-
-def _interpolate(pos: list[float], got: dict[int, float], n: int) -> list[float]:
-    out = []
-    for h in pos:
-        i = math.floor(h)
-        out.append(lerp(got[i], got[min(i + 1, n - 1)], h - i))
-    return out

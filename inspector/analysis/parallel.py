@@ -1,43 +1,41 @@
-"""Reduce a stream of records on several cores; results come back in stream order.
+"""Reduce a stream of records on several threads; results come back in stream order.
 
-Work items are whole tensors, or, for a large tensor whose record can read a range
-of its values, its parts (:func:`~inspector.analysis.stats.part_ranges`), merged in
-order so that the result is the same bits whatever the number of workers. A tensor
-with extra reducers is split only when every one of them can be: ``r.part(start)``
-gives a reducer for the values from ``start`` on, and ``r.merge(other)`` adds the
-next part's. At most ``2 * workers`` items are unfinished at a time, so memory stays
-bounded by a few chunks and bucket tables per worker. Finished items wait to be
-yielded in order, so that a large tensor does not leave the other workers idle: up
-to ``AHEAD`` items, of which at most ``2 * workers`` parts (each holds a bucket table).
+Work items are of three sizes:
 
-Work runs on threads: file reads, numpy's casts and reductions, and the compiled
-kernels (:mod:`~inspector.analysis.kernels`) release the GIL. Without the kernels,
-most of the time goes to numpy's ``bincount``, which holds the GIL; then items whose
-range reader is plain data (``portable``: safetensors file ranges) go to worker
-processes, forked on Linux once ``PROCESS_MIN_BYTES`` of such tensors have been seen,
-with their extra reducers when those can be pickled (a reducer's state comes back
-inside the row it returns); the rest (torch tensors, reducers that cannot be pickled)
-stay on threads.
+* a batch of small tensors (at most ``small.SMALL_MAX`` values each, consecutive in the
+  stream), reduced together (:mod:`~inspector.analysis.small`);
+* a whole tensor;
+* for a large tensor whose record can read a range of its values, its parts
+  (:func:`~inspector.analysis.stats.part_ranges`), merged in order so that the result is the
+  same bits whatever the number of workers. A tensor with extra reducers is split only when
+  every one of them can be: ``r.part(start)`` gives a reducer for the values from ``start``
+  on, and ``r.merge(other)`` adds the next part's. Once merged, the few values that decide its
+  percentiles are read again, the parts again on the workers (``BucketStats.second_look``).
+
+At most ``2 * workers`` items are unfinished at a time, so memory stays bounded by a few
+chunks and bucket tables per worker. Finished items wait to be yielded in order, so that a
+large tensor does not leave the other workers idle: up to ``AHEAD`` items, of which at most
+``2 * workers`` parts.
+
+Work runs on threads: file reads, numpy's casts and reductions, and the kernels
+(:mod:`~inspector.analysis.kernels`) release the GIL. (Without the compiled kernels numpy's
+``bincount`` holds it, and a second core adds less; a process pool would add start-up,
+pickling and a second copy of every bucket table for that case only, so there is none.)
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import pickle
-import signal
-import sys
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from functools import partial
 from typing import Iterator
 
-from . import kernels
 from .complex_values import analysed
-from .stats import CHUNK_ELEMS, PART_CHUNKS, StatsAccumulator, accumulate, analyze, part_ranges, row_of
+from .small import batch_full, reduce_batch, small_max
+from .stats import CHUNK_ELEMS, PART_CHUNKS, accumulate, analyze, part_ranges, row_of
 
-PROCESS_MIN_BYTES = 64 << 20
 AHEAD = 256  # finished items waiting for an earlier one, at most
-INLINE_MAX_ELEMS = 1024  # tensors this small are reduced on the calling thread
 
 
 def default_workers() -> int:
@@ -49,6 +47,12 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def _done(future) -> bool:
+    if isinstance(future, _Batch):
+        return future.future is not None and future.future.done()
+    return future.done()
 
 
 class _Done:
@@ -64,18 +68,141 @@ class _Done:
         return True
 
 
-def reduce_range(read_range, dtype, numel: int, chunk_elems: int, start: int, stop: int, reducers=()):
-    """The values [start, stop) of a tensor, read with a portable range reader (``reducers`` fed every
-    chunk in order): its stats row when that is the whole tensor, else (accumulator, reducers) of that part."""
-    acc = StatsAccumulator(dtype, numel, chunk_elems)
-    for chunk in read_range(start, stop, chunk_elems):
-        acc.update(chunk)
-        for r in reducers:
-            r.update(chunk)
-    if (start, stop) == (0, numel):
-        return row_of(acc, reducers)
-    acc.drop_buffers()
-    return acc, list(reducers)
+class _Item:
+    """A submitted work item: its records (several for a batch), which part of how many, its future."""
+
+    __slots__ = ("records", "index", "count", "future")
+
+    def __init__(self, records, index: int, count: int, future):
+        self.records, self.index, self.count, self.future = records, index, count, future
+
+
+class _Batch:
+    """Small records gathered into one work item; submitted when full, or when its first record is
+    the oldest one waiting. Records that come between them are not held up."""
+
+    def __init__(self, chunk_elems: int):
+        self.members: list = []  # (record, reducers)
+        self.values = 0
+        self.chunk_elems = chunk_elems
+        self.future = None
+
+    def add(self, rec, reducers) -> None:
+        self.members.append((rec, reducers))
+        self.values += rec.numel
+
+    def full(self) -> bool:
+        return batch_full(len(self.members), self.values)
+
+
+class _Runner:
+    """The thread pool (none for one worker) and the window of unfinished items."""
+
+    def __init__(self, workers: int, chunk_elems: int, on_part):
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="winspect") if workers > 1 else None
+        self.window = 2 * workers
+        self.chunk_elems = chunk_elems
+        self.on_part = on_part
+        self.pending: deque[_Item] = deque()
+        self.merged: dict = {}  # id(record) -> (accumulator, reducers) of its parts so far
+        self.batch: _Batch | None = None  # the batch small records join
+
+    def submit(self, fn, *args):
+        return self.pool.submit(fn, *args) if self.pool else _Done(fn(*args))
+
+    def add(self, records, index: int, count: int, fn, *args) -> Iterator[tuple[object, dict | None]]:
+        """Submit one item (after yielding finished ones until there is room for it)."""
+        yield from self._make_room()
+        self.pending.append(_Item(records, index, count, self.submit(fn, *args)))
+
+    def add_small(self, rec, reducers) -> Iterator[tuple[object, dict | None]]:
+        """Add a small record to the open batch (an item of its own, finished with the batch)."""
+        if self.batch is None:
+            self.batch = _Batch(self.chunk_elems)
+            yield from self._make_room()
+        self.pending.append(_Item([rec], len(self.batch.members), 0, self.batch))
+        self.batch.add(rec, reducers)
+        if self.batch.full():
+            self._submit_batch()
+
+    def _submit_batch(self) -> None:
+        batch, self.batch = self.batch, None
+        batch.future = self.submit(reduce_batch, batch.members, batch.chunk_elems)
+
+    def drain(self) -> Iterator[tuple[object, dict | None]]:
+        if self.batch is not None:
+            self._submit_batch()
+        while self.pending:
+            yield from self._finish_oldest()
+
+    def shutdown(self, wait_for_work: bool = True) -> None:
+        """Wait for the pool's work, or (on an error or Ctrl-C) drop what has not started."""
+        if self.pool:
+            self.pool.shutdown(wait=wait_for_work, cancel_futures=not wait_for_work)
+
+    def _futures(self) -> dict:
+        """The futures of the pending items, each batch once (by id)."""
+        out = {}
+        for p in self.pending:
+            f = p.future.future if isinstance(p.future, _Batch) else p.future
+            if f is not None:
+                out[id(f)] = f
+        return out
+
+    def _make_room(self):
+        """Yield finished items in order, and wait, until one more item may be submitted."""
+        pending = self.pending
+        while pending:
+            head = pending[0].future
+            if isinstance(head, _Batch) and head.future is None:
+                self._submit_batch()
+            while pending and _done(pending[0].future):
+                yield from self._finish_oldest()
+            futures = self._futures().values()
+            running = [f for f in futures if not f.done()]
+            parts = sum(1 for p in pending if p.count > 1)
+            if len(running) < self.window and len(futures) < AHEAD and parts < self.window:
+                return
+            if parts >= self.window or len(futures) >= AHEAD:
+                yield from self._finish_oldest()  # waits for the oldest
+            elif running:
+                wait(running, return_when=FIRST_COMPLETED)
+
+    def _finish_oldest(self):
+        item = self.pending.popleft()
+        rec = item.records[0]
+        if isinstance(item.future, _Batch):  # a small tensor: row `index` of its batch
+            if item.future.future is None:
+                self._submit_batch()
+            yield rec, item.future.future.result()[item.index]
+            return
+        value = item.future.result()
+        if item.count == 1:
+            yield rec, value
+            return
+        acc, part_reducers = value
+        if self.on_part:
+            self.on_part(rec, acc.seen)
+        if item.index == 0:
+            self.merged[id(rec)] = value
+        else:
+            total, total_reducers = self.merged[id(rec)]
+            total.merge(acc)
+            for r, p in zip(total_reducers, part_reducers):
+                r.merge(p)
+        if item.index == item.count - 1:
+            total, reducers = self.merged.pop(id(rec))
+            if total.needs_look():
+                total.second_look(self._readers(rec), self._run)
+            yield rec, row_of(total, reducers)
+
+    def _readers(self, rec) -> list:
+        """Zero-argument readers of a record's parts (see BucketStats.second_look)."""
+        return [partial(rec.range_chunks, a, b, self.chunk_elems) for a, b in part_ranges(rec.numel, self.chunk_elems)]
+
+    def _run(self, fn, args) -> list:
+        """``[fn(a) for a in args]``, on the pool."""
+        return [f.result() for f in [self.submit(fn, a) for a in args]]
 
 
 def reduce_part(rec, chunk_elems: int, reducers: list, start: int, stop: int):
@@ -83,126 +210,41 @@ def reduce_part(rec, chunk_elems: int, reducers: list, start: int, stop: int):
     return accumulate(rec, chunk_elems, reducers, start, stop), reducers
 
 
-def _portable(rec, reducers: list) -> bool:
-    """Whether a record's work can go to another process: plain-data reader, picklable reducers."""
-    if not getattr(rec.range_reader, "portable", False):
-        return False
-    try:
-        pickle.dumps(reducers)
-    except Exception:  # reducers that hold local classes, open files, ...: keep them on a thread
-        return False
-    return True
-
-
-class _Pools:
-    """A thread pool, and a process pool for portable items once they are worth it."""
-
-    def __init__(self, workers: int, processes: bool):
-        self.workers = workers
-        self.threads = ThreadPoolExecutor(workers, thread_name_prefix="winspect") if workers > 1 else None
-        self.processes = None
-        self.allow_processes = (processes and kernels.native is None and workers > 1
-                                and sys.platform.startswith("linux"))
-        self.portable_bytes = 0
-
-    def submit(self, rec, fn, args, span: tuple[int, int], reducers: list) -> object:
-        portable = self.allow_processes and _portable(rec, reducers)
-        if portable and self.processes is None:
-            self.portable_bytes += rec.nbytes or 0
-            if self.portable_bytes >= PROCESS_MIN_BYTES:
-                ctx = multiprocessing.get_context("fork")
-                self.processes = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init)
-        if portable and self.processes is not None:
-            return self.processes.submit(reduce_range, rec.range_reader, rec.np_dtype, rec.numel, args[1], *span,
-                                         reducers)
-        if self.threads is None or rec.numel <= INLINE_MAX_ELEMS:  # a thread hand-off costs more than the work
-            return _Done(fn(*args))
-        return self.threads.submit(fn, *args)
-
-    def shutdown(self, wait: bool = True) -> None:
-        """Wait for the pools' work, or (on an error or Ctrl-C) drop what has not started."""
-        for pool in (self.threads, self.processes):
-            if pool:
-                pool.shutdown(wait=wait, cancel_futures=not wait)
-
-
-def _worker_init() -> None:
-    """Worker processes leave Ctrl-C to the main process, which stops the run."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _work_items(rec, chunk_elems: int, reducers: list):
-    """(fn, args, (start, stop), reducers) items for one record: its parts, or the whole tensor."""
+def _split(rec, chunk_elems: int, reducers: list) -> list[tuple[int, int]] | None:
+    """The part ranges of a record to reduce in parts, or None to reduce it whole."""
     splittable = all(hasattr(r, "part") and hasattr(r, "merge") for r in reducers)
     if splittable and rec.range_reader is not None and rec.numel > chunk_elems * PART_CHUNKS:
-        items = []
-        for a, b in part_ranges(rec.numel, chunk_elems):
-            part = [r.part(a) for r in reducers]
-            items.append((reduce_part, (rec, chunk_elems, part, a, b), (a, b), part))
-        return items
-    return [(analyze, (rec, chunk_elems, reducers), (0, rec.numel), reducers)]
+        return part_ranges(rec.numel, chunk_elems)
+    return None
 
 
 def analyze_stream(records, chunk_elems: int = CHUNK_ELEMS, reducer_factories=(), workers: int | None = None,
-                   skip=lambda rec: False, on_part=None, processes: bool = True) -> Iterator[tuple[object, dict | None]]:
+                   skip=lambda rec: False, on_part=None) -> Iterator[tuple[object, dict | None]]:
     """Yield (record, stats row) in record order; (record, None) for records that ``skip`` says to pass over.
 
     Reducer factories are called in order, on the calling thread; so is ``on_part(record, elems)``
-    after each part of a tensor reduced in parts. ``processes=False`` keeps all work on threads.
+    after each part of a tensor reduced in parts.
     """
-    workers = default_workers() if workers is None else workers
-    pools = _Pools(workers, processes)
-    window = 2 * workers
-    pending: deque = deque()  # (record, item index, item count, future), in submission order
-    merged: dict = {}  # id(record) -> accumulator of its parts so far
+    run = _Runner(default_workers() if workers is None else workers, chunk_elems, on_part)
+    limit = small_max(chunk_elems)
     try:
         for rec in map(analysed, records):  # complex tensors: through their magnitudes
             if skip(rec):
-                pending.append((rec, 0, 1, _Done(None)))
+                yield from run.add([rec], 0, 1, lambda: None)
                 continue
             reducers = [r for r in (f(rec) for f in reducer_factories) if r is not None]
-            items = _work_items(rec, chunk_elems, reducers)
-            for i, (fn, args, span, item_reducers) in enumerate(items):
-                yield from _make_room(pending, merged, on_part, window)
-                pending.append((rec, i, len(items), pools.submit(rec, fn, args, span, item_reducers)))
-        while pending:
-            yield from _finish_oldest(pending, merged, on_part)
+            if rec.numel <= limit:
+                yield from run.add_small(rec, reducers)
+                continue
+            ranges = _split(rec, chunk_elems, reducers)
+            if ranges is None:
+                yield from run.add([rec], 0, 1, analyze, rec, chunk_elems, reducers)
+                continue
+            for i, (a, b) in enumerate(ranges):
+                part = [r.part(a) for r in reducers]
+                yield from run.add([rec], i, len(ranges), reduce_part, rec, chunk_elems, part, a, b)
+        yield from run.drain()
     except BaseException:
-        pools.shutdown(wait=False)
+        run.shutdown(wait_for_work=False)
         raise
-    pools.shutdown()
-
-
-def _make_room(pending: deque, merged: dict, on_part, window: int):
-    """Yield finished items in order, and wait, until one more item may be submitted."""
-    while pending:
-        while pending and pending[0][3].done():
-            yield from _finish_oldest(pending, merged, on_part)
-        running = [p[3] for p in pending if not p[3].done()]
-        parts = sum(1 for p in pending if p[2] > 1)
-        if len(running) < window and len(pending) < AHEAD and parts < window:
-            return
-        if parts >= window or len(pending) >= AHEAD:
-            yield from _finish_oldest(pending, merged, on_part)  # waits for the oldest
-        else:
-            wait(running, return_when=FIRST_COMPLETED)
-
-
-def _finish_oldest(pending: deque, merged: dict, on_part):
-    rec, i, count, fut = pending.popleft()
-    value = fut.result()
-    if count == 1:
-        yield rec, value
-        return
-    acc, part_reducers = value
-    if on_part:
-        on_part(rec, acc.seen)
-    if i == 0:
-        merged[id(rec)] = value
-    else:
-        total, total_reducers = merged[id(rec)]
-        total.merge(acc)
-        for r, p in zip(total_reducers, part_reducers):
-            r.merge(p)
-    if i == count - 1:
-        yield rec, row_of(*merged.pop(id(rec)))
+    run.shutdown()

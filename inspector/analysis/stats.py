@@ -1,52 +1,50 @@
-"""One-pass, chunked per-tensor statistics, accumulated in float64.
+"""One-pass, chunked per-tensor statistics, accumulated in float64, with exact percentiles.
 
-For each tensor the :class:`StatsAccumulator` sees every value once, chunk by chunk,
-and keeps only O(1) state plus a bucket histogram of bounded size:
+For each tensor an accumulator sees every value once, chunk by chunk, and keeps only O(1)
+state plus a table of counts of bounded size:
 
 * counts of negative / zero / positive / NaN / ±Inf values (``-0.0`` is zero);
 * min, max, sum of |x|, and mean / M2 merged across blocks (Chan et al.), so the
   population std stays accurate even when the mean is large;
-* percentiles and the 64-bin plot histogram: symmetric about zero, over ±max|x|, or over
+* percentiles, equal to ``numpy.percentile`` (linear interpolation) of the finite values;
+* the 64-bin plot histogram: symmetric about zero, over ±max|x|, or over
   ±HIST_SPAN x max(|p01|, |p99|) when outliers reach further (they count in the outer bins).
 
-How, by element type:
+Two strategies, chosen by :func:`new_accumulator` from the element type and size:
 
-* 8- and 16-bit types (bf16, f16, f8, int8/16, uint8/16, bool) with more than
-  ``TABLE_MIN`` values: a count of every representable value (one ``bincount`` of
-  the raw bits per chunk). Every statistic, percentiles and histogram included, is
-  derived exactly from that table; no value is ever converted to float64.
-* A tensor that fits in one chunk: exact percentiles (numpy's default linear
-  interpolation) and an exact histogram.
-* Larger tensors of wider types: percentiles from a histogram whose buckets are the
-  leading bits of each value's binary representation:
+* :class:`TableStats`, 8- and 16-bit types (bf16, f16, f8, int8/16, uint8/16, bool) with more
+  than ``TABLE_MIN`` values: a count of every representable value (one ``count_codes`` of the
+  raw bits per chunk). Every statistic, percentiles and histogram included, comes exactly
+  from that table; no value is converted to float64.
+* :class:`BucketStats`, everything else (float32, float64, 32/64-bit integers as float64):
+  moments and a count of each value's bucket: its sign, exponent and leading mantissa bits
+  (``kernels.moments_buckets``). The buckets holding the wanted order statistics are then
+  looked at again, value by value (``kernels.select_buckets``): while the chunk is still in
+  hand for a tensor of one chunk, by reading the tensor a second time otherwise
+  (:meth:`BucketStats.second_look`). Percentiles are exact at every size; so is the histogram
+  of a tensor of one chunk (the buckets straddling a bin edge are looked at too); for larger
+  ones each value of a bucket straddling an edge counts in the bin of the bucket's middle.
 
-  - float32: sign, exponent and 11 mantissa bits, so a reported percentile is
-    within a relative 2**-11 (0.05 %) of the exact one;
-  - float64 and 32/64-bit integers: sign, exponent and 8 mantissa bits of the
-    float64 value, a relative 2**-8 (0.4 %).
+Tensors of at most ``small.SMALL_MAX`` values are reduced many at a time instead
+(:mod:`~inspector.analysis.small`), with the same results.
 
-  ``percentile_rel_error(dtype, numel, chunk)`` returns the bound that applies.
-
-Chunks are processed in cache-sized blocks through reused float64 buffers. Moments
-are folded per *part* of ``PART_CHUNKS`` chunks, so the parts of one large tensor can
-be reduced on separate threads (:func:`part_ranges`, :meth:`StatsAccumulator.merge`)
-and give the same bits as one sequential pass.
-
-NaN and ±Inf are counted, then excluded from moments, extremes, norms,
-percentiles and the histogram.
+Moments are folded per *part* of ``PART_CHUNKS`` chunks, so the parts of one large tensor can
+be reduced on separate threads (:func:`part_ranges`, :meth:`Accumulator.merge`) and give the
+same bits as one sequential pass. NaN and ±Inf are counted, then excluded from moments,
+extremes, norms, percentiles and the histogram.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from ..dtypes import is_float
+from ..errors import CorruptCheckpoint
 from . import kernels
-from .exact import hist_counts, lerp, percentiles_and_hist, rank_positions
+from .exact import (empty_distribution, hist_counts, hist_edges, needed_ranks, order_statistics,
+                    percentiles_from)
 
 CHUNK_ELEMS = 1 << 20
 BLOCK_ELEMS = 1 << 17  # values reduced together while they sit in cache
@@ -54,20 +52,9 @@ PART_CHUNKS = 16  # moments are folded per part of this many chunks
 TABLE_MIN = 1 << 14  # 8/16-bit tensors larger than this use the value table
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 HIST_BINS = 64
-HIST_SPAN = 4.0  # a histogram spans at most this times max(|p01|, |p99|) (see StatsAccumulator._hist_edges)
-
-_F32_SHIFT = 12  # keep 1 + 8 + 11 bits of a float32
-_F64_SHIFT = 44  # keep 1 + 11 + 8 bits of a float64
-
-
-def percentile_rel_error(dtype: np.dtype, numel: int, chunk_elems: int = CHUNK_ELEMS) -> float:
-    """Largest relative error of a reported percentile for this tensor (0.0 = exact)."""
-    dtype = np.dtype(dtype)
-    if numel <= chunk_elems or dtype.itemsize <= 2:
-        return 0.0
-    if dtype == np.float32:
-        return 2.0**-11
-    return 2.0**-8
+_SHIFT = {4: 12, 8: 44}  # low mantissa bits a bucket key drops (see numpy_kernels.bucket_keys)
+_POOL: list[np.ndarray] = []  # zeroed bucket tables, reused (see BucketStats)
+_POOL_MAX = 8
 
 
 def part_ranges(numel: int, chunk_elems: int = CHUNK_ELEMS) -> list[tuple[int, int]]:
@@ -76,75 +63,7 @@ def part_ranges(numel: int, chunk_elems: int = CHUNK_ELEMS) -> list[tuple[int, i
     return [(s, min(s + step, numel)) for s in range(0, numel, step)]
 
 
-@dataclass
-class _Buckets:
-    """How values map to histogram buckets for one dtype."""
-
-    size: int
-    exact: bool
-
-    @staticmethod
-    def for_dtype(dtype: np.dtype) -> "_Buckets":
-        if dtype.itemsize == 1:
-            return _Buckets(256, True)
-        if dtype.itemsize == 2:
-            return _Buckets(65536, True)
-        return _Buckets(1 << 20, False)
-
-
-@lru_cache(maxsize=32)
-def _bucket_bounds(dtype: np.dtype, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lowest and highest value of every bucket, as float64 (NaN for non-value buckets)."""
-    keys = np.arange(size, dtype=np.uint64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        lo, hi = _bounds_of_keys(dtype, keys)
-    lo.flags.writeable = hi.flags.writeable = False
-    return lo, hi
-
-
-def _magnitude_major(vals: np.ndarray) -> np.ndarray:
-    """Bucket of each float32/float64 value as ``(magnitude bits << 1) | sign``: the values of a
-    chunk, whatever their signs, then fall into one narrow range of buckets."""
-    bits = 8 * vals.itemsize
-    u = vals.view(np.uint32 if bits == 32 else np.uint64)
-    shift = _F32_SHIFT if bits == 32 else _F64_SHIFT
-    t = u << 1
-    t >>= shift + 1
-    t <<= 1
-    t |= u >> (bits - 1)
-    return t if bits == 32 else t.view(np.int64)
-
-
-def _key_of_magnitude_major(t: np.ndarray, size: int) -> np.ndarray:
-    """The bucket key (sign, exponent, leading mantissa bits) of magnitude-major indices ``t``."""
-    return (t >> 1) | ((t & 1) << (size.bit_length() - 2))
-
-
-def _bounds_of_keys(dtype: np.dtype, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if dtype.itemsize <= 2:
-        view_t = np.uint8 if dtype.itemsize == 1 else np.uint16
-        vals = keys.astype(view_t).view(dtype).astype(np.float64)
-        return vals, vals.copy()
-    if dtype == np.float32:
-        lo = (keys << _F32_SHIFT).astype(np.uint32).view(np.float32).astype(np.float64)
-        hi = ((keys << _F32_SHIFT) | ((1 << _F32_SHIFT) - 1)).astype(np.uint32)
-        hi = hi.view(np.float32).astype(np.float64)
-    else:
-        lo = (keys << np.uint64(_F64_SHIFT)).view(np.float64)
-        hi = ((keys << np.uint64(_F64_SHIFT)) | np.uint64((1 << _F64_SHIFT) - 1)).view(np.float64)
-    return np.minimum(lo, hi), np.maximum(lo, hi)
-
-
-@lru_cache(maxsize=32)
-def _table(dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """For an 8/16-bit dtype: (codes of finite values sorted by value, their values, NaN codes, Inf codes)."""
-    vals = _bucket_bounds(dtype, _Buckets.for_dtype(dtype).size)[0]
-    finite = np.flatnonzero(np.isfinite(vals))
-    order = finite[np.argsort(vals[finite], kind="stable")]
-    return order, vals[order], np.flatnonzero(np.isnan(vals)), np.flatnonzero(np.isinf(vals))
-
-
-class _Moments:
+class Moments:
     """count, mean, M2 and sum of |x|, merged exactly the same way whatever the grouping."""
 
     __slots__ = ("n", "mean", "m2", "abs_sum")
@@ -152,7 +71,7 @@ class _Moments:
     def __init__(self, n=0, mean=0.0, m2=0.0, abs_sum=0.0):
         self.n, self.mean, self.m2, self.abs_sum = n, mean, m2, abs_sum
 
-    def add(self, other: "_Moments") -> None:
+    def add(self, other: "Moments") -> None:
         if other.n == 0:
             return
         if self.n == 0:
@@ -166,311 +85,356 @@ class _Moments:
         self.n = total
 
 
-class StatsAccumulator:
-    """Reduce one tensor, chunk by chunk, to the statistics of a tensor-table row."""
+def moments_row(numel: int, m: Moments, neg: int, zero: int, nan: int, inf: int, lo: float, hi: float) -> dict:
+    """The count, fraction and moment columns of a tensor-table row."""
+    n, mean, m2 = m.n, m.mean, m.m2
+    pos = n - neg - zero
+    return {
+        "numel": numel,
+        "neg_count": neg,
+        "zero_count": zero,
+        "pos_count": pos,
+        "neg_frac": neg / numel if numel else math.nan,
+        "zero_frac": zero / numel if numel else math.nan,
+        "pos_frac": pos / numel if numel else math.nan,
+        "mean": mean if n else math.nan,
+        "std": math.sqrt(max(m2, 0.0) / n) if n else math.nan,
+        "min": lo if n else math.nan,
+        "max": hi if n else math.nan,
+        "abs_mean": m.abs_sum / n if n else math.nan,
+        "l2_norm": math.sqrt(max(m2 + n * mean * mean, 0.0)) if n else (0.0 if numel == 0 else math.nan),
+        "nan_count": nan,
+        "inf_count": inf,
+    }
+
+
+class Accumulator:
+    """Reduce one tensor, chunk by chunk, to the statistics of a tensor-table row (a strategy
+    implements ``_add(chunk)`` and ``_distribution() -> (percentiles, (edges, counts))``)."""
 
     def __init__(self, dtype: np.dtype, numel: int, chunk_elems: int = CHUNK_ELEMS):
         self.dtype = np.dtype(dtype).newbyteorder("=")  # chunks are read as native values (see update)
         self.numel = numel
         self.chunk_elems = chunk_elems
-        self.table = self.dtype.itemsize <= 2 and (numel > TABLE_MIN or numel > chunk_elems)
-        self.exact = numel <= chunk_elems or self.table
-        self.key_dtype = self.dtype if self.dtype.itemsize <= 2 or self.dtype == np.float32 else np.dtype(np.float64)
-        self.buckets = _Buckets.for_dtype(self.key_dtype)
-        self.counts = None if self.exact and not self.table else np.zeros(self.buckets.size, dtype=np.int64)
-        self._kept: list[np.ndarray] = []  # finite values of a one-chunk tensor
         self.neg = self.zero = self.nan = self.inf = 0
-        self.neg_zero = 0  # -0.0 values, which sit in a negative bucket
-        self.total, self.part = _Moments(), _Moments()
+        self.total, self.part = Moments(), Moments()
         self.min = math.inf
         self.max = -math.inf
         self.seen = 0
-        self._buf = None
 
-    # the totals, as before: n, mean, m2, abs_sum
-    n = property(lambda self: self.total.n)
-    mean = property(lambda self: self.total.mean)
-    m2 = property(lambda self: self.total.m2)
-    abs_sum = property(lambda self: self.total.abs_sum)
-
-    # -- per chunk ---------------------------------------------------------------
     def update(self, chunk: np.ndarray) -> None:
-        size = chunk.size
-        if size == 0:
+        if chunk.size == 0:
             return
-        if not chunk.dtype.isnative:  # big-endian data: the bucket keys read native bits
+        if not chunk.dtype.isnative:  # big-endian data: the kernels read native bits
             chunk = chunk.astype(chunk.dtype.newbyteorder("="))
-        native = kernels.native
-        if self.table:
-            if native is not None:
-                native.count_codes(kernels.raw(chunk), self.counts)
-            else:
-                view = np.uint8 if self.dtype.itemsize == 1 else np.uint16
-                self.counts += np.bincount(chunk.reshape(-1).view(view), minlength=self.buckets.size)
-        elif self.exact:
-            for s in range(0, size, BLOCK_ELEMS):
-                self._update_exact(chunk[s : s + BLOCK_ELEMS])
-        elif native is not None:
-            self._native_chunk(native, chunk)
-        else:
-            clean = self.nan + self.inf
-            for s in range(0, size, BLOCK_ELEMS):
-                self._block(chunk[s : s + BLOCK_ELEMS])
-            self._count_buckets(chunk, finite_only=self.nan + self.inf > clean)
-        self.seen += size
+        self._add(chunk.reshape(-1))
+        self.seen += chunk.size
         if self.seen % (self.chunk_elems * PART_CHUNKS) == 0:
             self._fold()
-
-    def _native_chunk(self, native, chunk: np.ndarray) -> None:
-        """A chunk of a multi-chunk tensor through the compiled loop: moments per block, merged
-        into one (n, mean, M2, |x| sum) for the chunk; extremes, counts and buckets."""
-        src = chunk if chunk.dtype == self.key_dtype else chunk.astype(np.float64)
-        n, mean, m2, abs_sum, lo, hi, nan, inf, zero, neg_zero = native.moments_buckets(
-            kernels.raw(src), self.counts, BLOCK_ELEMS)
-        self.nan += nan
-        self.inf += inf
-        self.zero += zero
-        self.neg_zero += neg_zero
-        if n:
-            self.part.add(_Moments(n, mean, m2, abs_sum))
-            self.min = min(self.min, lo)
-            self.max = max(self.max, hi)
 
     def _fold(self) -> None:
         """Close the current part: add its moments to the totals."""
         self.total.add(self.part)
-        self.part = _Moments()
+        self.part = Moments()
 
-    def _update_exact(self, c: np.ndarray) -> None:
-        """One block of a one-chunk tensor: its finite values are kept (float32 or float64)."""
-        src = c if c.dtype == np.float32 else c.astype(np.float64)
-        src, lo, hi = self._finite(src)
-        if src.size:
-            self._kept.append(src.copy() if src.dtype == np.float32 else src)
-            self._moments(src.astype(np.float64), None, src, lo, hi)
+    def end_pass(self) -> None:
+        """The pass over this accumulator's values is over (it may now go to another thread)."""
 
-    def _finite(self, c: np.ndarray):
-        """The block without its NaN / ±Inf values (which are counted), and its min and max."""
-        lo, hi = c.min(), c.max()
-        if not is_float(c.dtype) or np.isfinite(lo) and np.isfinite(hi):
-            return c, lo, hi
-        finite = np.isfinite(c)
-        nans = int(np.count_nonzero(np.isnan(c)))
-        self.nan += nans
-        self.inf += c.size - int(np.count_nonzero(finite)) - nans
-        c = c[finite]
-        return (c, c.min(), c.max()) if c.size else (c, None, None)
+    def needs_look(self) -> bool:
+        """Whether :meth:`second_look` must read the values again before :meth:`result`."""
+        return False
 
-    def _block(self, c: np.ndarray) -> None:
-        """Moments of one block of a multi-chunk tensor."""
-        c, lo, hi = self._finite(c)
-        if c.size == 0:
-            return
-        if self._buf is None:
-            self._buf = np.empty((2, BLOCK_ELEMS), dtype=np.float64)
-        x = self._buf[0, : c.size]
-        np.copyto(x, c, casting="unsafe")
-        self._moments(x, self._buf[1, : c.size], c, lo, hi)
-
-    def _count_buckets(self, chunk: np.ndarray, finite_only: bool) -> None:
-        """Add a chunk to the bucket counts, kept magnitude-major (see :func:`_magnitude_major`)
-        so that one ``bincount`` over the chunk's range of buckets does it."""
-        src = chunk if chunk.dtype == self.key_dtype else chunk.astype(np.float64)
-        if finite_only:
-            src = src[np.isfinite(src)]
-            if src.size == 0:
-                return
-        t = _magnitude_major(src)
-        lo = int(t.min())
-        t -= lo
-        r = np.bincount(t)
-        self.counts[lo : lo + r.size] += r
-        if lo <= 1:  # buckets 0 and 1 hold +0.0 and -0.0 (and the tiniest subnormals)
-            self.zero += int(np.count_nonzero(src == 0))
-            self.neg_zero += int(np.count_nonzero(np.signbit(src) & (src == 0)))
-
-    def _moments(self, x: np.ndarray, scratch, src: np.ndarray, lo, hi) -> None:
-        """Fold one block into the current part: ``x`` its finite values as float64 (overwritten),
-        ``src`` the same values in their own dtype, ``lo`` / ``hi`` their extremes. Signs are
-        counted here unless bucket counts will give them (see :meth:`_count_buckets`)."""
-        n = x.size
-        if self.counts is None:
-            self.neg += int(np.count_nonzero(src < 0))
-            self.zero += int(np.count_nonzero(src == 0))
-        self.min = min(self.min, float(lo))
-        self.max = max(self.max, float(hi))
-        a = np.abs(x, out=scratch)
-        block = _Moments(n, float(x.sum()) / n, 0.0, float(a.sum()))
-        x -= block.mean
-        np.square(x, out=x)
-        block.m2 = float(x.sum())
-        self.part.add(block)
-
-    def drop_buffers(self) -> None:
-        """Free the scratch buffers (before sending the accumulator to another process)."""
-        self._buf = None
-
-    def merge(self, other: "StatsAccumulator") -> None:
+    def merge(self, other: "Accumulator") -> None:
         """Add the statistics of the next part of the same tensor (see :func:`part_ranges`)."""
         self._fold()
         other._fold()
         self.total.add(other.total)
-        self.neg += other.neg
-        self.neg_zero += other.neg_zero
-        self.zero += other.zero
-        self.nan += other.nan
-        self.inf += other.inf
+        for name in ("neg", "zero", "nan", "inf", "seen"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
         self.min = min(self.min, other.min)
         self.max = max(self.max, other.max)
-        self.seen += other.seen
-        if self.counts is not None:
-            self.counts += other.counts
 
-    # -- result ------------------------------------------------------------------
     def result(self) -> dict:
         self._fold()
-        if self.table:
-            self._table_moments()
-        elif self.counts is not None:  # odd magnitude-major buckets are the negative values
-            self.neg = int(self.counts[1::2].sum()) - self.neg_zero
-        numel = self.numel
-        n, mean, m2 = self.n, self.mean, self.m2
-        pos = n - self.neg - self.zero
-        row = {
-            "numel": numel,
-            "neg_count": self.neg,
-            "zero_count": self.zero,
-            "pos_count": pos,
-            "neg_frac": self.neg / numel if numel else math.nan,
-            "zero_frac": self.zero / numel if numel else math.nan,
-            "pos_frac": pos / numel if numel else math.nan,
-            "mean": mean if n else math.nan,
-            "std": math.sqrt(max(m2, 0.0) / n) if n else math.nan,
-            "min": self.min if n else math.nan,
-            "max": self.max if n else math.nan,
-            "abs_mean": self.abs_sum / n if n else math.nan,
-            "l2_norm": math.sqrt(max(m2 + n * mean * mean, 0.0)) if n else (0.0 if numel == 0 else math.nan),
-            "nan_count": self.nan,
-            "inf_count": self.inf,
-        }
-        pct, hist = self._distribution()
-        for q, v in zip(PERCENTILES, pct):
-            row[f"p{q:02d}"] = v
-        row["finite_count"] = n
-        row["sum_sq"] = m2 + n * mean * mean if n else 0.0
-        row["hist_edges"], row["hist_counts"] = hist
-        return row
+        self._finish()
+        n = self.total.n
+        row = moments_row(self.numel, self.total, self.neg, self.zero, self.nan, self.inf, self.min, self.max)
+        pct, hist = self._distribution() if n else empty_distribution(len(PERCENTILES), HIST_BINS)
+        return {**row, **dict(zip(PCT_COLUMNS, pct)), "finite_count": n, "hist_edges": hist[0],
+                "hist_counts": hist[1]}
 
-    def _table_moments(self) -> None:
-        """Every moment of an 8/16-bit tensor from its table of value counts."""
+    def _finish(self) -> None:
+        """Derive what the pass left for the end."""
+
+
+PCT_COLUMNS = tuple(f"p{q:02d}" for q in PERCENTILES)
+
+
+@lru_cache(maxsize=32)
+def _table(dtype: np.dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For an 8/16-bit dtype: (codes of finite values sorted by value, their values, NaN codes, Inf codes)."""
+    view = np.uint8 if dtype.itemsize == 1 else np.uint16
+    with np.errstate(invalid="ignore", over="ignore"):
+        vals = np.arange(1 << (8 * dtype.itemsize)).astype(view).view(dtype).astype(np.float64)
+    finite = np.flatnonzero(np.isfinite(vals))
+    order = finite[np.argsort(vals[finite], kind="stable")]
+    return order, vals[order], np.flatnonzero(np.isnan(vals)), np.flatnonzero(np.isinf(vals))
+
+
+class TableStats(Accumulator):
+    """8/16-bit types: a count of every representable value; everything exact from it."""
+
+    def __init__(self, dtype: np.dtype, numel: int, chunk_elems: int = CHUNK_ELEMS):
+        super().__init__(dtype, numel, chunk_elems)
+        self.counts = np.zeros(1 << (8 * self.dtype.itemsize), dtype=np.int64)
+
+    def _add(self, chunk: np.ndarray) -> None:
+        kernels.count_codes(kernels.raw(chunk), self.counts)
+
+    def merge(self, other: "TableStats") -> None:
+        super().merge(other)
+        self.counts += other.counts
+
+    def _finish(self) -> None:
         order, vals, nan_codes, inf_codes = _table(self.dtype)
         self.nan = int(self.counts[nan_codes].sum())
         self.inf = int(self.counts[inf_codes].sum())
         counts = self.counts[order]
         used = np.flatnonzero(counts)
-        self._sorted = (counts[used], vals[used])
-        c, v = self._sorted
+        c, v = counts[used], vals[used]
+        self._sorted = c, v
         if c.size == 0:
             return
         cf = c.astype(np.float64)  # no np.dot: multithreaded BLAS is slow on such vectors
         n = int(c.sum())
         mean = float((cf * v).sum()) / n
-        self.total = _Moments(n, mean, float((cf * np.square(v - mean)).sum()), float((cf * np.abs(v)).sum()))
+        self.total = Moments(n, mean, float((cf * np.square(v - mean)).sum()), float((cf * np.abs(v)).sum()))
         self.neg = int(c[v < 0].sum())
         self.zero = int(c[v == 0].sum())
         self.min, self.max = float(v[0]), float(v[-1])
 
-    def _hist_edges(self, pct=None) -> np.ndarray:
-        """HIST_BINS bins symmetric about zero (so zero is always a bin edge) over ±max|x|; or, when
-        the extremes reach beyond HIST_SPAN times the larger of |p01| and |p99| (outliers), over
-        that, the values beyond counting in the outer bins."""
-        a = max(abs(self.min), abs(self.max)) if self.n else 0.0
-        if pct is not None:
-            reach = HIST_SPAN * max(abs(pct[0]), abs(pct[-1]))
-            if 0 < reach < a:
-                a = reach
-        if not a > 0:
-            a = 1.0
-        return np.linspace(-a, a, HIST_BINS + 1)
+    def _distribution(self):
+        counts, vals = self._sorted
+        cum = np.cumsum(counts)
+        n = self.total.n
+        pct = percentiles_from(order_statistics(cum, vals, n, PERCENTILES), n, PERCENTILES)
+        edges = hist_edges(self.min, self.max, pct, HIST_BINS)
+        return pct, (edges, hist_counts(vals, edges, counts))
+
+
+def _take_table() -> np.ndarray:
+    try:
+        return _POOL.pop()
+    except IndexError:
+        return np.zeros(kernels.BUCKETS, dtype=np.int64)
+
+
+def _give_table(table: np.ndarray, lo: int, hi: int) -> None:
+    table[lo : hi + 1] = 0
+    if len(_POOL) < _POOL_MAX:
+        _POOL.append(table)
+
+
+class BucketStats(Accumulator):
+    """float32, float64 and wide integers: moments and bucket counts in one pass; the values of the
+    buckets holding the wanted order statistics looked at once more (see the module docstring)."""
+
+    def __init__(self, dtype: np.dtype, numel: int, chunk_elems: int = CHUNK_ELEMS):
+        super().__init__(dtype, numel, chunk_elems)
+        self.key_dtype = np.dtype(np.float32) if self.dtype == np.float32 else np.dtype(np.float64)
+        self.neg_zero = 0  # -0.0 values, which sit in a negative bucket
+        self._table = None  # a pooled table of 2**20 counts while the pass runs
+        self.klo, self.khi = kernels.BUCKETS, -1
+        self.counts = np.zeros(0, dtype=np.int64)  # counts of keys klo..khi once the pass is over
+        self._dist = None
+
+    def _add(self, chunk: np.ndarray) -> None:
+        src = chunk if chunk.dtype == self.key_dtype else chunk.astype(np.float64)
+        if self._table is None:
+            self._table = _take_table()
+        n, mean, m2, abs_sum, lo, hi, nan, inf, zero, neg_zero, klo, khi = kernels.moments_buckets(
+            src, self._table, BLOCK_ELEMS)
+        self.nan += nan
+        self.inf += inf
+        self.zero += zero
+        self.neg_zero += neg_zero
+        self.klo, self.khi = min(self.klo, klo), max(self.khi, khi)
+        if n:
+            self.part.add(Moments(n, mean, m2, abs_sum))
+            self.min = min(self.min, lo)
+            self.max = max(self.max, hi)
+        if chunk.size == self.numel:  # the whole tensor is in hand: look at it now
+            self.end_pass()
+            self._fold()
+            if self.total.n:
+                self._dist = self._look([lambda: iter((src,))], lambda fn, xs: [fn(x) for x in xs], exact_hist=True)
+
+    def end_pass(self) -> None:
+        if self._table is not None:
+            if self.khi >= self.klo:
+                self.counts = self._table[self.klo : self.khi + 1].copy()
+            _give_table(self._table, self.klo, self.khi)
+            self._table = None
+
+    def merge(self, other: "BucketStats") -> None:
+        super().merge(other)
+        self.end_pass()
+        other.end_pass()
+        self.neg_zero += other.neg_zero
+        if other.khi < other.klo:
+            return
+        lo, hi = min(self.klo, other.klo), max(self.khi, other.khi)
+        counts = np.zeros(hi - lo + 1, dtype=np.int64)
+        for part in (self, other):
+            if part.khi >= part.klo:
+                counts[part.klo - lo : part.khi - lo + 1] += part.counts
+        self.klo, self.khi, self.counts = lo, hi, counts
+
+    def needs_look(self) -> bool:
+        return self._dist is None and (self.total.n + self.part.n) > 0
+
+    def second_look(self, readers, run=None) -> None:
+        """Read the tensor's values again for its percentiles: ``readers`` are zero-argument callables
+        giving iterators over consecutive pieces of them; ``run(fn, readers)`` is ``[fn(r) for r in
+        readers]``, or the same on other threads."""
+        self.end_pass()
+        self._fold()
+        self._dist = self._look(readers, run or (lambda fn, xs: [fn(x) for x in xs]), exact_hist=False)
+
+    def _finish(self) -> None:
+        self.end_pass()
+        # odd magnitude-major keys are the negative values; -0.0 is zero
+        first_odd = (self.klo + 1) % 2 if self.counts.size else 0
+        self.neg = int(self.counts[first_odd::2].sum()) - self.neg_zero
+        if self.needs_look():
+            raise RuntimeError("BucketStats.result() before second_look()")
 
     def _distribution(self):
-        nan_p = [math.nan] * len(PERCENTILES)
-        if self.n == 0:
-            return nan_p, (self._hist_edges(), np.zeros(HIST_BINS, dtype=np.int64))
-        if self.table:
-            counts, vals = self._sorted
-            cum = np.cumsum(counts)
-            pct = [_quantile(q, self.n, cum, counts, vals, vals, False) for q in PERCENTILES]
-            edges = self._hist_edges(pct)
-            return pct, (edges, hist_counts(vals, edges, counts))
-        if self.exact:
-            kept = np.concatenate(self._kept)
-            full = self._hist_edges()
-            pct, hist = percentiles_and_hist(kept, PERCENTILES, full)
-            edges = self._hist_edges(pct)
-            if edges[-1] < full[-1]:  # outliers: the bins over the bulk, and the outliers in the outer ones
-                hist = hist_counts(kept, edges)
-            return pct, (edges, hist)
-        counts, blo, bhi = self._sorted_buckets()
-        cum = np.cumsum(counts)
-        rnd = not is_float(self.dtype)
-        pct = [_quantile(q, self.n, cum, counts, blo, bhi, rnd) for q in PERCENTILES]
-        edges = self._hist_edges(pct)
-        mids = np.clip((blo + bhi) / 2, self.min, self.max)
-        return pct, (edges, hist_counts(mids, edges, counts))
+        return self._dist
 
-    def _sorted_buckets(self):
-        """Counts and (tightened) bounds of the used buckets, in value order."""
-        used = np.flatnonzero(self.counts)  # bounds of the used buckets only
-        keys = _key_of_magnitude_major(used.astype(np.int64), self.buckets.size).astype(np.uint64)
-        with np.errstate(invalid="ignore", over="ignore"):
-            lo, hi = _bounds_of_keys(self.key_dtype, keys)
-        ok = np.isfinite(lo) & np.isfinite(hi)
-        order = np.argsort((lo[ok] + hi[ok]) / 2, kind="stable")
-        counts = self.counts[used[ok][order]]
-        blo, bhi = lo[ok][order], hi[ok][order]
-        # the extremes are known exactly: tighten the outer buckets
-        blo[0] = max(blo[0], self.min)
-        bhi[-1] = min(bhi[-1], self.max)
-        # buckets of zero and subnormal values report 0.0; integers stay integers
-        if np.issubdtype(self.key_dtype, np.floating):
-            tiny = np.finfo(self.key_dtype).tiny
-            sub = np.maximum(np.abs(blo), np.abs(bhi)) < tiny
-            blo[sub] = bhi[sub] = 0.0
-        return counts, blo, bhi
+    def _look(self, readers, run, exact_hist: bool):
+        """Percentiles and histogram from the bucket counts and the values of the buckets that matter."""
+        b = ValueOrder(self.klo, self.counts, self.zero, self.neg_zero, self.key_dtype)
+        want = b.buckets_of(needed_ranks(self.total.n, PERCENTILES))
+        picked = run(lambda rd: b.select(self._converted(rd), want), readers)
+        picked = np.sort(np.concatenate(picked)) if len(picked) != 1 else np.sort(picked[0])
+        if picked.size != b.counts[want].sum():
+            raise CorruptCheckpoint("a tensor's values changed between two reads of it; is the file being written?")
+        pct = b.percentiles(self.total.n, PERCENTILES, want, picked)
+        edges = hist_edges(self.min, self.max, pct, HIST_BINS)
+        hist, straddle = b.histogram(edges)
+        if exact_hist:
+            values = np.concatenate([b.select(self._converted(rd), straddle) for rd in readers])
+        else:
+            values = np.repeat(b.mids(straddle, self.min, self.max), b.counts[straddle])
+        hist += hist_counts(values.astype(np.float64), edges)
+        return pct, (edges, hist)
+
+    def _converted(self, reader):
+        """The chunks of ``reader()`` as the kernels take them: native float32, or float64."""
+        for c in reader():
+            c = c.reshape(-1)
+            if not c.dtype.isnative:
+                c = c.astype(c.dtype.newbyteorder("="))
+            yield c if c.dtype == self.key_dtype else c.astype(np.float64)
 
 
-def _order_stat(i: int, cum, counts, blo, bhi, integer: bool) -> float:
-    """Estimate of the i-th smallest value (0-based) from sorted buckets."""
-    b = int(np.searchsorted(cum, i, side="right"))
-    before = cum[b] - counts[b]
-    if blo[b] == bhi[b]:
-        return float(blo[b])
-    pos = (i - before + 0.5) / counts[b]
-    v = float(blo[b] + pos * (bhi[b] - blo[b]))
-    if integer:  # the nearest integer inside the bucket
-        v = min(max(float(round(v)), math.ceil(blo[b])), math.floor(bhi[b]))
-    return v
+class ValueOrder:
+    """The bucket counts of a :class:`BucketStats` in value order: the negative keys by falling
+    magnitude, then the zeros (+0.0 and -0.0) as a bucket of their own, then the positive keys."""
+
+    def __init__(self, klo, counts, zero, neg_zero, key_dtype):
+        c = counts.copy()
+        for key, n in ((0, zero - neg_zero), (1, neg_zero)):  # the zeros leave buckets 0 and 1
+            if klo <= key < klo + c.size:
+                c[key - klo] -= n
+        self.odd0, self.even0 = klo | 1, klo + (klo & 1)  # the first odd and even keys
+        odd, even = c[self.odd0 - klo :: 2], c[self.even0 - klo :: 2]
+        self.n_odd = odd.size
+        self.counts = np.concatenate((odd[::-1], [zero], even))
+        self.cum = np.cumsum(self.counts)
+        self.klo, self.size, self.key_dtype = klo, c.size, key_dtype
+
+    def keys_at(self, pos: np.ndarray) -> np.ndarray:
+        """Bucket keys at value-order positions (not the zero bucket's)."""
+        return np.where(pos < self.n_odd, self.odd0 + 2 * (self.n_odd - 1 - pos), self.even0 + 2 * (pos - self.n_odd - 1))
+
+    def position_of(self, values: np.ndarray) -> np.ndarray:
+        """The value-order position of the bucket holding each value (clipped to the known range)."""
+        keys = kernels.bucket_keys(np.asarray(values, dtype=self.key_dtype))
+        steps = np.maximum((keys - np.where(keys & 1, self.odd0, self.even0)) // 2, -1)  # -1: nearer zero than all
+        pos = np.where(keys & 1, self.n_odd - 1 - steps, self.n_odd + 1 + steps)
+        return np.clip(pos, 0, self.counts.size - 1)
+
+    def buckets_of(self, ranks) -> np.ndarray:
+        """Positions of the nonzero buckets holding these ranks."""
+        where = np.unique(np.searchsorted(self.cum, ranks, side="right"))
+        return where[where != self.n_odd]
+
+    def select(self, chunks, which: np.ndarray) -> np.ndarray:
+        """The values of the buckets at positions ``which`` among ``chunks``, unsorted."""
+        out = np.empty(int(self.counts[which].sum()), dtype=self.key_dtype)
+        if out.size == 0:
+            return out
+        flags = np.zeros(self.size, dtype=np.uint8)
+        flags[self.keys_at(which) - self.klo] = 1
+        got = 0
+        for c in chunks:
+            got += kernels.select_buckets(c, flags, self.klo, out[min(got, out.size):])
+        if got > out.size:
+            raise CorruptCheckpoint("a tensor's values changed between two reads of it; is the file being written?")
+        return out[:got]
+
+    def percentiles(self, n: int, percentiles, want: np.ndarray, picked: np.ndarray) -> list[float]:
+        """Exact percentiles from the bucket counts and the sorted values of the buckets at ``want``."""
+        before = dict(zip(want.tolist(), np.concatenate(([0], np.cumsum(self.counts[want])[:-1])).tolist()))
+        got = {}
+        for r in needed_ranks(n, percentiles):
+            b = int(np.searchsorted(self.cum, r, side="right"))
+            got[r] = 0.0 if b == self.n_odd else float(picked[before[b] + r - int(self.cum[b] - self.counts[b])])
+        return percentiles_from(got, n, percentiles)
+
+    def histogram(self, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(counts of the buckets that lie within one bin, positions of the buckets that may not). The
+        zeros count in their bin; buckets beyond the edges in the outer bins."""
+        at = self.position_of(edges)
+        straddle = np.unique(np.clip(np.concatenate((at - 1, at, at + 1)), 0, self.counts.size - 1))
+        straddle = straddle[(straddle != self.n_odd) & (self.counts[straddle] > 0)]
+        weights = self.counts.copy()
+        weights[straddle] = 0
+        weights[self.n_odd] = 0
+        cum = np.concatenate(([0], np.cumsum(weights)))
+        hist = np.maximum(cum[at[1:]] - cum[np.minimum(at[:-1] + 1, at[1:])], 0)
+        hist[0] += cum[at[0]]  # below the lowest edge
+        hist[-1] += cum[-1] - cum[at[-1] + 1]  # above the highest
+        hist += hist_counts(np.zeros(1), edges) * int(self.counts[self.n_odd])
+        return hist.astype(np.int64), straddle
+
+    def mids(self, which: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        """The middle of the buckets at ``which``, within [lo, hi]."""
+        keys = self.keys_at(which).astype(np.uint64)
+        shift = np.uint64(_SHIFT[self.key_dtype.itemsize])
+        uint = np.uint32 if self.key_dtype.itemsize == 4 else np.uint64
+        low = ((keys >> np.uint64(1)) << shift).astype(uint)
+        high = low | uint((1 << int(shift)) - 1)
+        mid = (low.view(self.key_dtype).astype(np.float64) + high.view(self.key_dtype).astype(np.float64)) / 2
+        return np.clip(np.where(keys & np.uint64(1), -mid, mid), lo, hi)
 
 
-def _quantile(q: float, n: int, cum, counts, blo, bhi, integer: bool) -> float:
-    """numpy's default (linear) percentile, on order statistics read from sorted buckets."""
-    (h,) = rank_positions(n, (q,))
-    i = math.floor(h)
-    j = min(i + 1, n - 1)
-    a = _order_stat(i, cum, counts, blo, bhi, integer)
-    if j == i or h == i:
-        return a
-    b = _order_stat(j, cum, counts, blo, bhi, integer)
-    return lerp(a, b, h - i)
+def new_accumulator(dtype: np.dtype, numel: int, chunk_elems: int = CHUNK_ELEMS) -> Accumulator:
+    """The strategy for a tensor of this element type and size (see the module docstring)."""
+    dtype = np.dtype(dtype)
+    if dtype.itemsize <= 2 and (numel > TABLE_MIN or numel > chunk_elems):
+        return TableStats(dtype, numel, chunk_elems)
+    return BucketStats(dtype, numel, chunk_elems)
 
 
 def accumulate(record, chunk_elems: int = CHUNK_ELEMS, reducers=(), start: int = 0, stop: int | None = None):
-    """A :class:`StatsAccumulator` fed the record's values [start, stop) (all by default).
+    """An accumulator fed the record's values [start, stop) (all by default), its pass ended.
 
     ``reducers`` are fed the same chunks, in order.
     """
-    acc = StatsAccumulator(record.np_dtype, record.numel, chunk_elems)
+    acc = new_accumulator(record.np_dtype, record.numel, chunk_elems)
     if start == 0 and stop in (None, record.numel):
         chunks = record.chunks(chunk_elems)
     else:
@@ -479,10 +443,11 @@ def accumulate(record, chunk_elems: int = CHUNK_ELEMS, reducers=(), start: int =
         acc.update(chunk)
         for r in reducers:
             r.update(chunk)
+    acc.end_pass()
     return acc
 
 
-def row_of(acc: StatsAccumulator, reducers=()) -> dict:
+def row_of(acc: Accumulator, reducers=()) -> dict:
     row = acc.result()
     for r in reducers:
         row.update(r.result())
@@ -490,10 +455,14 @@ def row_of(acc: StatsAccumulator, reducers=()) -> dict:
 
 
 def analyze(record, chunk_elems: int = CHUNK_ELEMS, reducers=()) -> dict:
-    """All statistics of one record, from one pass over its chunks.
+    """All statistics of one record, from one pass over its chunks (and, for a tensor larger than a
+    chunk, a second read of the few values that decide its percentiles).
 
     ``reducers`` are further per-tensor reducers fed the same chunks, in order, from
     the same single read: objects with ``update(chunk)`` and ``result() -> dict``
     whose result keys become extra columns of the row.
     """
-    return row_of(accumulate(record, chunk_elems, reducers), reducers)
+    acc = accumulate(record, chunk_elems, reducers)
+    if acc.needs_look():
+        acc.second_look([lambda: record.chunks(chunk_elems)])
+    return row_of(acc, reducers)

@@ -61,8 +61,8 @@ class UnitSigns:
         n = chunk.size
         if n == 0:
             return
-        if self.inner >= MIN_RUN and kernels.native is not None and kernels.row_code(chunk.dtype):
-            self._add_runs_native(chunk.reshape(-1), n)
+        if self.inner >= MIN_RUN and kernels.row_code(chunk.dtype):
+            self._add_runs_kernel(chunk.reshape(-1), n)
             self.offset += n
             return
         neg, pos = self._masks(chunk)
@@ -90,8 +90,8 @@ class UnitSigns:
         if head + body < n:
             self._add_ids(neg[head + body :], pos[head + body :], self.offset + head + body)
 
-    def _add_runs_native(self, chunk: np.ndarray, n: int) -> None:
-        """As :meth:`_add_runs`, the whole runs counted by the compiled loop straight from the values."""
+    def _add_runs_kernel(self, chunk: np.ndarray, n: int) -> None:
+        """As :meth:`_add_runs`, the whole runs counted by ``kernels.row_signs`` straight from the values."""
         inner = self.inner
         head = min(n, -self.offset % inner)
         body = (n - head) // inner * inner
@@ -100,7 +100,7 @@ class UnitSigns:
         if body:
             neg, pos = np.empty((2, body // inner), dtype=np.int64)
             code = kernels.row_code(chunk.dtype)
-            kernels.native.row_signs(kernels.raw(chunk[head : head + body]), code, inner, neg, pos)
+            kernels.row_signs(kernels.raw(chunk[head : head + body]), code, inner, neg, pos)
             first = (self.offset + head) // inner % self.units
             if first + neg.size <= self.units:  # no wrap-around: one slice of units
                 self.neg[first : first + neg.size] += neg

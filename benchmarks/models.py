@@ -1,0 +1,185 @@
+#!/usr/bin/env python
+"""winspect on checkpoints shaped like real models, each timed against one numpy.sum pass.
+
+Builds float32 safetensors files in a temporary directory (deleted at the end):
+
+* ``bert``: the layout of a 6-layer, 384-wide sentence-embedding BERT (all-MiniLM-L6-v2):
+  103 tensors, 22.7 M values, one 11.7 M-value word embedding, the rest at most 590 k;
+* ``resnet``: the tensors of a ResNet-50 (conv weights of 10^3 to 2.4 x 10^6 values, batch-norm
+  scales, shifts and running statistics, int64 counters): 320 tensors, 25.6 M values;
+* ``small``: 10,000 tensors of 256 values (norm scales and shifts of 5,000 layers).
+
+For each, in this process after import, the best of ``--repeat`` runs of
+``inspector.inspect(path)`` with one worker and with one per CPU, and of one plain
+``numpy.sum`` pass over the same bytes (read from the page cache in 4 MiB chunks, as
+``bench.py`` does); the ratio of the two. Then the whole command ``winspect bert --csv out``
+as a child process, against ``python -c "import numpy, safetensors"``.
+
+Run from the repository root: ``python benchmarks/models.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def write_safetensors(path: Path, tensors: list[tuple[str, tuple[int, ...], str]]) -> Path:
+    """A safetensors file of (name, shape, dtype code) tensors with normal-looking values."""
+    rng = np.random.default_rng(0)
+    header, offset, arrays = {}, 0, []
+    for name, shape, code in tensors:
+        n = int(np.prod(shape, dtype=np.int64))
+        if code == "I64":
+            a = np.full(n, 1000, dtype=np.int64)
+        else:
+            a = (rng.standard_normal(n, dtype=np.float32) * np.float32(0.02 if len(shape) > 1 else 1.0))
+        arrays.append(a)
+        header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        for a in arrays:
+            f.write(a.tobytes())
+    return path
+
+
+def bert_layout(layers: int = 6, d: int = 384, ff: int = 1536, vocab: int = 30522) -> list:
+    e = "embeddings."
+    t = [(e + "word_embeddings.weight", (vocab, d)), (e + "position_embeddings.weight", (512, d)),
+         (e + "token_type_embeddings.weight", (2, d)), (e + "LayerNorm.weight", (d,)), (e + "LayerNorm.bias", (d,))]
+    for i in range(layers):
+        p = f"encoder.layer.{i}."
+        for m in ("query", "key", "value"):
+            t += [(p + f"attention.self.{m}.weight", (d, d)), (p + f"attention.self.{m}.bias", (d,))]
+        t += [(p + "attention.output.dense.weight", (d, d)), (p + "attention.output.dense.bias", (d,)),
+              (p + "attention.output.LayerNorm.weight", (d,)), (p + "attention.output.LayerNorm.bias", (d,)),
+              (p + "intermediate.dense.weight", (ff, d)), (p + "intermediate.dense.bias", (ff,)),
+              (p + "output.dense.weight", (d, ff)), (p + "output.dense.bias", (d,)),
+              (p + "output.LayerNorm.weight", (d,)), (p + "output.LayerNorm.bias", (d,))]
+    t += [("pooler.dense.weight", (d, d)), ("pooler.dense.bias", (d,))]
+    return [(n, s, "F32") for n, s in t]
+
+
+def _bn(p: str, c: int) -> list:
+    return [(p + "weight", (c,), "F32"), (p + "bias", (c,), "F32"), (p + "running_mean", (c,), "F32"),
+            (p + "running_var", (c,), "F32"), (p + "num_batches_tracked", (), "I64")]
+
+
+def resnet_layout() -> list:
+    """The state dict of torchvision's resnet50, in its order."""
+    t = [("conv1.weight", (64, 3, 7, 7), "F32"), *_bn("bn1.", 64)]
+    cin = 64
+    for li, (blocks, width) in enumerate(((3, 64), (4, 128), (6, 256), (3, 512)), 1):
+        for b in range(blocks):
+            p = f"layer{li}.{b}."
+            t += [(p + "conv1.weight", (width, cin, 1, 1), "F32"), *_bn(p + "bn1.", width),
+                  (p + "conv2.weight", (width, width, 3, 3), "F32"), *_bn(p + "bn2.", width),
+                  (p + "conv3.weight", (4 * width, width, 1, 1), "F32"), *_bn(p + "bn3.", 4 * width)]
+            if b == 0:
+                t += [(p + "downsample.0.weight", (4 * width, cin, 1, 1), "F32"), *_bn(p + "downsample.1.", 4 * width)]
+            cin = 4 * width
+    return t + [("fc.weight", (1000, 2048), "F32"), ("fc.bias", (1000,), "F32")]
+
+
+def small_layout(count: int = 10_000, size: int = 256) -> list:
+    return [(f"layers.{i // 2}.norm.{'weight' if i % 2 == 0 else 'bias'}", (size,), "F32") for i in range(count)]
+
+
+def numpy_sum_pass(path: Path) -> float:
+    """Seconds for one numpy.sum pass over the file's bytes, read in 4 MiB chunks."""
+    buf = np.empty(1 << 20, dtype=np.float32)
+    raw = memoryview(buf.view(np.uint8))
+    t0 = time.perf_counter()
+    with np.errstate(all="ignore"), open(path, "rb", buffering=0) as f:
+        while n := f.readinto(raw):
+            buf[: n // 4].sum()
+    return time.perf_counter() - t0
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def measure_in_process(label: str, path: Path, repeat: int) -> dict:
+    import inspector
+
+    inspector.inspect(str(path))  # warm the page cache and the lazy imports
+    out = {"bytes": path.stat().st_size, "numpy_sum_s": best(lambda: numpy_sum_pass(path), repeat)}
+    for workers in ("1", str(os.cpu_count() or 1)):
+        os.environ["WINSPECT_THREADS"] = workers
+        out[f"threads{workers}_s"] = s = best(lambda: inspector.inspect(str(path)), repeat)
+        out[f"threads{workers}_ratio"] = s / out["numpy_sum_s"]
+    os.environ.pop("WINSPECT_THREADS", None)
+    cells = "  ".join(f"{k[:-2]} {v:6.3f} s ({out[k[:-2] + '_ratio']:5.1f}x)" for k, v in out.items()
+                      if k.startswith("threads") and k.endswith("_s"))
+    print(f"{label:7s} {out['bytes'] / 1e6:6.1f} MB  numpy.sum {out['numpy_sum_s'] * 1e3:6.1f} ms  {cells}",
+          flush=True)
+    return out
+
+
+def child_seconds(args: list[str], repeat: int) -> float:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return best(lambda: subprocess.run(args, env=env, check=True, stdout=subprocess.DEVNULL), repeat)
+
+
+def measure_command(path: Path, tmp: Path, repeat: int) -> dict:
+    cmd = [sys.executable, "-c", "from inspector.cli import main; main()", str(path), "--csv", str(tmp / "o.csv")]
+    base = child_seconds([sys.executable, "-c", "import numpy, safetensors"], repeat)
+    tool = child_seconds(cmd, repeat)
+    target = 1.2 * base + 0.25
+    print(f"command  winspect {path.name} --csv: {tool:5.2f} s; python -c 'import numpy, safetensors': {base:5.2f} s; "
+          f"target 1.2 x that + 0.25 s = {target:5.2f} s", flush=True)
+    return {"winspect_s": tool, "import_numpy_safetensors_s": base, "target_s": target}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=5, help="runs of each measurement; the best is kept")
+    ap.add_argument("--only", default="bert,resnet,small,command", help="comma-separated subset")
+    ap.add_argument("--json", help="also write the results to this JSON file")
+    a = ap.parse_args(argv)
+    only = a.only.split(",")
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  {os.cpu_count()} CPUs  "
+          f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}  numpy {np.__version__}  "
+          f"kernels {'numpy' if os.environ.get('WINSPECT_NO_KERNELS') else 'compiled if built'}", flush=True)
+    results = {"load_avg": os.getloadavg()}
+    with tempfile.TemporaryDirectory(prefix="winspect-models-") as d:
+        tmp = Path(d)
+        layouts = {"bert": bert_layout, "resnet": resnet_layout, "small": small_layout}
+        for label, layout in layouts.items():
+            if label in only:
+                path = write_safetensors(tmp / f"{label}.safetensors", layout())
+                results[label] = measure_in_process(label, path, a.repeat)
+        if "command" in only:
+            bert = tmp / "bert.safetensors"
+            if not bert.exists():
+                write_safetensors(bert, bert_layout())
+            results["command"] = measure_command(bert, tmp, a.repeat)
+    results["load_avg_after"] = os.getloadavg()
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+/* The float32 / float64 loops of _kernels.c, written once and included once per type.
+ *
+ * Before including, _kernels.c defines:
+ *   T         the element type (float, double)
+ *   U         the unsigned integer of the same width (its bits)
+ *   BITS      the width (32, 64)
+ *   EXP_MASK  the exponent bits (all set: Inf or NaN)
+ *   SHIFT     the low mantissa bits a bucket key drops (12 for float32, 44 for float64)
+ *   FN(name)  the name with the type's suffix (name_f32, name_f64)
+ * and undefines them afterwards. Each function is plain code a debugger steps through.
+ *
+ * A bucket key is magnitude-major: (leading magnitude bits << 1) | sign, so that the values of
+ * a block, whatever their signs, fall into one narrow range of keys.
+ */
+
+static inline Py_ssize_t
+FN(key)(U b)
+{
+    return (Py_ssize_t)((((U)(b << 1) >> (SHIFT + 1)) << 1) | (b >> (BITS - 1)));
+}
+
+/* Sum and |x| sum in LANES float64 accumulators (the vectoriser keeps them in registers). */
+CLONES NOINLINE static void
+FN(sums)(const T *x, Py_ssize_t m, double *sum, double *abs_sum)
+{
+    double sl[LANES] = {0}, al[LANES] = {0}, s = 0, a = 0;
+    Py_ssize_t whole = m / LANES * LANES;
+    for (Py_ssize_t i = 0; i < whole; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            double d = x[i + j];
+            sl[j] += d;
+            al[j] += fabs(d);
+        }
+    for (Py_ssize_t i = whole; i < m; i++) {
+        s += x[i];
+        a += fabs((double)x[i]);
+    }
+    for (int j = 0; j < LANES; j++) {
+        s += sl[j];
+        a += al[j];
+    }
+    *sum = s;
+    *abs_sum = a;
+}
+
+/* Only called on blocks of finite values, where finite-math is exact; either zero may be
+ * reported for a block whose extreme is 0.0 and -0.0 at once (they compare equal). */
+CLONES NOINLINE FINITE static void
+FN(extremes)(const T *x, Py_ssize_t m, T *lo_out, T *hi_out)
+{
+    T lo = INFINITY, hi = -INFINITY;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        T v = x[i];
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    *lo_out = lo;
+    *hi_out = hi;
+}
+
+CLONES NOINLINE static double
+FN(m2)(const T *x, Py_ssize_t m, double mean)
+{
+    double ql[LANES] = {0}, m2 = 0;
+    Py_ssize_t whole = m / LANES * LANES;
+    for (Py_ssize_t i = 0; i < whole; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            double d = (double)x[i + j] - mean;
+            ql[j] += d * d;
+        }
+    for (Py_ssize_t i = whole; i < m; i++) {
+        double d = (double)x[i] - mean;
+        m2 += d * d;
+    }
+    for (int j = 0; j < LANES; j++)
+        m2 += ql[j];
+    return m2;
+}
+
+/* Bucket counts of a block of finite values, and the range of keys it touched. */
+NOINLINE static void
+FN(count)(const U *u, Py_ssize_t m, int64_t *counts, Summary *s)
+{
+    Py_ssize_t lo = s->klo, hi = s->khi;
+    for (Py_ssize_t k = 0; k < m; k++) {
+        Py_ssize_t key = FN(key)(u[k]);
+        counts[key]++;
+        lo = key < lo ? key : lo;
+        hi = key > hi ? key : hi;
+    }
+    s->klo = lo;
+    s->khi = hi;
+}
+
+/* A block holding NaN or Inf (or whose float64 sum overflows): every value checked. */
+static void
+FN(careful)(const T *xb, Py_ssize_t m, int64_t *counts, Summary *s)
+{
+    const U *ub = (const U *)xb;
+    const U sign = (U)1 << (BITS - 1);
+    double sum = 0, abs_sum = 0, m2 = 0;
+    T lo = INFINITY, hi = -INFINITY;
+    int64_t finite = 0, zero = 0, neg_zero = 0;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        U b = ub[i];
+        if ((b & EXP_MASK) == EXP_MASK) {
+            if (b & ~((U)EXP_MASK | sign))
+                s->nan++;
+            else
+                s->inf++;
+            continue;
+        }
+        T v = xb[i];
+        finite++;
+        sum += v;
+        abs_sum += fabs((double)v);
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+        zero += (U)(b << 1) == 0;
+        neg_zero += b == sign;
+        FN(count)(&ub[i], 1, counts, s);
+    }
+    if (finite == 0)
+        return;
+    double mean = sum / (double)finite;
+    for (Py_ssize_t i = 0; i < m; i++)
+        if ((ub[i] & EXP_MASK) != EXP_MASK) {
+            double d = (double)xb[i] - mean;
+            m2 += d * d;
+        }
+    merge_moments(s, finite, mean, m2, abs_sum);
+    s->min = lo < s->min ? lo : s->min;
+    s->max = hi > s->max ? hi : s->max;
+    s->zero += zero;
+    s->neg_zero += neg_zero;
+}
+
+/* Block by block, each step a simple loop over the block while it sits in cache:
+ *   1. sum and |x| sum; a sum that is not finite sends the block to the careful path;
+ *   2. min and max, of values now known to be finite; 3. bucket counts; 4. M2 about the
+ *      block's mean; 5. zeros and -0.0, counted only when a value fell into bucket 0 or 1
+ *      (zero and the tiniest subnormals). */
+static void
+FN(reduce)(const T *x, Py_ssize_t n, Py_ssize_t block, int64_t *counts, Summary *s)
+{
+    const U sign = (U)1 << (BITS - 1);
+    for (Py_ssize_t start = 0; start < n; start += block) {
+        Py_ssize_t m = n - start < block ? n - start : block;
+        const T *xb = x + start;
+        const U *ub = (const U *)xb;
+        double sum, abs_sum;
+        FN(sums)(xb, m, &sum, &abs_sum);
+        if (!isfinite(sum) || !isfinite(abs_sum)) {
+            FN(careful)(xb, m, counts, s);
+            continue;
+        }
+        T lo, hi;
+        FN(extremes)(xb, m, &lo, &hi);
+        int64_t tiny = counts[0] + counts[1];
+        FN(count)(ub, m, counts, s);
+        if (counts[0] + counts[1] != tiny)
+            for (Py_ssize_t i = 0; i < m; i++) {
+                s->zero += (U)(ub[i] << 1) == 0;
+                s->neg_zero += ub[i] == sign;
+            }
+        double mean = sum / (double)m;
+        merge_moments(s, m, mean, FN(m2)(xb, m, mean), abs_sum);
+        s->min = lo < s->min ? lo : s->min;
+        s->max = hi > s->max ? hi : s->max;
+    }
+}
+
+/* The values whose bucket key k has flags[k - klo] set, zeros (+0.0 and -0.0) excepted, in
+ * their order in x, into out (at most cap of them). Returns how many there were (which may
+ * exceed cap: the caller then knows the data changed). NaN and Inf keys lie above every
+ * finite key, so they are never flagged. */
+static Py_ssize_t
+FN(select)(const T *x, Py_ssize_t n, const uint8_t *flags, Py_ssize_t klo, Py_ssize_t nflags, T *out,
+           Py_ssize_t cap)
+{
+    const U *u = (const U *)x;
+    Py_ssize_t w = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        size_t k = (size_t)(FN(key)(u[i]) - klo);
+        if (k < (size_t)nflags && flags[k] && (U)(u[i] << 1) != 0) {
+            if (w < cap)
+                out[w] = x[i];
+            w++;
+        }
+    }
+    return w;
+}

@@ -1,0 +1,142 @@
+"""The analyzer's inner loops in numpy: the same functions, arguments and results as the
+compiled ``_kernels`` module (see :mod:`~inspector.analysis.kernels`), used where it is not built.
+
+Moments are folded per block of ``block`` values exactly as the C loops fold them, so the
+two give the same counts, extremes, bucket counts and selections, and moments equal to
+rounding (the C sums run in eight lanes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BUCKETS = 1 << 20
+_SHIFT = {4: 12, 8: 44}  # low mantissa bits a bucket key drops, by item size
+
+
+def _check(arr: np.ndarray, dtypes, what: str) -> None:
+    if not isinstance(arr, np.ndarray) or arr.dtype not in dtypes:
+        raise TypeError(f"{what}, not {getattr(arr, 'dtype', type(arr).__name__)}")
+
+
+def _counts(counts: np.ndarray, need: int, what: str) -> None:
+    _check(counts, (np.dtype(np.int64),), "counts must be int64")
+    if counts.size < need:
+        raise ValueError(f"{what}: counts must have at least {need} entries")
+
+
+def bucket_keys(vals: np.ndarray) -> np.ndarray:
+    """Magnitude-major bucket key of each float32/float64 value: (leading magnitude bits << 1) | sign."""
+    bits = 8 * vals.itemsize
+    u = vals.view(np.uint32 if bits == 32 else np.uint64)
+    t = u << 1
+    t >>= _SHIFT[vals.itemsize] + 1
+    t <<= 1
+    t |= u >> (bits - 1)
+    return t.astype(np.intp)
+
+
+def count_codes(src: np.ndarray, counts: np.ndarray) -> None:
+    """``counts += bincount(src)`` for uint8 / uint16 codes."""
+    _check(src, (np.dtype(np.uint8), np.dtype(np.uint16)), "count_codes: src must be uint8 or uint16 codes")
+    _counts(counts, 1 << (8 * src.itemsize), "count_codes")
+    counts[: 1 << (8 * src.itemsize)] += np.bincount(src.reshape(-1), minlength=1 << (8 * src.itemsize))
+
+
+def moments_buckets(src: np.ndarray, counts: np.ndarray, block: int) -> tuple:
+    """(n, mean, m2, abs_sum, min, max, nan, inf, zero, neg_zero, klo, khi) of float32/float64 values,
+    their bucket counts added to ``counts``; klo > khi when no value was finite."""
+    _check(src, (np.dtype(np.float32), np.dtype(np.float64)), "moments_buckets: src must be float32 or float64")
+    _counts(counts, BUCKETS, "moments_buckets")
+    if block <= 0:
+        raise ValueError("moments_buckets: block must be positive")
+    s = Summary()
+    for start in range(0, src.size, block):
+        s.add_block(src[start : start + block], counts)
+    return s.n, s.mean, s.m2, s.abs_sum, s.min, s.max, s.nan, s.inf, s.zero, s.neg_zero, s.klo, s.khi
+
+
+class Summary:
+    """The running state of :func:`moments_buckets`."""
+
+    def __init__(self):
+        self.n, self.mean, self.m2, self.abs_sum = 0, 0.0, 0.0, 0.0
+        self.min, self.max = np.inf, -np.inf
+        self.nan = self.inf = self.zero = self.neg_zero = 0
+        self.klo, self.khi = BUCKETS, -1
+
+    def add_block(self, x: np.ndarray, counts: np.ndarray) -> None:
+        lo, hi = x.min(), x.max()
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            finite = np.isfinite(x)
+            nans = int(np.count_nonzero(np.isnan(x)))
+            self.nan += nans
+            self.inf += x.size - int(np.count_nonzero(finite)) - nans
+            x = x[finite]
+            if x.size == 0:
+                return
+            lo, hi = x.min(), x.max()
+        keys = bucket_keys(x)
+        k0 = int(keys.min())
+        r = np.bincount(keys - k0)
+        counts[k0 : k0 + r.size] += r
+        self.klo, self.khi = min(self.klo, k0), max(self.khi, k0 + r.size - 1)
+        if k0 <= 1:  # buckets 0 and 1 hold +0.0 and -0.0 (and the tiniest subnormals)
+            zeros = x == 0
+            self.zero += int(np.count_nonzero(zeros))
+            self.neg_zero += int(np.count_nonzero(zeros & np.signbit(x)))
+        self._moments(x.astype(np.float64), float(lo), float(hi))
+
+    def _moments(self, x: np.ndarray, lo: float, hi: float) -> None:
+        n = x.size
+        mean = float(x.sum()) / n
+        abs_sum = float(np.abs(x).sum())
+        x -= mean
+        m2 = float(np.square(x, out=x).sum())
+        if self.n == 0:
+            self.n, self.mean, self.m2, self.abs_sum = n, mean, m2, abs_sum
+        else:
+            total = self.n + n
+            delta = mean - self.mean
+            self.mean += delta * n / total
+            self.m2 += m2 + delta * delta * self.n * n / total
+            self.abs_sum += abs_sum
+            self.n = total
+        self.min, self.max = min(self.min, lo), max(self.max, hi)
+
+
+def select_buckets(src: np.ndarray, flags: np.ndarray, klo: int, out: np.ndarray) -> int:
+    """The nonzero values whose bucket key k has ``flags[k - klo]`` set, in order, into ``out`` (as many as
+    fit); returns how many there were."""
+    _check(src, (np.dtype(np.float32), np.dtype(np.float64)), "select_buckets: src must be float32 or float64")
+    _check(flags, (np.dtype(np.uint8),), "select_buckets: flags must be uint8")
+    _check(out, (src.dtype,), "select_buckets: out must have src's type")
+    padded = np.zeros(flags.size + 2, dtype=bool)
+    padded[1:-1] = flags != 0
+    idx = bucket_keys(src)
+    idx -= klo - 1
+    np.clip(idx, 0, flags.size + 1, out=idx)
+    picked = src[padded[idx] & (src != 0)]
+    out[: min(picked.size, out.size)] = picked[: out.size]
+    return int(picked.size)
+
+
+def row_signs(src: np.ndarray, code: str, inner: int, neg: np.ndarray, pos: np.ndarray) -> None:
+    """Negative and positive counts of each run of ``inner`` values (codes: see ``kernels.row_code``)."""
+    want = {"b": np.uint16, "e": np.uint16, "f": np.float32, "d": np.float64}.get(code)
+    if want is None or inner <= 0:
+        raise ValueError("row_signs: code must be one of b, e, f, d and inner positive")
+    _check(src, (np.dtype(want),), "row_signs: src must hold values of the code's type")
+    if src.size % inner:
+        raise ValueError("row_signs: src must hold whole rows")
+    rows = src.size // inner
+    _counts(neg, rows, "row_signs")
+    _counts(pos, rows, "row_signs")
+    if code in "be":
+        from ml_dtypes import bfloat16
+
+        src = src.view(bfloat16 if code == "b" else np.float16).astype(np.float32)
+    grid = src.reshape(rows, inner)
+    with np.errstate(invalid="ignore"):
+        neg[:rows] = np.count_nonzero(grid < 0, axis=1)
+        pos[:rows] = np.count_nonzero(grid > 0, axis=1)

@@ -1,0 +1,141 @@
+"""Many small tensors reduced at once: the same statistics as :mod:`~inspector.analysis.stats`.
+
+Biases, norm scales and small convolutions are most of the tensors of many models, and
+each would pay a buffer, a bucket table and a few dozen numpy calls of its own. Here the
+values of up to thousands of them sit as the rows of one float64 grid (one grid per
+power-of-two length, padded with NaN), and every statistic is one numpy call over the
+grid: counts, moments (two passes about each row's mean), extremes, one sort along the
+rows for the exact percentiles (numpy's linear interpolation), the histogram edges and
+one ``bincount`` for all the histograms.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .exact import HIST_SPAN
+from .stats import HIST_BINS, PCT_COLUMNS, PERCENTILES, Moments, moments_row
+
+SMALL_MAX = 1 << 13  # tensors of at most this many values are reduced together
+BATCH_ELEMS = 1 << 19  # values per batch, about
+BATCH_TENSORS = 4096  # tensors per batch, at most
+
+
+def small_rows(arrays: list[np.ndarray]) -> list[dict]:
+    """Statistics rows (as ``Accumulator.result``) of 1-D float64 arrays, in their order."""
+    rows: list[dict | None] = [None] * len(arrays)
+    groups: dict[int, list[int]] = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault(1 << max(a.size - 1, 0).bit_length(), []).append(i)
+    for length, idx in groups.items():
+        for i, row in zip(idx, _grid_rows([arrays[i] for i in idx], length)):
+            rows[i] = row
+    return rows
+
+
+def _grid_rows(arrays: list[np.ndarray], length: int) -> list[dict]:
+    x = np.full((len(arrays), length), np.nan)
+    numel = np.empty(len(arrays), dtype=np.int64)
+    for i, a in enumerate(arrays):
+        x[i, : a.size] = a
+        numel[i] = a.size
+    nan = np.count_nonzero(np.isnan(x), axis=1) - (length - numel)
+    inf_mask = np.isinf(x)
+    inf = np.count_nonzero(inf_mask, axis=1)
+    x[inf_mask] = np.nan
+    finite = ~np.isnan(x)
+    n = np.count_nonzero(finite, axis=1)
+    neg = np.count_nonzero(x < 0, axis=1)
+    zero = np.count_nonzero(x == 0, axis=1)
+    z = np.where(finite, x, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = z.sum(axis=1) / n
+        d = np.where(finite, z - mean[:, None], 0.0)
+    m2 = np.square(d).sum(axis=1)
+    abs_sum = np.abs(z).sum(axis=1)
+    lo, hi = np.fmin.reduce(x, axis=1), np.fmax.reduce(x, axis=1)
+    pct = _percentiles(np.sort(x, axis=1), n)
+    edges = _edges(lo, hi, pct)
+    hist = _hists(x, finite, edges)
+    cols = [c.tolist() for c in (numel, n, mean, m2, abs_sum, neg, zero, nan, inf, lo, hi)]
+    pct_rows = pct.tolist()
+    out = []
+    for i, (k, f, mu, q, a, ng, zr, na, nf, mn, mx) in enumerate(zip(*cols)):
+        row = moments_row(k, Moments(f, mu, q, a) if f else Moments(), ng, zr, na, nf, mn, mx)
+        row.update(zip(PCT_COLUMNS, pct_rows[i]))
+        row.update(finite_count=f, hist_edges=edges[i], hist_counts=hist[i])
+        out.append(row)
+    return out
+
+
+def _percentiles(s: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """numpy.percentile of each row's first n values (sorted), to the bit; NaN where n is 0."""
+    rows = np.arange(s.shape[0])
+    out = np.full((s.shape[0], len(PERCENTILES)), np.nan)
+    has = n > 0
+    for j, q in enumerate(PERCENTILES):
+        h = (n - 1) * (q / 100.0)
+        i = np.floor(h).astype(np.int64)
+        a = s[rows, np.clip(i, 0, None)]
+        b = s[rows, np.clip(np.minimum(i + 1, n - 1), 0, None)]
+        t = h - i
+        diff = b - a
+        v = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+        out[has, j] = v[has]
+    return out
+
+
+def _edges(lo: np.ndarray, hi: np.ndarray, pct: np.ndarray) -> np.ndarray:
+    """Each row's histogram edges, as ``exact.hist_edges``."""
+    a = np.fmax(np.abs(lo), np.abs(hi))
+    reach = HIST_SPAN * np.fmax(np.abs(pct[:, 0]), np.abs(pct[:, -1]))
+    a = np.where((reach > 0) & (reach < a), reach, a)
+    a = np.where(a > 0, a, 1.0)
+    return np.linspace(-a, a, HIST_BINS + 1, axis=1)
+
+
+def _hists(x: np.ndarray, finite: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Each row's histogram of its finite values, as ``exact.hist_counts``."""
+    rows, cols = np.nonzero(finite)
+    v = x[rows, cols]
+    a = edges[rows, -1]
+    v = np.clip(v, -a, a)
+    idx = ((v + a) * (HIST_BINS / (2 * a))).astype(np.intp)
+    np.clip(idx, 0, HIST_BINS - 1, out=idx)
+    idx -= v < edges[rows, idx]
+    idx += (v >= edges[rows, idx + 1]) & (idx < HIST_BINS - 1)
+    flat = np.bincount(rows * HIST_BINS + idx, minlength=x.shape[0] * HIST_BINS)
+    return flat.reshape(x.shape[0], HIST_BINS).astype(np.int64)
+
+
+def small_max(chunk_elems: int) -> int:
+    """Records of at most this many values are reduced in batches."""
+    return min(SMALL_MAX, chunk_elems)
+
+
+def batch_full(count: int, values: int) -> bool:
+    return count >= BATCH_TENSORS or values >= BATCH_ELEMS
+
+
+def read_small(record, chunk_elems: int, reducers) -> np.ndarray:
+    """A small record's values as float64 (``reducers`` fed its chunks on the way)."""
+    parts = []
+    for chunk in record.chunks(chunk_elems):
+        parts.append(chunk.reshape(-1).astype(np.float64))
+        for r in reducers:
+            r.update(chunk)
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def reduce_batch(items, chunk_elems: int) -> list[dict]:
+    """Rows of (record, reducers) pairs of small records, in order, their reducers' columns added."""
+    rows = small_rows([read_small(rec, chunk_elems, reducers) for rec, reducers in items])
+    for row, (_, reducers) in zip(rows, items):
+        for r in reducers:
+            row.update(r.result())
+    return rows
+
+
+__all__ = ["SMALL_MAX", "small_rows", "reduce_batch", "small_max", "batch_full"]
