@@ -43,7 +43,7 @@ import numpy as np
 
 from ..errors import CorruptCheckpoint
 from . import kernels
-from .exact import (empty_distribution, hist_counts, hist_edges, needed_ranks, order_statistics,
+from .exact import (HIST_SPAN, empty_distribution, hist_counts, hist_edges, needed_ranks, order_statistics,
                     percentiles_from)
 
 CHUNK_ELEMS = 1 << 20
@@ -52,6 +52,7 @@ PART_CHUNKS = 16  # moments are folded per part of this many chunks
 TABLE_MIN = 1 << 14  # 8/16-bit tensors larger than this use the value table
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 HIST_BINS = 64
+STRADDLE_MAX = 1 << 20  # beyond a chunk, values of buckets straddling a bin edge looked at up to this many
 _SHIFT = {4: 12, 8: 44}  # low mantissa bits a bucket key drops (see numpy_kernels.bucket_keys)
 _POOL: list[np.ndarray] = []  # zeroed bucket tables, reused (see BucketStats)
 _POOL_MAX = 8
@@ -313,22 +314,45 @@ class BucketStats(Accumulator):
         return self._dist
 
     def _look(self, readers, run, exact_hist: bool):
-        """Percentiles and histogram from the bucket counts and the values of the buckets that matter."""
+        """Percentiles and histogram from the bucket counts and the values of the buckets that matter:
+        those holding the wanted ranks and, when the counts already fix the bin edges (no outliers) and
+        they are not too many, those straddling an edge."""
         b = ValueOrder(self.klo, self.counts, self.zero, self.neg_zero, self.key_dtype)
-        want = b.buckets_of(needed_ranks(self.total.n, PERCENTILES))
+        n = self.total.n
+        want = b.buckets_of(needed_ranks(n, PERCENTILES))
+        edges = self._edges_before(b, n)
+        if edges is not None:
+            straddle = b.straddling(edges)
+            if exact_hist or b.counts[straddle].sum() <= STRADDLE_MAX:
+                want = np.union1d(want, straddle)
         picked = run(lambda rd: b.select(self._converted(rd), want), readers)
         picked = np.sort(np.concatenate(picked)) if len(picked) != 1 else np.sort(picked[0])
         if picked.size != b.counts[want].sum():
             raise CorruptCheckpoint("a tensor's values changed between two reads of it; is the file being written?")
-        pct = b.percentiles(self.total.n, PERCENTILES, want, picked)
+        pct = b.percentiles(n, PERCENTILES, want, picked)
         edges = hist_edges(self.min, self.max, pct, HIST_BINS)
-        hist, straddle = b.histogram(edges)
-        if exact_hist:
+        straddle = np.setdiff1d(b.straddling(edges), want)  # buckets of unknown values in more than one bin
+        hist = b.whole_hist(edges, np.union1d(want, straddle)) + hist_counts(picked.astype(np.float64), edges)
+        if exact_hist and straddle.size:
             values = np.concatenate([b.select(self._converted(rd), straddle) for rd in readers])
         else:
-            values = np.repeat(b.mids(straddle, self.min, self.max), b.counts[straddle])
-        hist += hist_counts(values.astype(np.float64), edges)
-        return pct, (edges, hist)
+            values = np.repeat(b.mids(straddle), b.counts[straddle])
+        return pct, (edges, hist + hist_counts(values.astype(np.float64), edges))
+
+    def _edges_before(self, b: "ValueOrder", n: int) -> np.ndarray | None:
+        """The histogram's edges when the bucket counts decide them already: when p01 and p99 cannot
+        be near enough zero for the edges to stop short of the extremes. Else None."""
+        near = 0.0
+        for q in (PERCENTILES[0], PERCENTILES[-1]):
+            h = (n - 1) * (q / 100.0)
+            i = math.floor(h)
+            lo = b.bounds(b.position_of_rank(i))[0]
+            hi = b.bounds(b.position_of_rank(min(i + 1, n - 1)))[1]
+            near = max(near, 0.0 if lo <= 0.0 <= hi else min(abs(lo), abs(hi)))
+        a = max(abs(self.min), abs(self.max))
+        if HIST_SPAN * near >= a:
+            return hist_edges(self.min, self.max, [0.0, 0.0], HIST_BINS)
+        return None
 
     def _converted(self, reader):
         """The chunks of ``reader()`` as the kernels take them: native float32, or float64."""
@@ -394,31 +418,49 @@ class ValueOrder:
             got[r] = 0.0 if b == self.n_odd else float(picked[before[b] + r - int(self.cum[b] - self.counts[b])])
         return percentiles_from(got, n, percentiles)
 
-    def histogram(self, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(counts of the buckets that lie within one bin, positions of the buckets that may not). The
-        zeros count in their bin; buckets beyond the edges in the outer bins."""
+    def position_of_rank(self, r: int) -> int:
+        return int(np.searchsorted(self.cum, r, side="right"))
+
+    def straddling(self, edges: np.ndarray) -> np.ndarray:
+        """Positions of the buckets (with values, not the zeros) that may hold values of two bins:
+        those holding an edge, and their neighbours (an edge is rounded to the bucket keys' type)."""
         at = self.position_of(edges)
-        straddle = np.unique(np.clip(np.concatenate((at - 1, at, at + 1)), 0, self.counts.size - 1))
-        straddle = straddle[(straddle != self.n_odd) & (self.counts[straddle] > 0)]
+        near = np.unique(np.clip(np.concatenate((at - 1, at, at + 1)), 0, self.counts.size - 1))
+        return near[(near != self.n_odd) & (self.counts[near] > 0)]
+
+    def whole_hist(self, edges: np.ndarray, leave_out: np.ndarray) -> np.ndarray:
+        """Bin counts of every bucket but those ``leave_out`` (which must hold every straddling one): each
+        lies within one bin. The zeros count in their bin; buckets beyond the edges in the outer bins."""
+        at = self.position_of(edges)
         weights = self.counts.copy()
-        weights[straddle] = 0
+        weights[leave_out] = 0
         weights[self.n_odd] = 0
         cum = np.concatenate(([0], np.cumsum(weights)))
         hist = np.maximum(cum[at[1:]] - cum[np.minimum(at[:-1] + 1, at[1:])], 0)
         hist[0] += cum[at[0]]  # below the lowest edge
         hist[-1] += cum[-1] - cum[at[-1] + 1]  # above the highest
         hist += hist_counts(np.zeros(1), edges) * int(self.counts[self.n_odd])
-        return hist.astype(np.int64), straddle
+        return hist.astype(np.int64)
 
-    def mids(self, which: np.ndarray, lo: float, hi: float) -> np.ndarray:
-        """The middle of the buckets at ``which``, within [lo, hi]."""
-        keys = self.keys_at(which).astype(np.uint64)
+    def bounds(self, pos) -> tuple[np.ndarray, np.ndarray]:
+        """Lowest and highest value the buckets at ``pos`` can hold (the zeros: 0 and 0), as float64."""
+        pos = np.asarray(pos)
+        keys = np.maximum(self.keys_at(pos), 0).astype(np.uint64)
         shift = np.uint64(_SHIFT[self.key_dtype.itemsize])
         uint = np.uint32 if self.key_dtype.itemsize == 4 else np.uint64
         low = ((keys >> np.uint64(1)) << shift).astype(uint)
         high = low | uint((1 << int(shift)) - 1)
-        mid = (low.view(self.key_dtype).astype(np.float64) + high.view(self.key_dtype).astype(np.float64)) / 2
-        return np.clip(np.where(keys & np.uint64(1), -mid, mid), lo, hi)
+        with np.errstate(invalid="ignore", over="ignore"):
+            a, b = low.view(self.key_dtype).astype(np.float64), high.view(self.key_dtype).astype(np.float64)
+        neg = (keys & np.uint64(1)) == 1
+        lo, hi = np.where(neg, -b, a), np.where(neg, -a, b)
+        zero = pos == self.n_odd
+        return np.where(zero, 0.0, lo), np.where(zero, 0.0, hi)
+
+    def mids(self, pos: np.ndarray) -> np.ndarray:
+        """The middle of the buckets at ``pos``."""
+        lo, hi = self.bounds(pos)
+        return (lo + hi) / 2
 
 
 def new_accumulator(dtype: np.dtype, numel: int, chunk_elems: int = CHUNK_ELEMS) -> Accumulator:
