@@ -153,9 +153,6 @@ class _Runner:
         """Yield finished items in order, and wait, until one more item may be submitted."""
         pending = self.pending
         while pending:
-            head = pending[0].future
-            if isinstance(head, _Batch) and head.future is None:
-                self._submit_batch()
             while pending and _done(pending[0].future):
                 yield from self._finish_oldest()
             futures = self._futures().values()
@@ -163,7 +160,9 @@ class _Runner:
             parts = sum(1 for p in pending if p.count > 1)
             if len(running) < self.window and len(futures) < AHEAD and parts < self.window:
                 return
-            if parts >= self.window or len(futures) >= AHEAD:
+            if pending and isinstance(pending[0].future, _Batch) and pending[0].future.future is None:
+                self._submit_batch()  # the oldest record waits in the open batch: no more waiting
+            elif parts >= self.window or len(futures) >= AHEAD:
                 yield from self._finish_oldest()  # waits for the oldest
             elif running:
                 wait(running, return_when=FIRST_COMPLETED)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .exact import HIST_SPAN
-from .stats import HIST_BINS, PCT_COLUMNS, PERCENTILES, Moments, moments_row
+from .stats import HIST_BINS, PCT_COLUMNS, PERCENTILES
 
 SMALL_MAX = 1 << 13  # tensors of at most this many values are reduced together
 BATCH_ELEMS = 1 << 19  # values per batch, about
@@ -45,27 +45,41 @@ def _grid_rows(arrays: list[np.ndarray], length: int) -> list[dict]:
     x[inf_mask] = np.nan
     finite = ~np.isnan(x)
     n = np.count_nonzero(finite, axis=1)
-    neg = np.count_nonzero(x < 0, axis=1)
-    zero = np.count_nonzero(x == 0, axis=1)
     z = np.where(finite, x, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = z.sum(axis=1) / n
         d = np.where(finite, z - mean[:, None], 0.0)
-    m2 = np.square(d).sum(axis=1)
-    abs_sum = np.abs(z).sum(axis=1)
     lo, hi = np.fmin.reduce(x, axis=1), np.fmax.reduce(x, axis=1)
     pct = _percentiles(np.sort(x, axis=1), n)
     edges = _edges(lo, hi, pct)
     hist = _hists(x, finite, edges)
-    cols = [c.tolist() for c in (numel, n, mean, m2, abs_sum, neg, zero, nan, inf, lo, hi)]
-    pct_rows = pct.tolist()
-    out = []
-    for i, (k, f, mu, q, a, ng, zr, na, nf, mn, mx) in enumerate(zip(*cols)):
-        row = moments_row(k, Moments(f, mu, q, a) if f else Moments(), ng, zr, na, nf, mn, mx)
-        row.update(zip(PCT_COLUMNS, pct_rows[i]))
-        row.update(finite_count=f, hist_edges=edges[i], hist_counts=hist[i])
-        out.append(row)
-    return out
+    counts = (np.count_nonzero(x < 0, axis=1), np.count_nonzero(x == 0, axis=1))
+    cols = _columns(numel, n, mean, np.square(d).sum(axis=1), np.abs(z).sum(axis=1), counts, nan, inf, lo, hi)
+    keys = (*cols, *PCT_COLUMNS, "finite_count")
+    values = zip(*cols.values(), *pct.T.tolist(), n.tolist())
+    return [{**dict(zip(keys, v)), "hist_edges": e, "hist_counts": h} for v, e, h in zip(values, edges, hist)]
+
+
+def _columns(numel, n, mean, m2, abs_sum, counts, nan, inf, lo, hi) -> dict[str, list]:
+    """The columns of ``stats.moments_row``, for every row at once, as lists of Python numbers."""
+    neg, zero = counts
+    pos = n - neg - zero
+    has, none = n > 0, np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fracs = {f"{k}_frac": np.where(numel > 0, c / numel, none) for k, c in (("neg", neg), ("zero", zero),
+                                                                                 ("pos", pos))}
+        cols = {
+            "numel": numel, "neg_count": neg, "zero_count": zero, "pos_count": pos, **fracs,
+            "mean": np.where(has, mean, none),
+            "std": np.where(has, np.sqrt(np.maximum(m2, 0.0) / n), none),
+            "min": np.where(has, lo, none),
+            "max": np.where(has, hi, none),
+            "abs_mean": np.where(has, abs_sum / n, none),
+            "l2_norm": np.where(has, np.sqrt(np.maximum(m2 + n * mean * mean, 0.0)), np.where(numel == 0, 0.0, none)),
+            "nan_count": nan,
+            "inf_count": inf,
+        }
+    return {k: v.tolist() for k, v in cols.items()}
 
 
 def _percentiles(s: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -95,17 +109,21 @@ def _edges(lo: np.ndarray, hi: np.ndarray, pct: np.ndarray) -> np.ndarray:
 
 
 def _hists(x: np.ndarray, finite: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Each row's histogram of its finite values, as ``exact.hist_counts``."""
-    rows, cols = np.nonzero(finite)
-    v = x[rows, cols]
-    a = edges[rows, -1]
-    v = np.clip(v, -a, a)
-    idx = ((v + a) * (HIST_BINS / (2 * a))).astype(np.intp)
-    np.clip(idx, 0, HIST_BINS - 1, out=idx)
-    idx -= v < edges[rows, idx]
-    idx += (v >= edges[rows, idx + 1]) & (idx < HIST_BINS - 1)
-    flat = np.bincount(rows * HIST_BINS + idx, minlength=x.shape[0] * HIST_BINS)
-    return flat.reshape(x.shape[0], HIST_BINS).astype(np.int64)
+    """Each row's histogram of its finite values, as ``exact.hist_counts``: computed bins, corrected
+    against the edges themselves; values beyond the edges in the outer bins."""
+    rows, bins = x.shape[0], HIST_BINS
+    a = edges[:, -1:]
+    v = np.clip(x, -a, a)
+    with np.errstate(invalid="ignore"):
+        idx = np.nan_to_num((v + a) * (bins / (2 * a)), nan=0.0).astype(np.intp)
+    np.clip(idx, 0, bins - 1, out=idx)
+    base = (np.arange(rows, dtype=np.intp) * (bins + 1))[:, None]
+    flat_edges = edges.reshape(-1)
+    idx -= v < flat_edges[idx + base]
+    idx += (v >= flat_edges[idx + base + 1]) & (idx < bins - 1)
+    idx[~finite] = bins  # one more bin per row for the NaN padding, dropped below
+    counts = np.bincount((idx + base).reshape(-1), minlength=rows * (bins + 1))
+    return counts.reshape(rows, bins + 1)[:, :bins]
 
 
 def small_max(chunk_elems: int) -> int:
