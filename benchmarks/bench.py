@@ -308,7 +308,7 @@ def machine() -> dict:
 
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "nproc": os.cpu_count(), "cpu": model,
             "python": platform.python_version(), "numpy": np.__version__, "load_avg": os.getloadavg(),
-            "kernels": "compiled" if kernels.native is not None else "numpy (not built, or WINSPECT_NO_KERNELS)"}
+            "kernels": "compiled" if kernels.COMPILED else "numpy (not built, or WINSPECT_NO_KERNELS)"}
 
 
 def main(argv=None) -> int:

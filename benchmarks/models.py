@@ -7,15 +7,19 @@ Builds float32 safetensors files in a temporary directory (deleted at the end):
   103 tensors, 22.7 M values, one 11.7 M-value word embedding, the rest at most 590 k;
 * ``resnet``: the tensors of a ResNet-50 (conv weights of 10^3 to 2.4 x 10^6 values, batch-norm
   scales, shifts and running statistics, int64 counters): 320 tensors, 25.6 M values;
-* ``small``: 10,000 tensors of 256 values (norm scales and shifts of 5,000 layers).
+* ``small``: 10,000 tensors of 256 values (norm scales and shifts of 5,000 layers);
+* ``huge``: 1.9 GB, one float32 embedding of 1 GiB, then bf16 matrices of eight layers.
 
 For each, in this process after import, the best of ``--repeat`` runs of
 ``inspector.inspect(path)`` with one worker and with one per CPU, and of one plain
 ``numpy.sum`` pass over the same bytes (read from the page cache in 4 MiB chunks, as
 ``bench.py`` does); the ratio of the two. Then the whole command ``winspect bert --csv out``
-as a child process, against ``python -c "import numpy, safetensors"``.
+as a child process, against ``python -c "import numpy, safetensors"``; and the whole command
+``winspect huge --csv out --quiet`` with one worker and one per CPU (wall, CPU, peak RSS)
+against one numpy.sum pass over the file.
 
-Run from the repository root: ``python benchmarks/models.py``.
+Run from the repository root: ``python benchmarks/models.py`` (about 2 GB of disk for a
+minute or two), or ``--only bert,small`` for a part.
 """
 
 from __future__ import annotations
@@ -30,31 +34,43 @@ import tempfile
 import time
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+CODES = {"F32": np.dtype(np.float32), "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype(np.int64)}
+_POOL = np.random.default_rng(0).standard_normal(1 << 22, dtype=np.float32)
+
+
+def _fill(f, code: str, n: int, scale: float, seed: int) -> None:
+    """Write n normal-looking values (1000 for integers) in blocks, never holding the tensor."""
+    rng = np.random.default_rng(seed)
+    for done in range(0, n, 1 << 21):
+        k = min(1 << 21, n - done)
+        if code == "I64":
+            block = np.full(k, 1000, dtype=np.int64)
+        else:
+            off = int(rng.integers(0, (1 << 22) - k + 1))
+            block = (_POOL[off : off + k] * np.float32(scale)).astype(CODES[code])
+        f.write(block.tobytes())
+
+
 def write_safetensors(path: Path, tensors: list[tuple[str, tuple[int, ...], str]]) -> Path:
     """A safetensors file of (name, shape, dtype code) tensors with normal-looking values."""
-    rng = np.random.default_rng(0)
-    header, offset, arrays = {}, 0, []
+    header, offset = {}, 0
     for name, shape, code in tensors:
-        n = int(np.prod(shape, dtype=np.int64))
-        if code == "I64":
-            a = np.full(n, 1000, dtype=np.int64)
-        else:
-            a = (rng.standard_normal(n, dtype=np.float32) * np.float32(0.02 if len(shape) > 1 else 1.0))
-        arrays.append(a)
-        header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + a.nbytes]}
-        offset += a.nbytes
+        nbytes = int(np.prod(shape, dtype=np.int64)) * CODES[code].itemsize
+        header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
     blob = json.dumps(header).encode()
     blob += b" " * (-len(blob) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(blob)) + blob)
-        for a in arrays:
-            f.write(a.tobytes())
+        for i, (name, shape, code) in enumerate(tensors):
+            _fill(f, code, int(np.prod(shape, dtype=np.int64)), 0.02 if len(shape) > 1 else 1.0, seed=i)
     return path
 
 
@@ -98,6 +114,17 @@ def resnet_layout() -> list:
 
 def small_layout(count: int = 10_000, size: int = 256) -> list:
     return [(f"layers.{i // 2}.norm.{'weight' if i % 2 == 0 else 'bias'}", (size,), "F32") for i in range(count)]
+
+
+def huge_layout(layers: int = 8, d: int = 2048, ff: int = 5632) -> list:
+    """1.9 GB: one float32 embedding of 1 GiB, then bf16 attention and MLP matrices and f32 norms."""
+    t = [("model.embed_tokens.weight", (1 << 18, 1024), "F32")]
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        t += [(p + f"self_attn.{m}_proj.weight", (d, d), "BF16") for m in "qkvo"]
+        t += [(p + f"mlp.{m}_proj.weight", (ff, d), "BF16") for m in ("gate", "up", "down")]
+        t += [(p + n + ".weight", (d,), "F32") for n in ("input_layernorm", "post_attention_layernorm")]
+    return t
 
 
 def numpy_sum_pass(path: Path) -> float:
@@ -152,10 +179,39 @@ def measure_command(path: Path, tmp: Path, repeat: int) -> dict:
     return {"winspect_s": tool, "import_numpy_safetensors_s": base, "target_s": target}
 
 
+def run_child(args: list[str], env_extra: dict) -> tuple[float, float, float]:
+    """(wall s, CPU s, peak RSS MB) of a child process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status):
+        raise RuntimeError(f"{args} failed")
+    return time.perf_counter() - t0, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def measure_huge(path: Path, tmp: Path, repeat: int) -> dict:
+    """The whole command on the 1.9 GB file, one worker and one per CPU, against numpy.sum."""
+    cmd = [sys.executable, "-c", "from inspector.cli import main; main()", str(path), "--csv", str(tmp / "h.csv"),
+           "--quiet"]
+    out = {"bytes": path.stat().st_size}
+    for workers in ("1", str(os.cpu_count() or 1)):
+        runs = [run_child(cmd, {"WINSPECT_THREADS": workers}) for _ in range(repeat)]
+        wall, cpu, rss = min(runs)
+        out[f"threads{workers}"] = {"seconds": wall, "cpu_s": cpu, "peak_rss_mb": max(r[2] for r in runs)}
+    out["numpy_sum_s"] = best(lambda: numpy_sum_pass(path), repeat)
+    cells = "  ".join(f"{k} {v['seconds']:5.2f} s ({v['seconds'] / out['numpy_sum_s']:4.1f}x, CPU {v['cpu_s']:5.2f} s, "
+                      f"peak RSS {v['peak_rss_mb']:4.0f} MB)" for k, v in out.items() if k.startswith("threads"))
+    print(f"huge    {out['bytes'] / 1e9:6.2f} GB  numpy.sum {out['numpy_sum_s']:5.2f} s  whole command: {cells}",
+          flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=5, help="runs of each measurement; the best is kept")
-    ap.add_argument("--only", default="bert,resnet,small,command", help="comma-separated subset")
+    ap.add_argument("--only", default="bert,resnet,small,command,huge", help="comma-separated subset")
+    ap.add_argument("--dir", help="make the files here and keep them (default: a temporary directory)")
     ap.add_argument("--json", help="also write the results to this JSON file")
     a = ap.parse_args(argv)
     only = a.only.split(",")
@@ -164,17 +220,20 @@ def main(argv=None) -> int:
           f"kernels {'numpy' if os.environ.get('WINSPECT_NO_KERNELS') else 'compiled if built'}", flush=True)
     results = {"load_avg": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="winspect-models-") as d:
-        tmp = Path(d)
-        layouts = {"bert": bert_layout, "resnet": resnet_layout, "small": small_layout}
+        tmp = Path(a.dir or d)
+        tmp.mkdir(parents=True, exist_ok=True)
+        layouts = {"bert": bert_layout, "resnet": resnet_layout, "small": small_layout, "huge": huge_layout}
+        files = {k: tmp / f"{k}.safetensors" for k in layouts}
         for label, layout in layouts.items():
+            if (label in only or label == "bert" and "command" in only) and not files[label].exists():
+                write_safetensors(files[label], layout())
+        for label in ("bert", "resnet", "small"):
             if label in only:
-                path = write_safetensors(tmp / f"{label}.safetensors", layout())
-                results[label] = measure_in_process(label, path, a.repeat)
+                results[label] = measure_in_process(label, files[label], a.repeat)
         if "command" in only:
-            bert = tmp / "bert.safetensors"
-            if not bert.exists():
-                write_safetensors(bert, bert_layout())
-            results["command"] = measure_command(bert, tmp, a.repeat)
+            results["command"] = measure_command(files["bert"], tmp, a.repeat)
+        if "huge" in only:
+            results["huge"] = measure_huge(files["huge"], tmp, max(2, a.repeat // 2))
     results["load_avg_after"] = os.getloadavg()
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))

@@ -261,14 +261,25 @@ select_buckets(PyObject *self, PyObject *args)
         PyBuffer_Release(&flags);
         return NULL;
     }
-    Py_ssize_t n = src.len / src.itemsize, cap = out.len / out.itemsize, got;
+    Py_ssize_t n = src.len / src.itemsize, cap = out.len / out.itemsize, nflags = flags.len, got;
+    /* the flags as a bitmap, small enough to stay in the first-level cache */
+    uint64_t *bits = PyMem_Calloc((size_t)(nflags / 64 + 1), sizeof(uint64_t));
+    if (bits == NULL) {
+        PyBuffer_Release(&src);
+        PyBuffer_Release(&flags);
+        PyBuffer_Release(&out);
+        return PyErr_NoMemory();
+    }
+    const uint8_t *f = (const uint8_t *)flags.buf;
+    for (Py_ssize_t k = 0; k < nflags; k++)
+        bits[k >> 6] |= (uint64_t)(f[k] != 0) << (k & 63);
     Py_BEGIN_ALLOW_THREADS
     if (src.itemsize == 4)
-        got = select_f32((const float *)src.buf, n, (const uint8_t *)flags.buf, klo, flags.len, (float *)out.buf, cap);
+        got = select_f32((const float *)src.buf, n, bits, klo, nflags, (float *)out.buf, cap);
     else
-        got = select_f64((const double *)src.buf, n, (const uint8_t *)flags.buf, klo, flags.len, (double *)out.buf,
-                         cap);
+        got = select_f64((const double *)src.buf, n, bits, klo, nflags, (double *)out.buf, cap);
     Py_END_ALLOW_THREADS
+    PyMem_Free(bits);
     PyBuffer_Release(&src);
     PyBuffer_Release(&flags);
     PyBuffer_Release(&out);

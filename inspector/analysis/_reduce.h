@@ -170,19 +170,19 @@ FN(reduce)(const T *x, Py_ssize_t n, Py_ssize_t block, int64_t *counts, Summary 
     }
 }
 
-/* The values whose bucket key k has flags[k - klo] set, zeros (+0.0 and -0.0) excepted, in
+/* The values whose bucket key k has bit k - klo of `bits` set, zeros (+0.0 and -0.0) excepted, in
  * their order in x, into out (at most cap of them). Returns how many there were (which may
  * exceed cap: the caller then knows the data changed). NaN and Inf keys lie above every
  * finite key, so they are never flagged. */
 static Py_ssize_t
-FN(select)(const T *x, Py_ssize_t n, const uint8_t *flags, Py_ssize_t klo, Py_ssize_t nflags, T *out,
+FN(select)(const T *x, Py_ssize_t n, const uint64_t *bits, Py_ssize_t klo, Py_ssize_t nflags, T *out,
            Py_ssize_t cap)
 {
     const U *u = (const U *)x;
     Py_ssize_t w = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         size_t k = (size_t)(FN(key)(u[i]) - klo);
-        if (k < (size_t)nflags && flags[k] && (U)(u[i] << 1) != 0) {
+        if (k < (size_t)nflags && (bits[k >> 6] >> (k & 63) & 1) && (U)(u[i] << 1) != 0) {
             if (w < cap)
                 out[w] = x[i];
             w++;

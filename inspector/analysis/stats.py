@@ -396,18 +396,23 @@ class ValueOrder:
         return where[where != self.n_odd]
 
     def select(self, chunks, which: np.ndarray) -> np.ndarray:
-        """The values of the buckets at positions ``which`` among ``chunks``, unsorted."""
-        out = np.empty(int(self.counts[which].sum()), dtype=self.key_dtype)
-        if out.size == 0:
-            return out
+        """The values of the buckets at ``which`` among ``chunks``, unsorted. Memory: what is picked and
+        one chunk's worth of scratch."""
+        want = int(self.counts[which].sum())
+        if want == 0:
+            return np.empty(0, dtype=self.key_dtype)
         flags = np.zeros(self.size, dtype=np.uint8)
         flags[self.keys_at(which) - self.klo] = 1
-        got = 0
+        pieces, got, scratch = [], 0, np.empty(0, dtype=self.key_dtype)
         for c in chunks:
-            got += kernels.select_buckets(c, flags, self.klo, out[min(got, out.size):])
-        if got > out.size:
-            raise CorruptCheckpoint("a tensor's values changed between two reads of it; is the file being written?")
-        return out[:got]
+            if scratch.size < min(c.size, want):
+                scratch = np.empty(min(c.size, want), dtype=self.key_dtype)
+            k = kernels.select_buckets(c, flags, self.klo, scratch)
+            got += k
+            if k > scratch.size or got > want:
+                raise CorruptCheckpoint("a tensor's values changed between two reads of it; is the file being written?")
+            pieces.append(scratch[:k].copy())
+        return np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
 
     def percentiles(self, n: int, percentiles, want: np.ndarray, picked: np.ndarray) -> list[float]:
         """Exact percentiles from the bucket counts and the sorted values of the buckets at ``want``."""
