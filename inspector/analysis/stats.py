@@ -264,18 +264,24 @@ class BucketStats(Accumulator):
             self.part.add(Moments(n, mean, m2, abs_sum))
             self.min = min(self.min, lo)
             self.max = max(self.max, hi)
-        if chunk.size == self.numel:  # the whole tensor is in hand: look at it now
-            self.end_pass()
+        if chunk.size == self.numel:  # the whole tensor is in hand: look at it now, in the table itself
             self._fold()
+            self.counts = self._table[self.klo : self.khi + 1] if self.khi >= self.klo else self.counts
             if self.total.n:
                 self._dist = self._look([lambda: iter((src,))], lambda fn, xs: [fn(x) for x in xs], exact_hist=True)
+            self._count_negatives()
+            self.counts = np.zeros(0, dtype=np.int64)
+            self._release()
 
     def end_pass(self) -> None:
         if self._table is not None:
             if self.khi >= self.klo:
                 self.counts = self._table[self.klo : self.khi + 1].copy()
-            _give_table(self._table, self.klo, self.khi)
-            self._table = None
+            self._release()
+
+    def _release(self) -> None:
+        _give_table(self._table, self.klo, self.khi)
+        self._table = None
 
     def merge(self, other: "BucketStats") -> None:
         super().merge(other)
@@ -302,11 +308,15 @@ class BucketStats(Accumulator):
         self._fold()
         self._dist = self._look(readers, run or (lambda fn, xs: [fn(x) for x in xs]), exact_hist=False)
 
-    def _finish(self) -> None:
-        self.end_pass()
-        # odd magnitude-major keys are the negative values; -0.0 is zero
+    def _count_negatives(self) -> None:
+        """Odd magnitude-major keys are the negative values; -0.0 is zero."""
         first_odd = (self.klo + 1) % 2 if self.counts.size else 0
         self.neg = int(self.counts[first_odd::2].sum()) - self.neg_zero
+
+    def _finish(self) -> None:
+        self.end_pass()
+        if self.counts.size or self._dist is None:  # (a tensor of one chunk has counted them)
+            self._count_negatives()
         if self.needs_look():
             raise RuntimeError("BucketStats.result() before second_look()")
 
@@ -368,27 +378,28 @@ class ValueOrder:
     magnitude, then the zeros (+0.0 and -0.0) as a bucket of their own, then the positive keys."""
 
     def __init__(self, klo, counts, zero, neg_zero, key_dtype):
-        c = counts.copy()
-        for key, n in ((0, zero - neg_zero), (1, neg_zero)):  # the zeros leave buckets 0 and 1
-            if klo <= key < klo + c.size:
-                c[key - klo] -= n
         self.odd0, self.even0 = klo | 1, klo + (klo & 1)  # the first odd and even keys
-        odd, even = c[self.odd0 - klo :: 2], c[self.even0 - klo :: 2]
+        odd, even = counts[self.odd0 - klo :: 2], counts[self.even0 - klo :: 2]
         self.n_odd = odd.size
         self.counts = np.concatenate((odd[::-1], [zero], even))
+        if self.odd0 == 1:  # the zeros leave buckets 1 (-0.0) and 0 (+0.0)
+            self.counts[self.n_odd - 1] -= neg_zero
+        if self.even0 == 0 and self.counts.size > self.n_odd + 1:
+            self.counts[self.n_odd + 1] -= zero - neg_zero
         self.cum = np.cumsum(self.counts)
-        self.klo, self.size, self.key_dtype = klo, c.size, key_dtype
+        self.klo, self.size, self.key_dtype = klo, counts.size, key_dtype
 
     def keys_at(self, pos: np.ndarray) -> np.ndarray:
         """Bucket keys at value-order positions (not the zero bucket's)."""
         return np.where(pos < self.n_odd, self.odd0 + 2 * (self.n_odd - 1 - pos), self.even0 + 2 * (pos - self.n_odd - 1))
 
     def position_of(self, values: np.ndarray) -> np.ndarray:
-        """The value-order position of the bucket holding each value (clipped to the known range)."""
+        """The value-order position of the bucket holding each value; 0 below all buckets, and the
+        number of buckets above them all."""
         keys = kernels.bucket_keys(np.asarray(values, dtype=self.key_dtype))
         steps = np.maximum((keys - np.where(keys & 1, self.odd0, self.even0)) // 2, -1)  # -1: nearer zero than all
         pos = np.where(keys & 1, self.n_odd - 1 - steps, self.n_odd + 1 + steps)
-        return np.clip(pos, 0, self.counts.size - 1)
+        return np.clip(pos, 0, self.counts.size)
 
     def buckets_of(self, ranks) -> np.ndarray:
         """Positions of the nonzero buckets holding these ranks."""
@@ -426,24 +437,34 @@ class ValueOrder:
     def position_of_rank(self, r: int) -> int:
         return int(np.searchsorted(self.cum, r, side="right"))
 
+    def _edge_positions(self, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each edge: the position of the bucket of the least value >= it, and whether the bucket of
+        the greatest value < it is the same (then that bucket straddles the edge)."""
+        e = np.asarray(edges, dtype=np.float64)
+        above = e.astype(self.key_dtype)
+        above = np.where(above.astype(np.float64) < e, np.nextafter(above, self.key_dtype.type(np.inf)), above)
+        below = np.nextafter(above, self.key_dtype.type(-np.inf))
+        pos = self.position_of(above)
+        return pos, kernels.bucket_keys(above) == kernels.bucket_keys(below)
+
     def straddling(self, edges: np.ndarray) -> np.ndarray:
-        """Positions of the buckets (with values, not the zeros) that may hold values of two bins:
-        those holding an edge, and their neighbours (an edge is rounded to the bucket keys' type)."""
-        at = self.position_of(edges)
-        near = np.unique(np.clip(np.concatenate((at - 1, at, at + 1)), 0, self.counts.size - 1))
-        return near[(near != self.n_odd) & (self.counts[near] > 0)]
+        """Positions of the buckets (with values) holding values of two bins: at most one per inner edge."""
+        pos, same = self._edge_positions(edges)
+        inner = pos[1:-1][same[1:-1]]
+        inner = inner[(inner < self.counts.size) & (inner != self.n_odd)]
+        return np.unique(inner[self.counts[inner] > 0])
 
     def whole_hist(self, edges: np.ndarray, leave_out: np.ndarray) -> np.ndarray:
-        """Bin counts of every bucket but those ``leave_out`` (which must hold every straddling one): each
-        lies within one bin. The zeros count in their bin; buckets beyond the edges in the outer bins."""
-        at = self.position_of(edges)
-        weights = self.counts.copy()
-        weights[leave_out] = 0
-        weights[self.n_odd] = 0
-        cum = np.concatenate(([0], np.cumsum(weights)))
-        hist = np.maximum(cum[at[1:]] - cum[np.minimum(at[:-1] + 1, at[1:])], 0)
-        hist[0] += cum[at[0]]  # below the lowest edge
-        hist[-1] += cum[-1] - cum[at[-1] + 1]  # above the highest
+        """Bin counts of every bucket but those ``leave_out`` (which must hold every straddling one),
+        each within one bin: bin k holds the buckets from the one of inner edge k to that of edge k + 1.
+        The zeros count in their bin; values beyond the edges in the outer bins."""
+        pos, _ = self._edge_positions(edges)
+        bounds = np.concatenate(([0], pos[1:-1], [self.counts.size]))
+        cum = np.concatenate(([0], self.cum))
+        hist = cum[bounds[1:]] - cum[bounds[:-1]]
+        out = np.concatenate((leave_out, [self.n_odd])).astype(np.intp)
+        out_bins = np.searchsorted(bounds[1:-1], out, side="right")
+        hist -= np.bincount(out_bins, weights=self.counts[out], minlength=hist.size).astype(np.int64)
         hist += hist_counts(np.zeros(1), edges) * int(self.counts[self.n_odd])
         return hist.astype(np.int64)
 
