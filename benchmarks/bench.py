@@ -54,17 +54,21 @@ sys.path.insert(0, str(ROOT))
 GB = 10**9
 GiB = 1 << 30
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
-DTYPES = {"F32": np.dtype(np.float32), "BF16": np.dtype(ml_dtypes.bfloat16)}
+DTYPES = {"F32": np.dtype(np.float32), "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype(np.int64)}
 _POOL = np.tile(np.random.default_rng(0).standard_normal(1 << 22).astype(np.float32), 2)
 
 
 # --- synthetic checkpoints -------------------------------------------------------------
 def fill(f, code: str, numel: int, scale: float, seed: int) -> None:
-    """Write ``numel`` normal-looking values in blocks, never holding the tensor in memory."""
+    """Write ``numel`` normal-looking values (integers: 1000 each) in blocks, never holding the tensor."""
     rng = np.random.default_rng(seed)
     done = 0
     while done < numel:
         k = min(1 << 22, numel - done)
+        if code == "I64":
+            f.write(np.full(k, 1000, dtype=np.int64).tobytes())
+            done += k
+            continue
         off = int(rng.integers(0, 1 << 22))
         block = _POOL[off : off + k] * np.float32(scale)
         f.write(block.astype(DTYPES[code]).tobytes())

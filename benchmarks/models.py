@@ -25,52 +25,25 @@ minute or two), or ``--only bert,small`` for a part.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import ml_dtypes
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-
-CODES = {"F32": np.dtype(np.float32), "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype(np.int64)}
-_POOL = np.random.default_rng(0).standard_normal(1 << 22, dtype=np.float32)
-
-
-def _fill(f, code: str, n: int, scale: float, seed: int) -> None:
-    """Write n normal-looking values (1000 for integers) in blocks, never holding the tensor."""
-    rng = np.random.default_rng(seed)
-    for done in range(0, n, 1 << 21):
-        k = min(1 << 21, n - done)
-        if code == "I64":
-            block = np.full(k, 1000, dtype=np.int64)
-        else:
-            off = int(rng.integers(0, (1 << 22) - k + 1))
-            block = (_POOL[off : off + k] * np.float32(scale)).astype(CODES[code])
-        f.write(block.tobytes())
+import bench  # noqa: E402  (the same synthetic files as the main benchmark)
 
 
 def write_safetensors(path: Path, tensors: list[tuple[str, tuple[int, ...], str]]) -> Path:
     """A safetensors file of (name, shape, dtype code) tensors with normal-looking values."""
-    header, offset = {}, 0
-    for name, shape, code in tensors:
-        nbytes = int(np.prod(shape, dtype=np.int64)) * CODES[code].itemsize
-        header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)) + blob)
-        for i, (name, shape, code) in enumerate(tensors):
-            _fill(f, code, int(np.prod(shape, dtype=np.int64)), 0.02 if len(shape) > 1 else 1.0, seed=i)
+    bench.write_safetensors(path, [(n, code, shape, 0.02 if len(shape) > 1 else 1.0) for n, shape, code in tensors])
     return path
 
 

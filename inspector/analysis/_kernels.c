@@ -27,6 +27,8 @@
 #endif
 
 #define LANES 8
+/* Counts of a row go through 32-bit lanes (vectorised) in pieces of at most SPAN values. */
+#define SPAN ((Py_ssize_t)1 << 30)
 #define BUCKETS (1 << 20) /* 1 sign bit + the leading 19 bits of the magnitude */
 
 /* The element type of a buffer as one struct-module code ('f', 'd', 'B', 'H', 'q'), or 0.
@@ -288,8 +290,6 @@ select_buckets(PyObject *self, PyObject *args)
 
 /* ---- row_signs ----------------------------------------------------------------------- */
 
-/* Counts of a row go through 32-bit lanes (vectorised) in pieces of at most SPAN values. */
-#define SPAN ((Py_ssize_t)1 << 30)
 
 /* 16-bit floats by their bits: negative codes are (0x8000, 0x8000 + pos_top], positive
  * ones [1, pos_top]; NaN codes lie above both and -0.0 / +0.0 are neither. */
@@ -306,49 +306,6 @@ row_signs16(const uint16_t *p, Py_ssize_t rows, Py_ssize_t inner, uint16_t pos_t
             for (Py_ssize_t i = 0; i < e; i++) {
                 an += (uint16_t)(q[s + i] - 0x8001u) <= span;
                 ap += (uint16_t)(q[s + i] - 1u) <= span;
-            }
-            cn += an;
-            cp += ap;
-        }
-        neg[r] = cn;
-        pos[r] = cp;
-    }
-}
-
-/* Negative and positive values of each row of float32 / float64 values. */
-CLONES static void
-row_signs_f32(const float *p, Py_ssize_t rows, Py_ssize_t inner, int64_t *neg, int64_t *pos)
-{
-    for (Py_ssize_t r = 0; r < rows; r++) {
-        const float *q = p + r * inner;
-        int64_t cn = 0, cp = 0;
-        for (Py_ssize_t s = 0; s < inner; s += SPAN) {
-            Py_ssize_t e = inner - s < SPAN ? inner - s : SPAN;
-            uint32_t an = 0, ap = 0;
-            for (Py_ssize_t i = 0; i < e; i++) {
-                an += q[s + i] < 0;
-                ap += q[s + i] > 0;
-            }
-            cn += an;
-            cp += ap;
-        }
-        neg[r] = cn;
-        pos[r] = cp;
-    }
-}
-
-CLONES static void
-row_signs_f64(const double *p, Py_ssize_t rows, Py_ssize_t inner, int64_t *neg, int64_t *pos)
-{
-    for (Py_ssize_t r = 0; r < rows; r++) {
-        const double *q = p + r * inner;
-        int64_t cn = 0, cp = 0;
-        for (Py_ssize_t s = 0; s < inner; s += SPAN) {
-            Py_ssize_t e = inner - s < SPAN ? inner - s : SPAN;
-            uint32_t an = 0, ap = 0;
-            for (Py_ssize_t i = 0; i < e; i++) {
-                an += q[s + i] < 0;
-                ap += q[s + i] > 0;
             }
             cn += an;
             cp += ap;

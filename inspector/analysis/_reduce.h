@@ -1,4 +1,5 @@
-/* The float32 / float64 loops of _kernels.c, written once and included once per type.
+/* The float32 / float64 loops of _kernels.c (reduce, select, row_signs), written once and
+ * included once per type.
  *
  * Before including, _kernels.c defines:
  *   T         the element type (float, double)
@@ -189,4 +190,26 @@ FN(select)(const T *x, Py_ssize_t n, const uint64_t *bits, Py_ssize_t klo, Py_ss
         }
     }
     return w;
+}
+
+/* Negative and positive values of each row of `inner` values. */
+CLONES static void
+FN(row_signs)(const T *p, Py_ssize_t rows, Py_ssize_t inner, int64_t *neg, int64_t *pos)
+{
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        const T *q = p + r * inner;
+        int64_t cn = 0, cp = 0;
+        for (Py_ssize_t s = 0; s < inner; s += SPAN) {
+            Py_ssize_t e = inner - s < SPAN ? inner - s : SPAN;
+            uint32_t an = 0, ap = 0;
+            for (Py_ssize_t i = 0; i < e; i++) {
+                an += q[s + i] < 0;
+                ap += q[s + i] > 0;
+            }
+            cn += an;
+            cp += ap;
+        }
+        neg[r] = cn;
+        pos[r] = cp;
+    }
 }
