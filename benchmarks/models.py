@@ -25,6 +25,7 @@ minute or two), or ``--only bert,small`` for a part.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
