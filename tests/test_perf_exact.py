@@ -6,6 +6,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from inspector.analysis import kernels, numpy_kernels
 from inspector.analysis.small import small_rows
 from inspector.analysis.stats import PERCENTILES, analyze
 from inspector.records import TensorRecord, array_range_reader, array_reader
@@ -35,6 +36,21 @@ def samples(n: int, seed: int):
     yield "sparse with outliers", z
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def either(request):
+    """The compiled kernels (when built), then numpy's."""
+    if request.param == "compiled":
+        try:
+            from inspector.analysis import _kernels as module
+        except ImportError:
+            pytest.skip("inspector.analysis._kernels is not built")
+    else:
+        module = numpy_kernels
+    previous = kernels.use(module)
+    yield request.param
+    kernels.use(previous)
+
+
 def finite_f64(x: np.ndarray) -> np.ndarray:
     f = x.astype(np.float64)
     return f[np.isfinite(f)]
@@ -43,7 +59,7 @@ def finite_f64(x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n,chunk", [(1, 1 << 20), (5, 1 << 20), (100_003, 1 << 20),  # one chunk
                                      (5, 2), (100_003, 4096), (100_003, 99_999)])  # several
-def test_percentiles_equal_numpy(dtype, n, chunk):
+def test_percentiles_equal_numpy(either, dtype, n, chunk):
     for label, x in samples(n, seed=n):
         with np.errstate(over="ignore"):
             x = x.astype(dtype)
@@ -63,7 +79,7 @@ def test_percentiles_equal_numpy(dtype, n, chunk):
                                    np.int8, np.uint16, np.int32, np.uint32, np.int64, np.bool_],
                          ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("n,chunk", [(300, 1 << 20), (40_000, 1 << 20), (40_000, 1000)])
-def test_every_dtype_equals_numpy(dtype, n, chunk):
+def test_every_dtype_equals_numpy(either, dtype, n, chunk):
     rng = np.random.default_rng(n)
     dtype = np.dtype(dtype)
     if dtype.kind in "iub":
