@@ -1,6 +1,13 @@
-"""winspect: measure what is inside a model's weights."""
+"""winspect: measure what is inside a model's weights.
 
-from .api import Inspection, inspect
+The API's names are imported when first used (``inspector.inspect`` imports pandas, the
+loaders and the analyzer), so that importing a submodule, or ``winspect --help``, does not.
+"""
+
+from __future__ import annotations
+
+import importlib
+
 from .errors import (
     CorruptCheckpoint,
     InspectorError,
@@ -10,7 +17,12 @@ from .errors import (
     UnsupportedSource,
     WeightsUnavailable,
 )
-from .multi import CompareResult, DiffResult, TrackResult, compare, diff, track
+
+_LAZY = {
+    "inspect": ".api", "Inspection": ".api",
+    "diff": ".multi", "track": ".multi", "compare": ".multi",
+    "DiffResult": ".multi", "TrackResult": ".multi", "CompareResult": ".multi",
+}
 
 
 
@@ -41,3 +53,15 @@ __all__ = [
     "OutputError",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import h5py
 import ml_dtypes
 import numpy as np
 
@@ -45,6 +44,18 @@ from .keras_config import (
 )
 from .keras_zip import open_keras_zip
 from .shards import keras_shards
+
+
+class _LazyH5py:
+    """h5py, imported when a Keras file is first opened (it costs start-up time every other run)."""
+
+    def __getattr__(self, name: str):
+        import h5py as module
+
+        return getattr(module, name)
+
+
+h5py = _LazyH5py()
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 USERBLOCK_OFFSETS = (512, 1024, 2048)  # HDF5 also looks for its signature after a user block
