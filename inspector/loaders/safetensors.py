@@ -135,13 +135,11 @@ def stream_chunks(f, dtype: np.dtype, numel: int, max_elems: int, ended: str) ->
 
 @dataclass(frozen=True)
 class FileRange:
-    """Range reader (see TensorRecord.range_chunks) over values stored from byte ``begin`` of a
-    file. Plain data: it can be sent to another process (``portable``)."""
+    """Range reader (see TensorRecord.range_chunks) over values stored from byte ``begin`` of a file."""
 
     path: Path
     begin: int
     dtype: np.dtype
-    portable = True
 
     def __call__(self, start: int, stop: int, max_elems: int) -> Iterator[np.ndarray]:
         return file_reader(self.path, self.begin + start * self.dtype.itemsize, self.dtype, stop - start)(max_elems)
