@@ -16,7 +16,7 @@ import numpy as np
 from .exact import HIST_SPAN
 from .stats import HIST_BINS, PCT_COLUMNS, PERCENTILES
 
-SMALL_MAX = 1 << 13  # tensors of at most this many values are reduced together
+SMALL_MAX = 1 << 14  # tensors of at most this many values are reduced together
 BATCH_ELEMS = 1 << 19  # values per batch, about
 BATCH_TENSORS = 4096  # tensors per batch, at most
 
