@@ -190,12 +190,6 @@ merge_moments(Summary *s, int64_t n, double mean, double m2, double abs_sum)
 #define SHIFT 12
 #define FN(name) CAT(name, f32)
 #include "_reduce.h"
-#undef T
-#undef U
-#undef BITS
-#undef EXP_MASK
-#undef SHIFT
-#undef FN
 
 #define T double
 #define U uint64_t
@@ -204,12 +198,6 @@ merge_moments(Summary *s, int64_t n, double mean, double m2, double abs_sum)
 #define SHIFT 44
 #define FN(name) CAT(name, f64)
 #include "_reduce.h"
-#undef T
-#undef U
-#undef BITS
-#undef EXP_MASK
-#undef SHIFT
-#undef FN
 
 static PyObject *
 moments_buckets(PyObject *self, PyObject *args)

@@ -8,7 +8,7 @@
  *   EXP_MASK  the exponent bits (all set: Inf or NaN)
  *   SHIFT     the low mantissa bits a bucket key drops (12 for float32, 44 for float64)
  *   FN(name)  the name with the type's suffix (name_f32, name_f64)
- * and undefines them afterwards. Each function is plain code a debugger steps through.
+ * This file undefines them at its end. Each function is plain code a debugger steps through.
  *
  * A bucket key is magnitude-major: (leading magnitude bits << 1) | sign, so that the values of
  * a block, whatever their signs, fall into one narrow range of keys.
@@ -213,3 +213,10 @@ FN(row_signs)(const T *p, Py_ssize_t rows, Py_ssize_t inner, int64_t *neg, int64
         pos[r] = cp;
     }
 }
+
+#undef T
+#undef U
+#undef BITS
+#undef EXP_MASK
+#undef SHIFT
+#undef FN
