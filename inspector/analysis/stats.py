@@ -343,7 +343,9 @@ class BucketStats(Accumulator):
         edges = hist_edges(self.min, self.max, pct, HIST_BINS)
         straddle = np.setdiff1d(b.straddling(edges), want)  # buckets of unknown values in more than one bin
         hist = b.whole_hist(edges, np.union1d(want, straddle)) + hist_counts(picked.astype(np.float64), edges)
-        if exact_hist and straddle.size:
+        if straddle.size == 0:
+            return pct, (edges, hist)
+        if exact_hist:
             values = np.concatenate([b.select(self._converted(rd), straddle) for rd in readers])
         else:
             values = np.repeat(b.mids(straddle), b.counts[straddle])
@@ -352,13 +354,13 @@ class BucketStats(Accumulator):
     def _edges_before(self, b: "ValueOrder", n: int) -> np.ndarray | None:
         """The histogram's edges when the bucket counts decide them already: when p01 and p99 cannot
         be near enough zero for the edges to stop short of the extremes. Else None."""
-        near = 0.0
+        ranks = []
         for q in (PERCENTILES[0], PERCENTILES[-1]):
-            h = (n - 1) * (q / 100.0)
-            i = math.floor(h)
-            lo = b.bounds(b.position_of_rank(i))[0]
-            hi = b.bounds(b.position_of_rank(min(i + 1, n - 1)))[1]
-            near = max(near, 0.0 if lo <= 0.0 <= hi else min(abs(lo), abs(hi)))
+            i = math.floor((n - 1) * (q / 100.0))
+            ranks += [i, min(i + 1, n - 1)]
+        lo, hi = b.bounds(np.searchsorted(b.cum, ranks, side="right"))
+        lo, hi = lo[0::2], hi[1::2]  # each percentile lies within [lo, hi]
+        near = float(np.where((lo <= 0.0) & (hi >= 0.0), 0.0, np.minimum(np.abs(lo), np.abs(hi))).max())
         a = max(abs(self.min), abs(self.max))
         if HIST_SPAN * near >= a:
             return hist_edges(self.min, self.max, [0.0, 0.0], HIST_BINS)
@@ -388,6 +390,7 @@ class ValueOrder:
             self.counts[self.n_odd + 1] -= zero - neg_zero
         self.cum = np.cumsum(self.counts)
         self.klo, self.size, self.key_dtype = klo, counts.size, key_dtype
+        self._edges: dict = {}  # edges (as bytes) -> _find_edges' answer
 
     def keys_at(self, pos: np.ndarray) -> np.ndarray:
         """Bucket keys at value-order positions (not the zero bucket's)."""
@@ -427,20 +430,24 @@ class ValueOrder:
 
     def percentiles(self, n: int, percentiles, want: np.ndarray, picked: np.ndarray) -> list[float]:
         """Exact percentiles from the bucket counts and the sorted values of the buckets at ``want``."""
-        before = dict(zip(want.tolist(), np.concatenate(([0], np.cumsum(self.counts[want])[:-1])).tolist()))
-        got = {}
-        for r in needed_ranks(n, percentiles):
-            b = int(np.searchsorted(self.cum, r, side="right"))
-            got[r] = 0.0 if b == self.n_odd else float(picked[before[b] + r - int(self.cum[b] - self.counts[b])])
-        return percentiles_from(got, n, percentiles)
-
-    def position_of_rank(self, r: int) -> int:
-        return int(np.searchsorted(self.cum, r, side="right"))
+        before = np.zeros(self.counts.size + 1, dtype=np.int64)  # picked values in earlier wanted buckets
+        before[want] = np.concatenate(([0], np.cumsum(self.counts[want])[:-1]))
+        ranks = np.array(needed_ranks(n, percentiles))
+        where = np.searchsorted(self.cum, ranks, side="right")
+        at = np.clip(before[where] + ranks - (self.cum[where] - self.counts[where]), 0, max(picked.size - 1, 0))
+        values = np.where(where == self.n_odd, 0.0, picked[at] if picked.size else 0.0)
+        return percentiles_from(dict(zip(ranks.tolist(), values.tolist())), n, percentiles)
 
     def _edge_positions(self, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each edge: the position of the bucket of the least value >= it, and whether the bucket of
         the greatest value < it is the same (then that bucket straddles the edge)."""
         e = np.asarray(edges, dtype=np.float64)
+        key = e.tobytes()
+        if key not in self._edges:
+            self._edges[key] = self._find_edges(e)
+        return self._edges[key]
+
+    def _find_edges(self, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         above = e.astype(self.key_dtype)
         above = np.where(above.astype(np.float64) < e, np.nextafter(above, self.key_dtype.type(np.inf)), above)
         below = np.nextafter(above, self.key_dtype.type(-np.inf))
