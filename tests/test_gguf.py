@@ -63,7 +63,7 @@ def test_fixture_table_equals_the_reference():
     ref = reference_tensors(FIXTURE)
     rows = {r["name"]: r for r in ins.tensors.to_dict("records")}
     for name, values in ref.items():
-        assert_stats_match(rows[name], values.astype(np.float32), chunk=1000)
+        assert_stats_match(rows[name], values.astype(np.float32))
     t = ins.tensors.set_index("name")
     assert t.loc["blk.0.attn_q.weight", "dtype"] == "Q4_0"
     assert t.loc["blk.0.attn_v.weight", "dtype"] == "Q8_0"
@@ -152,7 +152,7 @@ def test_every_decoded_type_through_the_loader(tmp_path):
     assert dtypes["blk.9.ffn_up.weight"] == TYPES[sorted(DECODED)[9]].name
     assert (dtypes["a.bf16"], dtypes["a.i8"], dtypes["a.f64"]) == ("bfloat16", "int8", "float64")
     for r in ins.tensors.to_dict("records"):
-        assert_stats_match(r, ref[r["name"]], chunk=100)
+        assert_stats_match(r, ref[r["name"]])
 
 
 def test_other_types_go_through_gguf_py_and_the_rest_are_skipped(tmp_path, monkeypatch):
@@ -168,7 +168,7 @@ def test_other_types_go_through_gguf_py_and_the_rest_are_skipped(tmp_path, monke
     assert list(ins.tensors["name"]) == ["blk.0.attn_q.weight", "output_norm.weight"]
     assert ins.tensors["dtype"][0] == "IQ2_XXS"
     want = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType.IQ2_XXS).reshape(-1)
-    assert_stats_match(ins.tensors.to_dict("records")[0], want, chunk=100)
+    assert_stats_match(ins.tensors.to_dict("records")[0], want)
     assert any("1 tensor(s) of type Q8_1 skipped: neither winspect nor gguf-py" in n for n in ins.summary["notes"])
     monkeypatch.setitem(sys.modules, "gguf", None)  # gguf-py not installed
     from inspector.loaders import dequant
