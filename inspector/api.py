@@ -27,7 +27,7 @@ class Inspection:
     ``summary``: totals, the headline negative fraction, per-kind figures, findings;
     ``histograms``: per tensor name, (bin edges, counts) from the pass: 64 bins symmetric about
     zero over ±max|x|, or over ±4 max(|p01|, |p99|) when outliers reach further (they count in
-    the outer bins; see ``StatsAccumulator._hist_edges``).
+    the outer bins; see ``analysis.exact.hist_edges``).
     ``spectra``: with ``spectral=True``, per analysed weight its eigenvalues and fit (see
     inspector.analysis.spectral); empty otherwise.
     """
