@@ -12,6 +12,7 @@ from .analysis.complex_values import complex_note
 from .analysis.spectral import blas_threads
 from .analysis.stats import CHUNK_ELEMS
 from .loaders import LoadOptions, open_source
+from .names import natural_key
 from .report.export import write_csv, write_json
 from .table import Tables, build_tables
 from .table.rows import (
@@ -106,6 +107,8 @@ def inspect(
     note = complex_note(rows)
     if note:
         meta["notes"] = [*meta.get("notes", []), note]
+    if meta.get("order") == "natural":  # the source does not know the modules' order
+        rows.sort(key=lambda r: natural_key(r["name"]))
     return Inspection.from_rows(str(source), rows, meta, hists)
 
 

@@ -1,7 +1,9 @@
 """The ``winspect`` command. The only module that prints or exits.
 
 Exit codes: 0 success; 1 bad input (missing, unknown, unsupported, unsafe or unreadable
-source; unwritable output); 2 usage errors; 3 ``audit`` found what --fail-on lists.
+source; unwritable output); 2 usage errors; 3 ``audit`` found what --fail-on lists; 141
+(128 + SIGPIPE, as a shell reports a command ended by a closed pipe) when the reader of
+standard output went away early (``| head``).
 
 An output path of ``-`` (``--csv -``, ``--json -``) is standard output; the terminal report
 is then left out, so that the data can be piped.
@@ -21,6 +23,11 @@ import click
 
 from .errors import FindingsFound, InspectorError, OutputError, first_line
 from .finding import DEFAULT_FAIL_ON, FINDING_TYPES
+
+
+# The status a shell gives a command that SIGPIPE ended (128 + 13): what `set -o pipefail` expects
+# from a writer whose reader went away, not the bad-input code.
+CLOSED_PIPE = 128 + 13
 
 
 class _Fail(click.ClickException):
@@ -83,7 +90,7 @@ def handle_errors(fn):
         except BrokenPipeError:  # the reader of standard output went away (| head): stop quietly
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
-            sys.exit(1)
+            sys.exit(CLOSED_PIPE)
         except Exception as e:  # never a traceback for a user: say what failed and how to see more
             if debug:
                 raise
@@ -127,6 +134,32 @@ def check_outputs(inputs, outputs) -> None:
         for i in ins:
             if o.exists() and o.samefile(i) or o.resolve() == i.resolve():
                 raise OutputError(f"{out}: is an input of this command; refusing to overwrite it")
+
+
+def _regex(value, name: str):
+    """A regular expression option, checked before any work (a bad one is a usage error)."""
+    import re
+
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise click.BadParameter(f"not a regular expression ({e})", param_hint=name) from None
+    return value
+
+
+def weights_for(sources, weights: str | None) -> str:
+    """The --weights value, refused (a usage error) when no source is a model name it could apply to."""
+    if weights is None:
+        return "DEFAULT"
+    if all(Path(s).exists() for s in sources):
+        raise click.UsageError(f"--weights applies to torchvision model names; {_which(sources)} a file or "
+                               "directory, whose weights are its own")
+    return weights
+
+
+def _which(sources) -> str:
+    return f"{sources[0]} is" if len(sources) == 1 else "every source is"
 
 
 def piped(*paths) -> bool:
@@ -193,8 +226,8 @@ def main():
 
 @main.command("inspect")
 @click.argument("source")
-@click.option("--weights", default="DEFAULT", show_default=True,
-              help="For torchvision names: DEFAULT, a weights enum member (IMAGENET1K_V1, …) or none (untrained).")
+@click.option("--weights", help="For torchvision names: DEFAULT (the default), a weights enum member "
+                                "(IMAGENET1K_V1, …, any case) or none (untrained).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the per-tensor table as CSV.")
 @click.option("--layers-csv", type=click.Path(dir_okay=False), help="Write the per-layer table as CSV.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write summary and tensors as JSON.")
@@ -212,6 +245,7 @@ def inspect_cmd(source, weights, csv_path, layers_csv, json_path, out_dir, svg, 
 
     if svg and not out_dir:
         raise click.UsageError("--svg needs --out DIR")
+    weights = weights_for([source], weights)
     check_outputs([source], [csv_path, layers_csv, json_path, *report_outputs(out_dir)])
     report = not (quiet or piped(csv_path, layers_csv, json_path))
     from .report.progress import progress_for
@@ -245,8 +279,8 @@ _csv_option = click.option("--csv", "csv_path", type=click.Path(dir_okay=False),
 _json_option = click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write everything as JSON.")
 _out_option = click.option("--out", "out_dir", type=click.Path(file_okay=False),
                            help="Directory for the CSV tables and plots.")
-_weights_option = click.option("--weights", default="DEFAULT", show_default=True,
-                               help="For torchvision names: DEFAULT, a weights enum member or none (untrained).")
+_weights_option = click.option("--weights", help="For torchvision names: DEFAULT (the default), a weights enum "
+                                                "member or none (untrained).")
 
 
 def multi_options(fn):
@@ -276,25 +310,33 @@ def _finish(result, inputs, csv_path, json_path, out_dir, out_names, render: str
 @main.command("diff")
 @click.argument("a")
 @click.argument("b")
+@click.option("--match", type=click.Choice(["name", "position"]), default="name", show_default=True,
+              help="Pair tensors by name (no name in common is an error) or by position (i-th with i-th).")
 @multi_options
-def diff_cmd(a, b, csv_path, json_path, out_dir, weights, quiet, debug):
-    """How each tensor changed from checkpoint A to checkpoint B (matched by name)."""
+def diff_cmd(a, b, match, csv_path, json_path, out_dir, weights, quiet, debug):
+    """How each tensor changed from checkpoint A to checkpoint B (matched by name, or by position)."""
     from .multi import diff
 
+    weights = weights_for([a, b], weights)
     check_outputs([a, b], [csv_path, json_path])
-    result = diff(a, b, weights=weights)
+    result = diff(a, b, weights=weights, match=match)
     _finish(result, [a, b], csv_path, json_path, out_dir, ["diff.csv", "diff_change.png"], "render_diff", quiet)
 
 
 @main.command("track")
 @click.argument("sources", nargs=-1, required=True)
+@click.option("--step-regex", callback=lambda ctx, param, v: _regex(v, "--step-regex"), help="Where a checkpoint's path says its step: the first group (or the match) of "
+                                   "this regular expression; default: the last number in the file name.")
 @multi_options
-def track_cmd(sources, csv_path, json_path, out_dir, weights, quiet, debug):
-    """Statistics across the checkpoints of one run (paths or globs, put in natural order)."""
+def track_cmd(sources, step_regex, csv_path, json_path, out_dir, weights, quiet, debug):
+    """Statistics across the checkpoints of one run (paths or globs), in step order: the step is the last
+    number in each file name (or --step-regex); without one for each, natural order and positions."""
+    from .analysis.track import ordered_sources
     from .multi import track
 
+    weights = weights_for(ordered_sources(sources), weights)
     check_outputs(sources, [csv_path, json_path])
-    result = track(sources, weights=weights)
+    result = track(sources, weights=weights, step_regex=step_regex)
     _finish(result, result.checkpoints, csv_path, json_path, out_dir, ["track.csv", "track_steps.csv"],
             "render_track", quiet)
 
@@ -306,6 +348,7 @@ def compare_cmd(sources, csv_path, json_path, out_dir, weights, quiet, debug):
     """Several models side by side: per model and kind, sign fractions, abs mean, std."""
     from .multi import compare
 
+    weights = weights_for(sources, weights)
     check_outputs(sources, [csv_path, json_path])
     result = compare(sources, weights=weights)
     _finish(result, sources, csv_path, json_path, out_dir, ["compare.csv"], "render_compare", quiet)
@@ -317,7 +360,7 @@ def compare_cmd(sources, csv_path, json_path, out_dir, weights, quiet, debug):
               help=f"Finding types that make the command exit 3 ({', '.join(FINDING_TYPES)}; all; none).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Write {source, findings, failed_on} as JSON.")
-@click.option("--weights", default="DEFAULT", show_default=True, help="For torchvision names, as for inspect.")
+@click.option("--weights", help="For torchvision names, as for inspect.")
 @click.option("--unsafe-load", is_flag=True, hidden=True, expose_value=False, callback=no_unsafe_load)
 @common_options
 @handle_errors
@@ -331,6 +374,7 @@ def audit_cmd(source, fail_on, json_path, weights, quiet, debug):
         gate = parse_fail_on(fail_on)
     except UnknownFinding as e:
         raise click.BadParameter(str(e).removeprefix("--fail-on: "), param_hint="--fail-on") from None
+    weights = weights_for([source], weights)
     check_outputs([source], [json_path])
     report = not (quiet or piped(json_path))
     result = audit(source, weights=weights, spectral="alpha" in gate)

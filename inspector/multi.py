@@ -12,7 +12,7 @@ import pandas as pd
 
 from .analysis.diff import CHANGE_COLUMNS, diff_frame, diff_records, diff_summary, pooled_change
 from .analysis.stats import CHUNK_ELEMS
-from .analysis.track import change_factory, ordered_sources, source_list
+from .analysis.track import change_factory, checkpoint_steps, ordered_sources, source_list
 from .api import inspect
 from .loaders import LoadOptions, open_source
 from .report import change_plots
@@ -110,13 +110,16 @@ class CompareResult(_Result):
         return f"<CompareResult {len(self.sources)} models>"
 
 
-def diff(a, b, weights: str = "DEFAULT", *, chunk_elems: int = CHUNK_ELEMS) -> DiffResult:
-    """The change from checkpoint ``a`` to checkpoint ``b``, tensor by tensor (``--weights`` applies to names)."""
+def diff(a, b, weights: str = "DEFAULT", *, chunk_elems: int = CHUNK_ELEMS, match: str = "name") -> DiffResult:
+    """The change from checkpoint ``a`` to checkpoint ``b``, tensor by tensor (``--weights`` applies to names).
+
+    ``match``: ``name`` (normalised names; no name in common is an error) or ``position`` (the
+    i-th tensor of A with the i-th of B)."""
     options = LoadOptions(weights=weights)
     with open_source(str(a), options) as sa, open_source(str(b), options) as sb:
         recs_a, adopted_a = sb.adopt(list(sa.records()))  # names of another format in B's own convention
         recs_b, adopted_b = sa.adopt(list(sb.records()))
-        rows, matching = diff_records(recs_a, recs_b, chunk_elems)
+        rows, matching = diff_records(recs_a, recs_b, chunk_elems, match)
         notes = [f"A: {n}" for n in sa.meta["notes"]] + [f"B: {n}" for n in sb.meta["notes"]]
         notes += [f"A: {n}" for n in adopted_a] + [f"B: {n}" for n in adopted_b]
     matching["notes"] = notes + matching["notes"]
@@ -126,16 +129,21 @@ def diff(a, b, weights: str = "DEFAULT", *, chunk_elems: int = CHUNK_ELEMS) -> D
 
 
 def track(sources, weights: str = "DEFAULT", *, chunk_elems: int = CHUNK_ELEMS,
-          progress: ProgressFn | None = None) -> TrackResult:
-    """Core statistics of each checkpoint of a run, in natural order, and the change between consecutive ones.
+          progress: ProgressFn | None = None, step_regex: str | None = None) -> TrackResult:
+    """Core statistics of each checkpoint of a run, in step order, and the change between consecutive ones.
 
+    The step of a checkpoint is the last number in its file name, or what ``step_regex`` finds
+    in its path; when some checkpoint has none (or two share one) the checkpoints keep their
+    natural order and the step is the position (see analysis.track.checkpoint_steps).
     Only two checkpoints are open at a time: the current one and the previous one it is compared with.
     """
-    checkpoints = ordered_sources(sources)
+    checkpoints, step_numbers, step_source = checkpoint_steps(ordered_sources(sources), step_regex)
     options = LoadOptions(weights=weights)
     frames, steps, notes, prev, prev_src = [], [], [], [], None
+    if step_source == "position" and len(checkpoints) > 1:
+        notes.append("steps are positions 0 .. n-1: not every checkpoint name carries its own step number")
     try:
-        for step, path in enumerate(checkpoints):
+        for step, path in zip(step_numbers, checkpoints):
             src = open_source(path, options)
             try:
                 records = list(src.records())
@@ -158,7 +166,7 @@ def track(sources, weights: str = "DEFAULT", *, chunk_elems: int = CHUNK_ELEMS,
     steps_df = pd.DataFrame(steps, columns=STEP_COLUMNS)
     for c in ("weight_sign_flips", "weight_became_neg", "weight_became_pos"):
         steps_df[c] = steps_df[c].astype("Int64")
-    summary = {"checkpoints": checkpoints, "steps": steps, "notes": notes}
+    summary = {"checkpoints": checkpoints, "step_source": step_source, "steps": steps, "notes": notes}
     return TrackResult(checkpoints, tensors, steps_df, summary)
 
 

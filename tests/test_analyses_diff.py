@@ -197,7 +197,7 @@ def test_track_table_and_flips_between_consecutive_checkpoints(tmp_path):
     assert list(t.tensors.columns[:4]) == ["checkpoint", "step", "name", "layer"]
     assert len(t.tensors) == 16
     fc = t.tensors[t.tensors["name"] == "fc.weight"]
-    assert list(fc["step"]) == [0, 1, 2, 3]
+    assert list(fc["step"]) == [1, 2, 10, 11]  # the numbers in the names
     assert list(fc["checkpoint"]) == t.checkpoints
     assert pd.isna(fc["sign_flips"].iloc[0])
     assert list(fc["sign_flips"].iloc[1:]) == [1, 8, 1]  # 1->2, 2->10, 10->11 values negated
@@ -272,7 +272,7 @@ def test_cli_track_and_compare(tmp_path):
     assert r.exit_code == 0, r.output
     assert "2 checkpoints" in r.output
     steps = pd.read_csv(tmp_path / "t.csv").drop_duplicates("step")
-    assert list(steps["checkpoint"]) == [str(paths[3]), str(paths[20])] and list(steps["step"]) == [0, 1]
+    assert list(steps["checkpoint"]) == [str(paths[3]), str(paths[20])] and list(steps["step"]) == [3, 20]
     assert (tmp_path / "out" / "track_sign_flips.png").is_file()
     r = run("track", paths[20], paths[3], "--json", tmp_path / "t.json", "-q")
     data = json.loads((tmp_path / "t.json").read_text())

@@ -625,7 +625,8 @@ def test_a_directory_with_one_weights_file(tmp_path):
     pd.testing.assert_frame_equal(inspector.inspect(tmp_path).tensors, whole)
     shutil.copy(FIX / "digits_keras.weights.h5", tmp_path / "other.weights.h5")  # two: which one?
     res = run_cli(tmp_path, "--quiet")
-    assert res.exit_code == 1 and "directory holds no checkpoint" in res.output
+    assert res.exit_code == 1 and "holds several checkpoints" in res.output
+    assert "model.weights.h5, other.weights.h5" in res.output
 
 
 def write_shards(folder: Path, shards: dict[str, dict[str, np.ndarray]], names: dict[str, str] | None = None,

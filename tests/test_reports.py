@@ -23,7 +23,8 @@ import inspector
 from inspector.table.findings import layer_outliers, robust_z
 from inspector.api import Inspection, analyze_records
 from inspector.cli import main
-from inspector.records import TensorRecord, array_reader, infer_kinds
+from inspector.kinds import infer_kinds
+from inspector.records import TensorRecord, array_reader
 from inspector.report import bundle
 from inspector.report.outdir import MANIFEST, signature
 from inspector.report import plots as P

@@ -24,7 +24,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..errors import CorruptCheckpoint
+from ..errors import CorruptCheckpoint, InspectorError
 from ..names import shape_str, strip_prefixes
 
 CHANGE_COLUMNS = [
@@ -33,6 +33,10 @@ CHANGE_COLUMNS = [
 ]
 DIFF_COLUMNS = ["name", "layer", "kind", "shape", "numel", *CHANGE_COLUMNS, "tied_to"]
 TOP_CHANGED = 5
+
+
+class NoCommonNames(InspectorError):
+    """Two checkpoints share no tensor to compare."""
 
 
 class PairedChange:
@@ -148,16 +152,49 @@ def align_names(names_a, names_b) -> tuple[dict[str, str], dict[str, str], list[
         notes.append(f"stripped the prefix {head + '.'!r} from every name of {'AB'[i]} to match the other side")
 
 
-def diff_records(recs_a: list, recs_b: list, chunk_elems: int) -> tuple[list[dict], dict]:
-    """Rows of the diff table (A's order) and the matching report (unmatched, mismatched, notes)."""
+MATCH_MODES = ("name", "position")
+SHOWN_NAMES = 4  # names of each side quoted when none match
+
+
+def _few(names: list[str]) -> str:
+    more = f", … ({len(names)} in all)" if len(names) > SHOWN_NAMES else ""
+    return ", ".join(names[:SHOWN_NAMES]) + more
+
+
+def pair_records(recs_a: list, recs_b: list, match: str = "name") -> tuple[list[tuple], dict]:
+    """Pairs (key, record of A, record of B) and what did not pair.
+
+    ``name``: by normalised name (see :func:`align_names`); when both sides have tensors and no
+    name is shared, a :class:`NoCommonNames` error names a few of each side (nothing changed
+    would be a false answer). ``position``: the i-th tensor of A with the i-th of B, in the
+    sources' order; the key is A's name.
+    """
+    if match not in MATCH_MODES:
+        raise ValueError(f"match must be one of {MATCH_MODES}, not {match!r}")
+    if match == "position":
+        pairs = [(ra.name, ra, rb) for ra, rb in zip(recs_a, recs_b)]
+        n = len(pairs)
+        note = f"tensors paired by position: {n} pairs, A's names kept"
+        return pairs, {"only_in_a": [r.name for r in recs_a[n:]], "only_in_b": [r.name for r in recs_b[n:]],
+                       "notes": [note]}
     map_a, map_b, notes = align_names([r.name for r in recs_a], [r.name for r in recs_b])
+    if recs_a and recs_b and not map_a.keys() & map_b.keys():
+        raise NoCommonNames(
+            f"A and B have no tensor names in common (A: {_few([r.name for r in recs_a])}; "
+            f"B: {_few([r.name for r in recs_b])}); pass --match position to pair them by order and shape"
+        )
     by_a = {r.name: r for r in recs_a}
     by_b = {r.name: r for r in recs_b}
+    pairs = [(key, by_a[name_a], by_b[map_b[key]]) for key, name_a in map_a.items() if key in map_b]
+    return pairs, {"only_in_a": [n for k, n in map_a.items() if k not in map_b],
+                   "only_in_b": [n for k, n in map_b.items() if k not in map_a], "notes": notes}
+
+
+def diff_records(recs_a: list, recs_b: list, chunk_elems: int, match: str = "name") -> tuple[list[dict], dict]:
+    """Rows of the diff table (A's order) and the matching report (unmatched, mismatched, notes)."""
+    pairs, unpaired = pair_records(recs_a, recs_b, match)
     rows, mismatched = [], []
-    for key, name_a in map_a.items():
-        if key not in map_b:
-            continue
-        ra, rb = by_a[name_a], by_b[map_b[key]]
+    for key, ra, rb in pairs:
         if ra.shape != rb.shape:
             mismatched.append({"name": key, "shape_a": shape_str(ra.shape), "shape_b": shape_str(rb.shape)})
             continue
@@ -165,12 +202,11 @@ def diff_records(recs_a: list, recs_b: list, chunk_elems: int) -> tuple[list[dic
             "name": key, "layer": ra.layer, "kind": ra.kind, "shape": shape_str(ra.shape), "numel": ra.numel,
             **change_of(ra, rb, chunk_elems), "tied_to": ra.tied_to,
         })
-    matching = {
-        "only_in_a": [n for k, n in map_a.items() if k not in map_b],
-        "only_in_b": [n for k, n in map_b.items() if k not in map_a],
-        "shape_mismatches": mismatched,
-        "notes": notes,
-    }
+    if pairs and not rows:
+        raise NoCommonNames(f"no pair of tensors has the same shape ({len(mismatched)} pairs differ, first: "
+                            f"{mismatched[0]['name']} {mismatched[0]['shape_a']} vs {mismatched[0]['shape_b']})")
+    matching = {"only_in_a": unpaired["only_in_a"], "only_in_b": unpaired["only_in_b"],
+                "shape_mismatches": mismatched, "notes": unpaired["notes"], "match": match}
     return rows, matching
 
 

@@ -12,7 +12,9 @@ other records whose output is on the last axis (``(in, out)`` matrices).
 Reference stds:
 
 * ``kaiming_uniform``: PyTorch's default for Linear and Conv layers, kaiming-uniform with
-  ``a = sqrt(5)``: bound ``1 / sqrt(fan_in)``, std ``bound / sqrt(3)``;
+  ``a = sqrt(5)``: bound ``1 / sqrt(fan_in)``, std ``bound / sqrt(3)``. For PyTorch's recurrent
+  layers (RNN/LSTM/GRU and their cells) the column holds PyTorch's default for them instead,
+  ``U(-1/sqrt(hidden), 1/sqrt(hidden))`` for every weight: std ``1 / sqrt(3 hidden)``;
 * ``kaiming_normal``: He initialisation with the ReLU gain, ``sqrt(2 / fan_in)``;
 * ``xavier``: Glorot, ``sqrt(2 / (fan_in + fan_out))`` (the std of both its uniform and normal forms).
 
@@ -25,6 +27,8 @@ the record and its statistics rather than a second reduction over the values.
 from __future__ import annotations
 
 import math
+
+from ..kinds import recurrent_hidden
 
 
 def fans(shape: tuple[int, ...], out_axis: int | None, layout: str = "pytorch") -> tuple[int, int] | None:
@@ -58,5 +62,8 @@ def baseline_columns(record, stats: dict) -> dict:
     if f is None:
         return {}
     refs = reference_stds(*f)
+    hidden = recurrent_hidden(record.module_type, record.name, record.shape)
+    if hidden:  # PyTorch's recurrent layers: U(-1/sqrt(hidden), 1/sqrt(hidden))
+        refs["kaiming_uniform"] = 1.0 / math.sqrt(3.0 * hidden)
     std = stats.get("std", math.nan)
     return {"fan_in": f[0], "fan_out": f[1], **{f"std_vs_{k}": std / v for k, v in refs.items()}}

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import InspectorError, SourceNotFound, UnsupportedSource
+from ..names import natural_key
 from ..records import TensorRecord
 from .refusals import recognise_dir, recognise_file, recognise_magic, refusal
 
@@ -104,6 +105,27 @@ class Loader:
 
 
 LOADERS: list[type[Loader]] = []
+SHOWN_CANDIDATES = 8
+
+
+class AmbiguousFolder(UnsupportedSource):
+    """A directory holds several checkpoints and none is the one a model directory reads."""
+
+    def __init__(self, folder: Path, candidates: list[Path]):
+        names = [p.name for p in candidates]
+        more = f", … ({len(names)} in all)" if len(names) > SHOWN_CANDIDATES else ""
+        super().__init__(f"{folder}: holds several checkpoints and none is the model directory's own "
+                         f"({', '.join(names[:SHOWN_CANDIDATES])}{more}); name the file to read")
+
+
+def checkpoint_files(folder: Path) -> list[Path]:
+    """The files of a directory that some loader reads by their suffix, in natural order."""
+    suffixes = tuple(s for lo in LOADERS for s in lo.suffixes)
+    try:
+        found = [p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(suffixes)]
+    except OSError as e:
+        raise SourceNotFound(f"{folder}: cannot list the directory ({e.strerror or e})") from None
+    return sorted(found, key=lambda p: natural_key(p.name))
 
 
 def register(cls: type[Loader]) -> type[Loader]:
@@ -145,6 +167,9 @@ def choose_loader(source: str) -> type[Loader]:
         known = recognise_dir(path)
         if known:
             raise UnsupportedSource(refusal(path, known))
+        candidates = checkpoint_files(path)
+        if len(candidates) > 1:
+            raise AmbiguousFolder(path, candidates)
         hints = ", ".join(lo.dir_hint for lo in LOADERS if lo.takes_dirs and lo.dir_hint)
         raise UnsupportedSource(f"{source}: directory holds no checkpoint winspect reads (expected {hints})")
     if path.exists():
@@ -206,6 +231,13 @@ def _looks_like_path(source: str) -> bool:
 def open_source(source: str, options: LoadOptions | None = None) -> OpenedSource:
     """Open a source with the loader the registry chooses for it."""
     options = options or LoadOptions()
+    path = Path(source)
+    if path.is_dir():
+        loose = checkpoint_files(path)
+        if len(loose) == 1 and not any(lo.takes_dirs and lo.accepts_dir(path) for lo in LOADERS):
+            src = open_source(str(loose[0]), options)  # the folder's only checkpoint
+            src.note(f"read {loose[0].name}, the only checkpoint in the folder")
+            return src
     loader = choose_loader(str(source))
     src = loader.open(str(source), options)
     if not src.paths and Path(source).exists():
@@ -214,7 +246,19 @@ def open_source(source: str, options: LoadOptions | None = None) -> OpenedSource
         except BaseException:
             src.close()
             raise
+    if path.is_dir():
+        src.note(_folder_note(path, src.paths))
     return src
+
+
+def _folder_note(folder: Path, read: list) -> str:
+    """Which file of a directory was read, and which other checkpoints it holds were not."""
+    read = [Path(p) for p in read]
+    if not read:
+        return f"read {folder}"
+    others = [p.name for p in checkpoint_files(folder) if p not in read]
+    also = f"; also in the folder, not read: {', '.join(others[:SHOWN_CANDIDATES])}" if others else ""
+    return f"read {read[0].name} from the folder{also}"
 
 
 # The format modules; each registers its loaders (sniffing order is their ``order``, not this list's).

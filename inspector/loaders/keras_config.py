@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..finding import Finding, custom_object_finding, lambda_finding, python_lambda_finding
+from ..finding import Finding, custom_object_finding, finding, lambda_finding, python_lambda_finding
 from .keras_names import KERAS_NAMES
 
 # Per class: the variables Keras creates, in creation order, as (name, config flag, default).
@@ -213,6 +213,10 @@ def _walk_findings(obj, path: list[str], out: list[Finding], key: str) -> None:
     if not isinstance(obj, dict):
         return
     where = "/".join(path) or "(model)"
+    for k in [k for k, v in obj.items() if v == "<lambda>"] if "class_name" not in obj else []:
+        # Keras 2 writes a lambda given as activation= as its __name__ alone
+        out.append(finding("lambda", where, f"{k} is an anonymous Python function ('<lambda>'): the file does "
+                           "not hold it, and Keras cannot rebuild the layer without the code"))
     found = _lambda_finding(obj, where, key)
     if found:
         out.append(found)

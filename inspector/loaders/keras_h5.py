@@ -244,6 +244,8 @@ class KerasH5Source(OpenedSource):
             kind = fmt or self._detect()
             super().__init__(source, kind)
             self._read_layout(kind)
+            # legacy files list their layers in model order, a config gives it; else the keys' natural order
+            self.meta["order"] = "module" if self.tree is not None or "legacy" in kind else "keys"
         seen = set()
         for e in self.entries:
             if e.name in seen:

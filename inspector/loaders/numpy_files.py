@@ -22,7 +22,8 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import CorruptCheckpoint, UnsafeCheckpoint, UnsupportedSource
-from ..records import TensorRecord, default_out_axis, infer_kinds
+from ..kinds import default_out_axis, infer_kinds
+from ..records import TensorRecord
 from ..safety.zipcheck import check_zip, stored_data_start
 from . import Loader, LoadOptions, OpenedSource, register
 from .mapped import MappedRange

@@ -20,7 +20,8 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import CorruptCheckpoint, UnsupportedSource
-from ..records import TensorRecord, default_out_axis, infer_kinds, layer_of
+from ..kinds import default_out_axis, infer_kinds
+from ..records import TensorRecord, layer_of
 from ..safety.protobuf import LEN, VARINT
 from . import Loader, LoadOptions, OpenedSource, register
 from .onnx_data import UNREAD_TYPES, DataContext, Values

@@ -18,7 +18,8 @@ import numpy as np
 
 from ..dtypes import SAFETENSORS_DTYPES
 from ..errors import CorruptCheckpoint, UnsupportedSource
-from ..records import TensorRecord, default_out_axis, infer_kinds
+from ..kinds import classify
+from ..records import TensorRecord
 from . import Loader, LoadOptions, OpenedSource, register
 from .shards import is_json_index, is_json_index_head, parse_json, shards_of_index
 
@@ -160,24 +161,36 @@ class SafetensorsSource(OpenedSource):
                 raise CorruptCheckpoint(f"{source}: tensor {e.name!r} appears in both {seen[e.name]} and {e.path}")
             seen[e.name] = e.path
         self.meta["files"] = [str(p) for p in files]
-        self.kinds = infer_kinds([(e.name, e.shape) for e in self.entries])
+        self.classes = classify([(e.name, e.shape) for e in self.entries])
+        self.meta["order"] = stored_order(self.entries)
 
     def totals(self) -> tuple[int, int]:
         return len(self.entries), sum(e.end - e.begin for e in self.entries)
 
     def records(self) -> Iterator[TensorRecord]:
         for e in self.entries:
-            kind = self.kinds[e.name]
+            c = self.classes[e.name]
             yield TensorRecord(
                 name=e.name,
-                kind=kind,
+                kind=c.kind,
                 np_dtype=e.dtype,
                 shape=e.shape,
                 reader=file_reader(e.path, e.begin, e.dtype, math.prod(e.shape)),
                 range_reader=FileRange(e.path, e.begin, e.dtype),
-                out_axis=default_out_axis(kind, e.shape, e.name),
+                out_axis=c.out_axis,
+                module_type=c.module_type,
                 nbytes=e.end - e.begin,
             )
+
+
+def stored_order(entries: list[_Entry]) -> str:
+    """``natural`` when the writer sorted the names, as the safetensors library does (by element
+    size, then name): the modules' order is lost, so the tables use the names' natural order.
+    ``file`` when the offsets follow another order, which the writer chose (often the modules')."""
+    groups: dict[tuple, list[str]] = {}
+    for e in entries:
+        groups.setdefault((e.path, e.dtype.itemsize), []).append(e.name)
+    return "natural" if all(g == sorted(g) for g in groups.values()) else "file"
 
 
 @register

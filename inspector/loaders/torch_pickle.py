@@ -20,7 +20,8 @@ import numpy as np
 
 from ..errors import CorruptCheckpoint, InspectorError, UnsupportedSource
 from ..names import strip_prefixes
-from ..records import TensorRecord, array_range_reader, array_reader, default_out_axis, infer_kinds
+from ..kinds import classify
+from ..records import TensorRecord, array_range_reader, array_reader
 from ..safety.pickle_scan import ScanResult, is_legacy_tar, is_torch_zip, scan_file, unreadable_and_alarming
 from ..safety.restricted_unpickler import Placeholder, Unreadable, unwrap
 from . import Loader, LoadOptions, OpenedSource, register
@@ -216,7 +217,8 @@ class StateDictSource(OpenedSource):
         if skipped:
             self.note(f"skipped {len(skipped)} entries that are not numeric tensors: {', '.join(skipped[:5])}")
         self.module_info = module_info or {}
-        self.kinds = infer_kinds([(n, tuple(t.shape)) for n, t in self.items])
+        self.classes = classify([(n, tuple(t.shape)) for n, t in self.items])
+        self.meta["order"] = "module"  # a state dict lists its tensors in the modules' order
 
     def totals(self) -> tuple[int, int]:
         return len(self.items), sum(t.nbytes for _, t in self.items)
@@ -235,9 +237,7 @@ class StateDictSource(OpenedSource):
             yield self._record(name, t, tied_to)
 
     def _record(self, name: str, t, tied_to: str | None) -> TensorRecord:
-        info = self.module_info.get(name)
-        kind = info["kind"] if info else self.kinds[name]
-        shape = tuple(t.shape)
+        info = self.module_info.get(name) or vars(self.classes[name])
         np_dtype, stored = _value_dtype(t)
         if isinstance(t, np.ndarray):
             reader, ranges = array_reader(t), array_range_reader(t)
@@ -245,10 +245,9 @@ class StateDictSource(OpenedSource):
             ranges = view_range(t, self.big_endian)
             reader = _whole(ranges, t.numel)
         return TensorRecord(
-            name=name, kind=kind, np_dtype=np_dtype, shape=shape, reader=reader, range_reader=ranges,
-            out_axis=info["out_axis"] if info else default_out_axis(kind, shape, name),
-            module_type=info["module_type"] if info else None, tied_to=tied_to, nbytes=t.nbytes,
-            stored_dtype=stored,
+            name=name, kind=info["kind"], np_dtype=np_dtype, shape=tuple(t.shape), reader=reader,
+            range_reader=ranges, out_axis=info["out_axis"], module_type=info["module_type"], tied_to=tied_to,
+            nbytes=t.nbytes, stored_dtype=stored,
         )
 
 

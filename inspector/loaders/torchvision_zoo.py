@@ -103,9 +103,9 @@ def _weights_member(name: str, weights: str):
 
     enum = tvm.get_model_weights(name)
     members = [m for m in enum.__members__ if m != "DEFAULT"]
-    key = weights.upper() if weights.upper() == "DEFAULT" else weights
+    by_upper = {m.upper(): m for m in enum.__members__}  # model names ignore case; so do their weights
     try:
-        return enum[key]
+        return enum[by_upper[weights.upper()]]
     except KeyError:
         raise SourceNotFound(
             f"{name}: unknown --weights {weights!r}; choose DEFAULT, none, or one of {', '.join(members)}"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .terminal import visible
 
 LINES_PER_PAGE = 8  # tensors per trend figure
 MAX_PAGES = 10  # beyond LINES_PER_PAGE * MAX_PAGES weight tensors, evenly spaced ones are shown
@@ -67,13 +68,26 @@ def track_plots(tensors, steps, out_dir: Path) -> list[Path]:
                 ax.plot(t["step"], t[col].to_numpy(dtype=float), marker="o", label=name)
         for ax, label in zip(axes[:, 0], ("negative fraction", "std", "L2 norm")):
             ax.set_ylabel(label)
-        axes[2, 0].set_xlabel("step")
-        axes[2, 0].xaxis.get_major_locator().set_params(integer=True)
+        _step_ticks(axes[2, 0], steps)
         axes[0, 0].legend(fontsize=7, loc="best")
         axes[0, 0].set_title(f"weight tensors across checkpoints (page {page + 1} of {pages})")
         paths.append(_save(fig, out_dir / f"track_trends_{page + 1:02d}.png"))
     paths.append(_flip_plot(steps, out_dir))
     return paths
+
+
+MAX_STEP_LABELS = 24
+
+
+def _step_ticks(ax, steps) -> None:
+    """x axis: the steps, each labelled with its checkpoint's file name (at most MAX_STEP_LABELS of them)."""
+    ax.set_xlabel("step")
+    if len(steps) > MAX_STEP_LABELS:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        return
+    names = [f"{int(s)}\n{visible(str(c).rstrip('/').replace(chr(92), '/').rsplit('/', 1)[-1])}"
+             for s, c in zip(steps["step"], steps["checkpoint"])]
+    ax.set_xticks(steps["step"].to_numpy(dtype=float), names, fontsize=7, rotation=30 if len(names) > 6 else 0)
 
 
 def _flip_plot(steps, out_dir: Path) -> Path:
@@ -83,8 +97,7 @@ def _flip_plot(steps, out_dir: Path) -> Path:
     flips = steps["weight_sign_flip_frac"].to_numpy(dtype=float)
     axes[1, 0].bar(steps["step"], 100 * np.nan_to_num(flips), color="tab:red")
     axes[1, 0].set_ylabel("sign flips from previous (%)")
-    axes[1, 0].set_xlabel("step")
-    axes[1, 0].xaxis.get_major_locator().set_params(integer=True)
+    _step_ticks(axes[1, 0], steps)
     return _save(fig, out_dir / "track_sign_flips.png")
 
 

@@ -49,7 +49,10 @@ def render_diff(result) -> Group:
 
 def render_track(result) -> Group:
     parts: list = []
-    parts.append(f"[bold]winspect track[/bold] {len(result.checkpoints)} checkpoints, in this order:")
+    n = len(result.checkpoints)
+    how = {"name": "steps from the file names", "regex": "steps from --step-regex",
+           "position": "steps are positions"}.get(result.summary.get("step_source"), "")
+    parts.append(f"[bold]winspect track[/bold] {n} checkpoint{'' if n == 1 else 's'}, in this order ({how}):")
     t = Table(title_justify="left")
     for col in ("step", "checkpoint", "weight neg", "weight std", "rel change", "sign flips"):
         t.add_column(col, justify="left" if col == "checkpoint" else "right", overflow="fold")

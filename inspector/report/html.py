@@ -16,7 +16,7 @@ from string import Template
 from .. import __version__
 from .views import (
     COMPACT_COLUMNS, KIND_VIEW, LAYER_VIEW, UNTRAINED, extreme_layers, finding_rows, headline,
-    headline_detail, plural, quantization_line, totals,
+    headline_detail, order_label, plural, quantization_line, totals,
 )
 
 COMPACT_ROWS = 20  # the notebook view shows the first and last half of these
@@ -109,7 +109,7 @@ def report_html(inspection, images) -> str:
     n = len(inspection.layers)
     body = "\n".join([
         summary_html(inspection),
-        f"<h2>Layers ({n:,}, network order; click a column to sort)</h2>",
+        f"<h2>Layers ({n:,}, {order_label(inspection.summary)}; click a column to sort)</h2>",
         f'<div class="scroll">{layer_table(inspection.layers)}</div>',
         "<h2>Plots</h2>",
         figures_html(images) or "<p>No plots: no learned values.</p>",

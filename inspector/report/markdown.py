@@ -6,7 +6,7 @@ import re
 
 from .text import visible
 from .views import (
-    KIND_VIEW, LAYER_VIEW, UNTRAINED, extreme_layers, finding_rows, headline, headline_detail, plural,
+    KIND_VIEW, LAYER_VIEW, UNTRAINED, extreme_layers, finding_rows, headline, headline_detail, order_label, plural,
     quantization_line, totals,
 )
 
@@ -48,7 +48,7 @@ def report_markdown(inspection, images) -> str:
         lines += ["", f"**{md(title.capitalize())}:** " + ", ".join(f"{md(name)} {md(v)}" for name, v in rows)]
     lines += ["", "## Plots", ""]
     lines += [f"![{md(caption)}]({path})" + "\n" for caption, path in images] or ["No plots: no learned values.", ""]
-    lines += [f"## Layers ({len(inspection.layers):,}, network order)", ""]
+    lines += [f"## Layers ({len(inspection.layers):,}, {order_label(s)})", ""]
     lines += _table(["#"] + [h for _, h, _ in LAYER_VIEW],
                     [[str(i)] + [f(r[c]) for c, _, f in LAYER_VIEW] for i, r in inspection.layers.iterrows()], 1)
     lines += ["", "## Findings", ""]

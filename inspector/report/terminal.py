@@ -42,7 +42,9 @@ def render(inspection, max_rows: int = MAX_LAYER_ROWS) -> Group:
         least = ", ".join(f"{safe(x['layer'])} {pct(x['weight_neg_frac'])}" for x in s["least_negative_layers"][:3])
         parts.append(f"most negative layers: {most}")
         parts.append(f"least negative layers: {least}")
-    parts.append(_layer_table(inspection.layers, max_rows))
+    from .views import order_label  # views builds on this module's formatters
+
+    parts.append(_layer_table(inspection.layers, max_rows, order_label(s)))
     if s.get("spectral"):
         parts.append(spectral_line(s["spectral"]))
     for f in s.get("findings", [])[:20]:
@@ -69,10 +71,10 @@ def _kind_table(s) -> Table:
     return t
 
 
-def _layer_table(layers, max_rows: int) -> Table:
+def _layer_table(layers, max_rows: int, order: str) -> Table:
     n = len(layers)
     shown = layers if n <= max_rows else layers.iloc[list(range(max_rows // 2)) + list(range(n - max_rows // 2, n))]
-    title = "layers" if n <= max_rows else f"layers ({max_rows} of {n} shown; --layers-csv FILE writes all)"
+    title = f"layers ({order})" if n <= max_rows else f"layers ({order}; {max_rows} of {n} shown; --layers-csv FILE writes all)"
     t = Table(title=title, title_justify="left")
     for col in ("layer", "values", "weight neg", "all neg", "zero", "abs mean (w)", "std (w)"):
         t.add_column(col, justify="left" if col == "layer" else "right", overflow="fold", no_wrap=col != "layer")

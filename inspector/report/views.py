@@ -35,7 +35,19 @@ def text(x) -> str:
     return "(top level)" if x is None or x == "" or (isinstance(x, float) and math.isnan(x)) else str(x)
 
 
-# (column of the layer table, header, formatter); the "#" column is the network order
+# The order of the tables, as the source knows it (see inspector.kinds): a state dict's or a model
+# config's module order; a file written in its own order keeps it; else the names' natural order
+# (``layers.2`` before ``layers.10``), never plain lexicographic.
+ORDER_LABELS = {"module": "module order", "natural": "natural order of the names",
+                "keys": "natural order of the file's layer keys", "file": "the file's order"}
+
+
+def order_label(summary: dict) -> str:
+    """How the layer table is ordered, in words."""
+    return ORDER_LABELS.get(summary.get("order") or "file", str(summary.get("order")))
+
+
+# (column of the layer table, header, formatter); the "#" column is the table's order
 LAYER_VIEW = [
     ("layer", "layer", text),
     ("tensors", "tensors", count),

@@ -50,6 +50,7 @@ def summarize(tensors: pd.DataFrame, layers: pd.DataFrame, meta: dict) -> dict:
     summary = {
         "source": meta.get("source"),
         "format": meta.get("format"),
+        "order": meta.get("order", "file"),
         "trained": meta.get("trained"),
         "tensors": int(len(tensors)),
         "numel": int(df["numel"].sum()),
