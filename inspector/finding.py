@@ -73,9 +73,10 @@ def dead_relu_finding(tensor: str, candidates: int, units: int) -> Finding:
                    "bias: a ReLU after them never opens on non-negative inputs")
 
 
-def outlier_finding(layer: str, group: str, n: int, statistic: str, how: str, z: float) -> Finding:
+def outlier_finding(layer: str, group: str, n: int, statistic: str, how: str, z: float, **figures) -> Finding:
+    """``figures``: what else says how surprising the layer is (``p_value``, the 95 % ``interval``)."""
     detail = f"{statistic} far from the other {n - 1} {group} layers: {how} (robust z {z:+.1f})"
-    return finding("outlier", layer, detail, statistic=statistic, z=float(z))
+    return finding("outlier", layer, detail, statistic=statistic, z=float(z), **figures)
 
 
 def lambda_finding(layer: str, code_kind: str) -> Finding:

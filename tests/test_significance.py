@@ -37,3 +37,61 @@ def test_holm_adjustment():
     # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 -> 0.02, 0.03, 0.06, 0.04 -> monotone 0.02, 0.03, 0.06, 0.06
     assert list(holm(p)) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert holm(np.array([])).size == 0 and list(holm([0.9, 0.8])) == [1.0, 1.0]
+
+
+# --- in the tables and findings -----------------------------------------------------------------
+
+import torch  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+import inspector  # noqa: E402
+from inspector.cli import main  # noqa: E402
+
+
+def test_every_tensor_and_layer_has_a_wilson_interval(tmp_path):
+    rng = np.random.default_rng(0)
+    sd = {"a.weight": torch.tensor(rng.normal(size=(16, 16)), dtype=torch.float32),
+          "a.bias": torch.tensor(rng.normal(size=16), dtype=torch.float32),
+          "b.weight": torch.tensor([[-1.0, 0.0], [2.0, float("nan")]]), "e.weight": torch.zeros(0, 3)}
+    torch.save(sd, tmp_path / "m.pt")
+    ins = inspector.inspect(tmp_path / "m.pt")
+    for r in ins.tensors.itertuples():
+        if r.numel == 0:
+            assert np.isnan(r.neg_frac_lo) and np.isnan(r.neg_frac_hi)
+            continue
+        ref = stats.binomtest(int(r.neg_count), int(r.numel)).proportion_ci(method="wilson")
+        assert (r.neg_frac_lo, r.neg_frac_hi) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    a = ins.layers.set_index("layer").loc["a"]
+    neg_w = int((sd["a.weight"] < 0).sum())
+    ref = stats.binomtest(neg_w, 256).proportion_ci(method="wilson")
+    assert (a["weight_neg_frac_lo"], a["weight_neg_frac_hi"]) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    neg_all = neg_w + int((sd["a.bias"] < 0).sum())
+    ref = stats.binomtest(neg_all, 272).proportion_ci(method="wilson")
+    assert (a["neg_frac_lo"], a["neg_frac_hi"]) == pytest.approx((ref.low, ref.high), abs=1e-12)
+
+
+def test_identically_initialised_layers_give_no_outlier_finding(tmp_path):
+    torch.manual_seed(12)  # a seed whose most extreme layer is 61.3 % negative (three layers >= 60 %)
+    sd = {}
+    for i in range(1000):
+        layer = torch.nn.Linear(16, 16)
+        sd[f"layers.{i}.weight"], sd[f"layers.{i}.bias"] = layer.weight.detach(), layer.bias.detach()
+    torch.save(sd, tmp_path / "init.pt")
+    ins = inspector.inspect(tmp_path / "init.pt")
+    neg = ins.layers["weight_neg_frac"]
+    assert neg.max() == pytest.approx(0.61328125)  # this far out by sampling error alone: not an outlier
+    assert [f for f in ins.summary["findings"] if f.type == "outlier"] == []
+    r = CliRunner().invoke(main, ["audit", str(tmp_path / "init.pt"), "--fail-on", "outlier", "-q"])
+    assert r.exit_code == 0, r.output
+
+
+def test_a_really_different_layer_is_still_found_and_says_how_surprising(tmp_path):
+    torch.manual_seed(0)
+    sd = {f"l{i}.weight": torch.nn.Linear(64, 64).weight.detach() for i in range(20)}
+    sd["l7.weight"] = -sd["l7.weight"].abs() * torch.where(torch.rand(64, 64) < 0.9, 1.0, -1.0)  # ~90 % negative
+    torch.save(sd, tmp_path / "m.pt")
+    found = [f for f in inspector.inspect(tmp_path / "m.pt").summary["findings"] if f.type == "outlier"]
+    assert [f.subject for f in found] == ["l7"]
+    assert found[0].data["p_value"] < 1e-100 and "Holm" in found[0].detail and "95 % interval" in found[0].detail
+    lo, hi = found[0].data["interval"]
+    assert 0.85 < lo < 0.9 < hi < 0.93

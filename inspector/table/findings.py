@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..analysis.significance import holm, two_proportion_p, wilson_interval
 from ..finding import (
     ALPHA_HIGH, ALPHA_LOW, Finding, alpha_finding, dead_relu_finding, inf_finding, nan_finding, outlier_finding,
     tied_finding, zero_finding,
@@ -56,6 +57,7 @@ def dead_relu_findings(layers: list[dict]) -> list[Finding]:
 OUTLIER_Z = 3.5  # robust z-score beyond which a layer is reported (Iglewicz and Hoaglin's cut-off)
 OUTLIER_MIN_LAYERS = 5  # a kind needs at least this many layers to have a "rest"
 OUTLIER_MIN_NEG_GAP = 0.05  # ... and a layer must differ by at least 5 percentage points
+OUTLIER_ALPHA = 0.05  # ... by more than sampling error: Holm-adjusted p-value below this
 OUTLIER_MIN_RATIO = 10.0  # ... or by an order of magnitude in abs mean
 
 
@@ -82,38 +84,60 @@ def _layer_groups(layers: pd.DataFrame, tensors: pd.DataFrame) -> pd.DataFrame:
 def layer_outliers(layers: pd.DataFrame, tensors: pd.DataFrame, z: float = OUTLIER_Z) -> list[Finding]:
     """Layers whose weight statistics are far from the rest of their kind.
 
-    Within each kind of layer (module type, or the weight's rank when unknown)
-    with at least OUTLIER_MIN_LAYERS layers, two statistics get a robust z-score:
-    the negative fraction of the weights and log10 of their abs mean.
-    A layer is reported when |z| > ``z`` and the difference matters: a negative
-    fraction at least OUTLIER_MIN_NEG_GAP from the median and three binomial
-    standard errors (0.5 / sqrt(n), so small layers are not reported for noise);
-    an abs mean at least a factor OUTLIER_MIN_RATIO from the median (layers of
-    one kind differ by a few times through their fan-in or fan-out alone).
+    Within each kind of layer (module type, or the weight's rank when unknown) with at least
+    OUTLIER_MIN_LAYERS layers, two statistics get a robust z-score: the negative fraction of the
+    weights and log10 of their abs mean. A layer is reported when |z| > ``z`` and the difference
+    matters:
+
+    * a negative fraction at least OUTLIER_MIN_NEG_GAP from the median, and beyond sampling error:
+      a layer's fraction is a count, tested against the pooled fraction of the other layers of its
+      kind (two-proportion test), with Holm's correction over every layer tested in the model
+      (analysis/significance.py). Among 1000 identically initialised Linear(16, 16) layers the most
+      extreme sits about 3.3 standard errors out, p ~ 0.001 before and 1.0 after the correction.
+    * an abs mean at least a factor OUTLIER_MIN_RATIO from the median (layers of one kind differ
+      by a few times through their fan-in or fan-out alone; sampling error is negligible here).
     """
     df = _layer_groups(layers, tensors)
     if df.empty:  # no weights at all (an empty checkpoint): nothing to compare
         return []
     df = df[np.isfinite(df["weight_abs_mean"]) & (df["weight_abs_mean"] > 0)]
+    groups = [(g, sub) for g, sub in df.groupby("group", sort=False) if len(sub) >= OUTLIER_MIN_LAYERS]
+    p_adj = iter(holm(np.concatenate([_neg_p_values(sub) for _, sub in groups]) if groups else np.array([])))
+    tested = sum(len(sub) for _, sub in groups)
     out = []
-    for group, sub in df.groupby("group", sort=False):
-        if len(sub) < OUTLIER_MIN_LAYERS:
-            continue
-        neg = sub["weight_neg_frac"].to_numpy(dtype=float)
-        mag = np.log10(sub["weight_abs_mean"].to_numpy(dtype=float))
-        z_neg, z_mag = robust_z(neg), robust_z(mag)
-        gap = np.abs(neg - np.median(neg))
-        noise = 3 * 0.5 / np.sqrt(sub["weight_numel"].to_numpy(dtype=float))
-        far_neg = (np.abs(z_neg) > z) & (gap >= OUTLIER_MIN_NEG_GAP) & (gap > noise)
-        far_mag = (np.abs(z_mag) > z) & (np.abs(mag - np.median(mag)) >= np.log10(OUTLIER_MIN_RATIO))
-        for i, r in enumerate(sub.itertuples()):
-            if far_neg[i]:
-                out.append(outlier_finding(r.layer, group, len(sub), "negative fraction",
-                                    f"{neg[i]:.1%} vs median {np.median(neg):.1%}", z_neg[i]))
-            if far_mag[i]:
-                ratio = 10 ** (mag[i] - np.median(mag))
-                out.append(outlier_finding(r.layer, group, len(sub), "weight magnitude",
-                                    f"abs mean {ratio:.3g} times the median", z_mag[i]))
+    for group, sub in groups:
+        out += _group_outliers(group, sub, [next(p_adj) for _ in range(len(sub))], tested, z)
+    return out
+
+
+def _neg_p_values(sub: pd.DataFrame) -> np.ndarray:
+    """Each layer's negative count against the pooled count of the other layers of its group."""
+    n = sub["weight_numel"].to_numpy(dtype=np.float64)
+    k = np.rint(sub["weight_neg_frac"].to_numpy(dtype=np.float64) * n)
+    return two_proportion_p(k, n, k.sum() - k, n.sum() - n)
+
+
+def _group_outliers(group: str, sub: pd.DataFrame, p_adj: list, tested: int, z: float) -> list[Finding]:
+    neg = sub["weight_neg_frac"].to_numpy(dtype=float)
+    n = sub["weight_numel"].to_numpy(dtype=float)
+    mag = np.log10(sub["weight_abs_mean"].to_numpy(dtype=float))
+    z_neg, z_mag = robust_z(neg), robust_z(mag)
+    rest = (np.rint(neg * n).sum() - np.rint(neg * n)) / (n.sum() - n)
+    low, high = wilson_interval(np.rint(neg * n), n)
+    far_neg = (np.abs(z_neg) > z) & (np.abs(neg - np.median(neg)) >= OUTLIER_MIN_NEG_GAP)
+    far_neg &= np.asarray(p_adj) < OUTLIER_ALPHA
+    far_mag = (np.abs(z_mag) > z) & (np.abs(mag - np.median(mag)) >= np.log10(OUTLIER_MIN_RATIO))
+    out = []
+    for i, r in enumerate(sub.itertuples()):
+        if far_neg[i]:
+            how = (f"{neg[i]:.1%} (95 % interval {low[i]:.1%}–{high[i]:.1%}) vs {rest[i]:.1%} in the others; "
+                   f"p = {p_adj[i]:.2g} after Holm's correction for {tested} layers")
+            out.append(outlier_finding(r.layer, group, len(sub), "negative fraction", how, z_neg[i],
+                                       p_value=float(p_adj[i]), interval=[float(low[i]), float(high[i])]))
+        if far_mag[i]:
+            ratio = 10 ** (mag[i] - np.median(mag))
+            out.append(outlier_finding(r.layer, group, len(sub), "weight magnitude",
+                                       f"abs mean {ratio:.3g} times the median", z_mag[i]))
     return out
 
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..analysis.significance import wilson_interval
 from .schema import LAYER_COLUMNS, counted
 
 
@@ -60,6 +61,8 @@ def layer_frame(tensors: pd.DataFrame) -> pd.DataFrame:
         out["weight_l2_norm"] = np.where(tot > 0, np.sqrt(sumsq), np.nan)
     out["nan_count"] = g["nan_count"].to_numpy()
     out["inf_count"] = g["inf_count"].to_numpy()
+    out["neg_frac_lo"], out["neg_frac_hi"] = wilson_interval(g["neg_count"].to_numpy(), total)
+    out["weight_neg_frac_lo"], out["weight_neg_frac_hi"] = wilson_interval(g["w_neg"].to_numpy(), wtotal)
     return out[LAYER_COLUMNS].reset_index(drop=True)
 
 

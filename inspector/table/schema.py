@@ -8,6 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..analysis.spectral import SPECTRAL_COLUMNS
+from ..analysis.significance import wilson_interval
 from ..analysis.stats import PERCENTILES
 
 TENSOR_COLUMNS = [
@@ -17,7 +18,7 @@ TENSOR_COLUMNS = [
     *[f"p{q:02d}" for q in PERCENTILES],
 ]
 # more columns follow the required ones, in this order
-TENSOR_EXTRA_COLUMNS = ["finite_count", "out_axis", "module_type", "tied_to"]
+TENSOR_EXTRA_COLUMNS = ["finite_count", "out_axis", "module_type", "tied_to", "neg_frac_lo", "neg_frac_hi"]
 # per-unit sign structure (analysis/units.py) and initialisation baseline (analysis/init_baseline.py);
 # empty for tensors they do not apply to
 TENSOR_ANALYSIS_COLUMNS = [
@@ -30,7 +31,9 @@ LAYER_COLUMNS = [
     "learned_numel", "buffer_numel",
     "weight_numel", "weight_neg_frac", "weight_zero_frac", "weight_pos_frac",
     "weight_abs_mean", "weight_std", "weight_l2_norm", "nan_count", "inf_count",
+    "neg_frac_lo", "neg_frac_hi", "weight_neg_frac_lo", "weight_neg_frac_hi",
 ]
+# neg_frac_lo / neg_frac_hi: the 95 % Wilson interval of a negative fraction (analysis/significance.py)
 
 SPECTRAL_COUNTS = ("num_evals", "num_pl_spikes", "num_spikes")
 
@@ -46,6 +49,7 @@ def tensor_frame(rows: list[dict], extra: list[str] | None = None) -> pd.DataFra
     for c in ("numel", "neg_count", "zero_count", "pos_count", "nan_count", "inf_count", "finite_count"):
         df[c] = df[c].astype("int64")
     df["out_axis"] = df["out_axis"].astype("Int64")
+    df["neg_frac_lo"], df["neg_frac_hi"] = wilson_interval(df["neg_count"].to_numpy(), df["numel"].to_numpy())
     for c in TENSOR_ANALYSIS_COLUMNS:  # counts stay integers when some rows leave them empty
         df[c] = df[c].astype("Int64" if c in ("units", "all_nonpos_units", "dead_relu_candidates", "fan_in",
                                               "fan_out") else "float64")
