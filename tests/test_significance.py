@@ -95,3 +95,38 @@ def test_a_really_different_layer_is_still_found_and_says_how_surprising(tmp_pat
     assert found[0].data["p_value"] < 1e-100 and "Holm" in found[0].detail and "95 % interval" in found[0].detail
     lo, hi = found[0].data["interval"]
     assert 0.85 < lo < 0.9 < hi < 0.93
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3, 4, 5, 7, 12])
+def test_most_and_least_negative_layers_never_overlap_and_agree_everywhere(tmp_path, layers):
+    import re
+
+    from inspector.report.terminal import render
+    from inspector.table.summary import SUMMARY_TOP
+
+    rng = np.random.default_rng(layers)
+    sd = {f"l{i}.weight": torch.tensor(rng.normal(i / 10, 1, size=(8, 8)), dtype=torch.float32)
+          for i in range(layers)}
+    torch.save(sd, tmp_path / "m.pt")
+    ins = inspector.inspect(tmp_path / "m.pt")
+    most = [x["layer"] for x in ins.summary["most_negative_layers"]]
+    least = [x["layer"] for x in ins.summary["least_negative_layers"]]
+    assert not set(most) & set(least)
+    assert len(most) == len(least) == min(SUMMARY_TOP, layers // 2)
+    md = ins.to_report(tmp_path / "r").with_name("report.md").read_text()
+    html = (tmp_path / "r" / "report.html").read_text()
+    from rich.console import Console
+    import io
+    console = Console(width=200, file=io.StringIO(), record=True)
+    console.print(render(ins))
+    term = console.export_text()
+    for text in (md, term):  # one line each: the same layers, no others
+        for title, names in (("most", most), ("least", least)):
+            line = re.search(rf"{title} negative layers:?\W*(.*)", text, re.I)
+            assert (line is None) == (not names)
+            if names:
+                assert [w for w in re.split(r"[^\w.]+", line.group(1)) if re.fullmatch(r"l\d+", w)] == names
+    shown = re.findall(r"most negative layers.*?</ol>", html, re.S | re.I)
+    assert (not shown) == (not most)
+    if most:
+        assert re.findall(r"<li>.*?</li>", shown[0]).__len__() == len(most)

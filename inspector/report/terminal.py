@@ -38,8 +38,8 @@ def render(inspection, max_rows: int = MAX_LAYER_ROWS) -> Group:
                      "positive)")
     parts.append(_kind_table(s))
     if s["most_negative_layers"]:
-        most = ", ".join(f"{safe(x['layer'])} {pct(x['weight_neg_frac'])}" for x in s["most_negative_layers"][:3])
-        least = ", ".join(f"{safe(x['layer'])} {pct(x['weight_neg_frac'])}" for x in s["least_negative_layers"][:3])
+        most = ", ".join(f"{safe(x['layer'])} {pct(x['weight_neg_frac'])}" for x in s["most_negative_layers"])
+        least = ", ".join(f"{safe(x['layer'])} {pct(x['weight_neg_frac'])}" for x in s["least_negative_layers"])
         parts.append(f"most negative layers: {most}")
         parts.append(f"least negative layers: {least}")
     from .views import order_label  # views builds on this module's formatters

@@ -10,7 +10,7 @@ from .findings import alpha_findings, dead_relu_findings, dead_relu_layers, laye
 from .layers import pooled
 from .schema import counted
 
-SUMMARY_TOP = 5  # most / least negative layers listed in the summary
+SUMMARY_TOP = 3  # most / least negative layers listed in the summary (and shown by every report)
 
 
 def build_summary(tensors: pd.DataFrame, layers: pd.DataFrame, meta: dict) -> dict:
@@ -91,10 +91,13 @@ SOURCE_KEYS = ("model", "weights", "nested_key", "keras_version", "backend", "me
 
 
 def extreme_layers(layers: pd.DataFrame) -> dict:
-    """The SUMMARY_TOP most and least negative layers by weight negative fraction."""
+    """The SUMMARY_TOP most and least negative layers by weight negative fraction; with fewer than
+    2 x SUMMARY_TOP layers, half of them each (the middle one of an odd count in neither), so that
+    no layer is in both lists."""
     ranked = layers[layers["weight_numel"] > 0].sort_values("weight_neg_frac", ascending=False, kind="stable")
     top = [
         {"layer": r.layer, "weight_neg_frac": float(r.weight_neg_frac), "weight_numel": int(r.weight_numel)}
         for r in ranked.itertuples()
     ]
-    return {"most_negative_layers": top[:SUMMARY_TOP], "least_negative_layers": top[::-1][:SUMMARY_TOP]}
+    n = min(SUMMARY_TOP, len(top) // 2)
+    return {"most_negative_layers": top[:n], "least_negative_layers": top[::-1][:n]}
