@@ -130,3 +130,23 @@ def test_most_and_least_negative_layers_never_overlap_and_agree_everywhere(tmp_p
     assert (not shown) == (not most)
     if most:
         assert re.findall(r"<li>.*?</li>", shown[0]).__len__() == len(most)
+
+
+def test_integer_counters_stay_out_of_magnitude_figures(tmp_path):
+    from pathlib import Path
+
+    fix = Path(__file__).resolve().parent.parent / "fixtures" / "digits_cnn.pth"
+    ins = inspector.inspect(fix)
+    sd = torch.load(fix, weights_only=True)
+    buffers = [k for k in sd if k.endswith(("running_mean", "running_var"))]
+    values = np.concatenate([sd[k].numpy().astype(np.float64).ravel() for k in buffers])
+    b = ins.summary["by_kind"]["buffer"]
+    assert b["abs_mean"] == pytest.approx(np.abs(values).mean()) and b["std"] == pytest.approx(values.std())
+    assert b["numel"] == values.size + 2  # the counters are still counted
+    assert ins.summary["counters"] == ["bn1.num_batches_tracked", "bn2.num_batches_tracked"]
+    md = ins.to_report(tmp_path / "r").with_name("report.md").read_text()
+    assert "2 integer counters left out of abs mean, std and L2 norm" in md
+    only = {"c.num_batches_tracked": torch.tensor(7)}
+    torch.save(only, tmp_path / "c.pt")
+    k = inspector.inspect(tmp_path / "c.pt").summary["by_kind"]["buffer"]
+    assert np.isnan(k["abs_mean"]) and k["numel"] == 1 and k["pos_frac"] == 1.0

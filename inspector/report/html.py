@@ -15,7 +15,7 @@ from string import Template
 
 from .. import __version__
 from .views import (
-    COMPACT_COLUMNS, KIND_VIEW, LAYER_VIEW, UNTRAINED, extreme_layers, finding_rows, headline,
+    COMPACT_COLUMNS, KIND_VIEW, LAYER_VIEW, UNTRAINED, counters_line, extreme_layers, finding_rows, headline,
     headline_detail, order_label, plural, quantization_line, totals,
 )
 
@@ -65,7 +65,8 @@ def kind_table(s: dict) -> str:
     rows = "".join(
         f'<tr><td class="name">{_e(kind)}</td>' + "".join(f"<td>{_e(f(k[c]))}</td>" for c, _, f in KIND_VIEW)
         + "</tr>" for kind, k in s["by_kind"].items())
-    return f'<table class="kinds"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+    counters = f"<p>{_e(counters_line(s))}</p>" if counters_line(s) else ""
+    return f'<table class="kinds"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{counters}'
 
 
 def layer_table(layers, columns=None, sortable: bool = True) -> str:

@@ -6,8 +6,8 @@ import re
 
 from .text import visible
 from .views import (
-    KIND_VIEW, LAYER_VIEW, UNTRAINED, extreme_layers, finding_rows, headline, headline_detail, order_label, plural,
-    quantization_line, totals,
+    KIND_VIEW, LAYER_VIEW, UNTRAINED, counters_line, extreme_layers, finding_rows, headline, headline_detail,
+    order_label, plural, quantization_line, totals,
 )
 
 _SPECIAL = re.compile(r"([\\`*_\[\]|~])")  # special anywhere in a line (no name starts a line)
@@ -44,6 +44,7 @@ def report_markdown(inspection, images) -> str:
     lines += notes + [""] * bool(notes) + ["## By kind", ""]
     lines += _table(["kind"] + [h for _, h, _ in KIND_VIEW],
                     [[kind] + [f(k[c]) for c, _, f in KIND_VIEW] for kind, k in s["by_kind"].items()], 0)
+    lines += ["", md(counters_line(s))] if counters_line(s) else []
     for title, rows in extreme_layers(s):
         lines += ["", f"**{md(title.capitalize())}:** " + ", ".join(f"{md(name)} {md(v)}" for name, v in rows)]
     lines += ["", "## Plots", ""]

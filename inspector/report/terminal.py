@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .text import shorten, visible
-from .views import headline, num, pct, quantization_line, totals
+from .views import counters_line, headline, num, pct, quantization_line, totals
 
 MAX_LAYER_ROWS = 40
 
@@ -37,6 +37,8 @@ def render(inspection, max_rows: int = MAX_LAYER_ROWS) -> Group:
         parts.append(f"[bold]{headline(s)}[/bold] ({pct(s['weight_zero_frac'])} zero, {pct(s['weight_pos_frac'])} "
                      "positive)")
     parts.append(_kind_table(s))
+    if counters_line(s):
+        parts.append(f"  {safe(counters_line(s))}")
     if s["most_negative_layers"]:
         most = ", ".join(f"{safe(x['layer'])} {pct(x['weight_neg_frac'])}" for x in s["most_negative_layers"])
         least = ", ".join(f"{safe(x['layer'])} {pct(x['weight_neg_frac'])}" for x in s["least_negative_layers"])

@@ -102,6 +102,14 @@ def quantization_line(s: dict) -> str:
     mix = ", ".join(f"{k} {v:,} ({pct(v / total)})" for k, v in sorted(s["dtypes"].items(), key=lambda kv: -kv[1]))
     return f"quantization: {mix}; {pct(s['quantization']['quantized_zero_frac'])} of the quantized values are " \
            "exactly zero"
+def counters_line(s: dict) -> str | None:
+    """Which integer counters are left out of the magnitude figures, or None when there are none."""
+    names = s.get("counters") or []
+    if not names:
+        return None
+    shown = ", ".join(names[:3]) + (f", … ({len(names)} in all)" if len(names) > 3 else "")
+    return (f"{plural(len(names), 'integer counter')} left out of abs mean, std and L2 norm "
+            f"(counted in values and signs): {shown}")
 
 
 def extreme_layers(s: dict) -> list[tuple[str, list[tuple[str, str]]]]:

@@ -11,10 +11,25 @@ from ..analysis.significance import wilson_interval
 from .schema import LAYER_COLUMNS, counted
 
 
+INTEGER_DTYPES = ("int", "uint", "bool")  # dtype names of counters, ids and masks, not magnitudes
+
+
+def counter_rows(df: pd.DataFrame) -> np.ndarray:
+    """Rows of integer (or bool) tensors that are not weights: step counters like
+    ``num_batches_tracked``, position ids, masks. (Integer weights, stored quantized, are weights.)"""
+    integer = df["dtype"].astype(str).str.startswith(INTEGER_DTYPES).to_numpy(dtype=bool)
+    return integer & (df["kind"].to_numpy() != "weight")
+
+
 def pooled(sub: pd.DataFrame) -> dict:
-    """numel, sign fractions, abs mean, std and L2 norm pooled over several tensors' rows."""
+    """numel, sign fractions, abs mean, std and L2 norm pooled over several tensors' rows.
+
+    Integer counters (:func:`counter_rows`) count in numel and the sign fractions but not in the
+    magnitudes: a ``num_batches_tracked`` of 4,000 is a count of steps, not a value to average with
+    running statistics.
+    """
     numel = int(sub["numel"].sum())
-    n = sub["finite_count"].to_numpy(dtype=np.float64)
+    n = np.where(counter_rows(sub), 0.0, sub["finite_count"].to_numpy(dtype=np.float64))
     tot = n.sum()
     out = {"numel": numel}
     for s in ("neg", "zero", "pos"):

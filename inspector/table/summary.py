@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from .findings import alpha_findings, dead_relu_findings, dead_relu_layers, layer_outliers, tensor_findings
-from .layers import pooled
+from .layers import counter_rows, pooled
 from .schema import counted
 
 SUMMARY_TOP = 3  # most / least negative layers listed in the summary (and shown by every report)
@@ -66,6 +66,7 @@ def summarize(tensors: pd.DataFrame, layers: pd.DataFrame, meta: dict) -> dict:
         "nan_count": int(df["nan_count"].sum()),
         "inf_count": int(df["inf_count"].sum()),
         "dtypes": {str(k): int(v) for k, v in df.groupby("dtype", sort=False)["numel"].sum().items()},
+        "counters": list(df.loc[counter_rows(df), "name"]),
         "tied_tensors": [
             {"name": r.name, "tied_to": r.tied_to} for r in tensors[tensors["tied_to"].notna()].itertuples()
         ],
