@@ -60,8 +60,9 @@ def inf_finding(tensor: str, count: int) -> Finding:
     return finding("inf", tensor, f"{count} infinite values")
 
 
-def zero_finding(tensor: str) -> Finding:
-    return finding("zero", tensor, "every value is zero")
+def zero_finding(tensor: str, kind: str | None = None) -> Finding:
+    """``kind``: the tensor's kind (bias, norm, ...), which says whether all zeros are usual."""
+    return finding("zero", tensor, "every value is zero", **({"kind": kind} if kind else {}))
 
 
 def tied_finding(tensor: str, tied_to: str) -> Finding:

@@ -150,3 +150,26 @@ def test_integer_counters_stay_out_of_magnitude_figures(tmp_path):
     torch.save(only, tmp_path / "c.pt")
     k = inspector.inspect(tmp_path / "c.pt").summary["by_kind"]["buffer"]
     assert np.isnan(k["abs_mean"]) and k["numel"] == 1 and k["pos_frac"] == 1.0
+
+
+def test_findings_of_one_kind_are_grouped_in_the_terminal_and_listed_in_json(tmp_path):
+    import json
+
+    sd = {}
+    for i in range(54):
+        sd[f"blocks.{i}.fc.weight"] = torch.ones(4, 4)
+        sd[f"blocks.{i}.fc.bias"] = torch.zeros(4)
+    sd["head.weight"] = torch.zeros(3, 4)  # one all-zero weight: listed on its own
+    sd["nan.weight"] = torch.tensor([[float("nan"), 1.0]])
+    torch.save(sd, tmp_path / "m.pt")
+    r = CliRunner().invoke(main, [str(tmp_path / "m.pt"), "--json", str(tmp_path / "m.json")], env={"COLUMNS": "200"})
+    lines = [line for line in r.output.splitlines() if line.startswith("finding")]
+    assert any(line.startswith("finding nan: nan.weight") for line in lines)
+    grouped = [line for line in lines if "54 bias tensors" in line]
+    assert len(grouped) == 1 and "finding zero: 54 bias tensors: every value is zero (usual at initialisation)" in grouped[0]
+    assert "blocks.0.fc.bias, blocks.1.fc.bias, blocks.2.fc.bias, …" in grouped[0]
+    assert any(line.startswith("finding zero: head.weight: every value is zero") for line in lines)
+    assert len(lines) == 4  # and the dead-ReLU finding of head.weight
+    data = json.loads((tmp_path / "m.json").read_text())
+    zero = [f for f in data["summary"]["findings"] if f["type"] == "zero"]
+    assert len(zero) == 55 and {f["kind"] for f in zero} == {"bias", "weight"}

@@ -9,9 +9,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from .text import shorten, visible
-from .views import counters_line, headline, num, pct, quantization_line, totals
+from .views import counters_line, grouped_findings, headline, num, order_label, pct, quantization_line, totals
 
 MAX_LAYER_ROWS = 40
+MAX_FINDING_ROWS = 20
 
 
 def safe(text) -> str:
@@ -44,15 +45,14 @@ def render(inspection, max_rows: int = MAX_LAYER_ROWS) -> Group:
         least = ", ".join(f"{safe(x['layer'])} {pct(x['weight_neg_frac'])}" for x in s["least_negative_layers"])
         parts.append(f"most negative layers: {most}")
         parts.append(f"least negative layers: {least}")
-    from .views import order_label  # views builds on this module's formatters
-
     parts.append(_layer_table(inspection.layers, max_rows, order_label(s)))
     if s.get("spectral"):
         parts.append(spectral_line(s["spectral"]))
-    for f in s.get("findings", [])[:20]:
-        parts.append(f"[yellow]finding[/yellow] {safe(f.type)}: {safe(f.subject)} {safe(f.detail)}")
-    if len(s.get("findings", [])) > 20:
-        parts.append(f"… {len(s['findings']) - 20} more findings (see --json)")
+    rows = grouped_findings(s.get("findings", []))
+    for type_, subject, detail in rows[:MAX_FINDING_ROWS]:
+        parts.append(f"[yellow]finding[/yellow] {safe(type_)}: {safe(subject)}: {safe(detail)}")
+    if len(rows) > MAX_FINDING_ROWS:
+        parts.append(f"… {len(rows) - MAX_FINDING_ROWS} more findings (see --json)")
     return Group(*parts)
 
 

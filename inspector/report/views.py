@@ -122,6 +122,32 @@ def extreme_layers(s: dict) -> list[tuple[str, list[tuple[str, str]]]]:
     ]
 
 
+GROUP_FINDINGS_AT = 4  # findings of one type (and tensor kind) shown as one line from this many on
+SHOWN_IN_GROUP = 3
+USUAL_AT_INIT = {("zero", "bias"), ("zero", "norm")}  # PyTorch and Keras start biases and shifts at zero
+
+
+def grouped_findings(findings: list) -> list[tuple[str, str, str]]:
+    """(type, subject, detail) rows with the findings of one type and tensor kind folded into one
+    row from GROUP_FINDINGS_AT of them on ("54 bias tensors", "every value is zero (usual at
+    initialisation): a, b, c, … (--json lists all)"); others one row each, in the findings' order."""
+    groups: dict[tuple, list] = {}
+    for f in findings:
+        groups.setdefault((f.type, f.data.get("kind")), []).append(f)
+    rows = []
+    for (type_, kind), fs in groups.items():
+        if len(fs) < GROUP_FINDINGS_AT:
+            rows += [(f.type, f.subject, f.detail) for f in fs]
+            continue
+        what = plural(len(fs), f"{kind} tensor" if kind else "tensor or layer")
+        details = {f.detail for f in fs}
+        detail = fs[0].detail if len(details) == 1 else f"{len(details)} different details"
+        usual = " (usual at initialisation)" if (type_, kind) in USUAL_AT_INIT else ""
+        names = ", ".join(f.subject for f in fs[:SHOWN_IN_GROUP])
+        rows.append((type_, what, f"{detail}{usual}: {names}, … (--json lists all)"))
+    return rows
+
+
 def finding_rows(s: dict) -> list[tuple[str, str, str]]:
     """(type, subject, detail) per finding."""
     return [(f.type, f.subject, f.detail) for f in s.get("findings", [])]

@@ -24,7 +24,7 @@ def tensor_findings(tensors: pd.DataFrame) -> list[Finding]:
         if r.inf_count:
             out.append(inf_finding(r.name, r.inf_count))
         if r.numel > 0 and r.zero_count == r.numel and r.kind != "buffer":
-            out.append(zero_finding(r.name))
+            out.append(zero_finding(r.name, r.kind))
         if isinstance(r.tied_to, str):
             out.append(tied_finding(r.name, r.tied_to))
     return out
