@@ -23,6 +23,7 @@ import click
 
 from .errors import FindingsFound, InspectorError, OutputError, first_line
 from .finding import DEFAULT_FAIL_ON, FINDING_TYPES
+from .table.schema import LAYER_COLUMNS
 
 
 # The status a shell gives a command that SIGPIPE ended (128 + 13): what `set -o pipefail` expects
@@ -100,14 +101,28 @@ def handle_errors(fn):
     return wrapper
 
 
-def show(renderable) -> None:
-    """Print a report's renderable on standard output, at least 120 columns wide in a file or pipe."""
+def output_width() -> int:
+    """Columns of standard output: the terminal's width; in a file or pipe, COLUMNS when set, else 120."""
     from rich.console import Console
 
+    from .report.terminal import DEFAULT_WIDTH
+
     console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 120)
-    console.print(renderable)
+    if console.is_terminal:
+        return console.width
+    columns = os.environ.get("COLUMNS", "").strip()
+    return max(int(columns), MIN_WIDTH) if columns.isdigit() and int(columns) > 0 else DEFAULT_WIDTH
+
+
+MIN_WIDTH = 40  # narrower than this, tables would hold nothing but their numbers
+
+
+def show(make) -> None:
+    """Print the renderable ``make(width)`` builds for the width of standard output."""
+    from rich.console import Console
+
+    width = output_width()
+    Console(width=width).print(make(width))
 
 
 def common_options(fn):
@@ -237,14 +252,23 @@ def main():
 @click.option("--svg", is_flag=True, help="With --out: write the plots as SVG too.")
 @click.option("--spectral", is_flag=True,
               help="Add spectral columns (WeightWatcher's alpha, norms, ranks; sign spectrum) to weight matrices.")
+@click.option("--top", type=click.IntRange(min=1), help="Terminal layer table: show the first N layers (after "
+                                                         "--sort and --filter).")
+@click.option("--sort", type=click.Choice(LAYER_COLUMNS), metavar="COLUMN",
+              help="Terminal layer table: sort by a layer-table column (numbers largest first), e.g. weight_neg_frac.")
+@click.option("--filter", "pattern", callback=lambda ctx, param, v: _regex(v, "--filter"), metavar="REGEX",
+              help="Terminal layer table: only layers whose name matches this regular expression.")
 @common_options
 @handle_errors
-def inspect_cmd(source, weights, csv_path, layers_csv, json_path, out_dir, svg, spectral, quiet, debug):
+def inspect_cmd(source, weights, csv_path, layers_csv, json_path, out_dir, svg, spectral, top, sort, pattern, quiet,
+                debug):
     """Per-tensor and per-layer statistics of one model."""
     from .api import inspect
+    from .report.terminal import LayerSelection
 
     if svg and not out_dir:
         raise click.UsageError("--svg needs --out DIR")
+    selection = LayerSelection(top, sort, pattern)
     weights = weights_for([source], weights)
     check_outputs([source], [csv_path, layers_csv, json_path, *report_outputs(out_dir)])
     report = not (quiet or piped(csv_path, layers_csv, json_path))
@@ -266,7 +290,7 @@ def inspect_cmd(source, weights, csv_path, layers_csv, json_path, out_dir, svg, 
     if report:
         from .report.terminal import render
 
-        show(render(result))
+        show(lambda width: render(result, width=width, selection=selection))
     if out_dir:
         from .loaders import source_files
 
@@ -304,7 +328,7 @@ def _finish(result, inputs, csv_path, json_path, out_dir, out_names, render: str
     if report:
         from .report import change_terminal
 
-        show(getattr(change_terminal, render)(result))
+        show(lambda width: getattr(change_terminal, render)(result, width))
 
 
 @main.command("diff")
@@ -384,7 +408,7 @@ def audit_cmd(source, fail_on, json_path, weights, quiet, debug):
     if report:
         from .report.findings import render_audit
 
-        show(render_audit(result, failed, gate))
+        show(lambda width: render_audit(result, failed, gate))
     result.check(gate)
 
 

@@ -45,3 +45,67 @@ def test_tables_fit_with_numbers_whole(width):
     priority = {c.header: c.priority for c in COLS}
     kept = [c.header for c in COLS if c.header not in dropped and c.priority is not None]
     assert all(priority[d] < priority[k] for d in dropped for k in kept)  # lowest priority first
+
+
+# --- the reports through the command line ------------------------------------------------------
+
+import re  # noqa: E402
+
+import numpy as np  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+from safetensors.numpy import save_file  # noqa: E402
+
+from inspector.cli import main  # noqa: E402
+
+LONG = "encoder.layers.encoder_layer_{i}.self_attention.out_proj_with_a_very_long_name"
+
+
+@pytest.fixture
+def long_names(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {f"{LONG.format(i=i)}.weight": rng.normal(size=(300, 290)).astype(np.float32) for i in range(12)}
+    arrays["tiny.weight"] = np.array([[-1.5e-7, 2.0]], np.float32)
+    save_file(arrays, str(tmp_path / "m.safetensors"))
+    return tmp_path / "m.safetensors"
+
+
+def invoke(*args, columns):
+    return CliRunner().invoke(main, [str(a) for a in args], env={"COLUMNS": str(columns)})
+
+
+@pytest.mark.parametrize("columns", [60, 80, 100])
+def test_every_table_fits_columns_when_piped(long_names, columns):
+    r = invoke(long_names, columns=columns)
+    assert r.exit_code == 0, r.output
+    table_lines = [line for line in r.output.splitlines() if line[:1] in "┏┃┡│└"]
+    assert table_lines and max(len(line) for line in table_lines) <= columns
+    body = [line for line in table_lines if "encoder" in line]
+    assert len(body) == 12  # one line per layer: names shortened, not wrapped
+    assert all("…" in line for line in body)
+    assert "87,000" in r.output  # numbers whole
+    tiny = next(line for line in table_lines if "tiny" in line)
+    assert "50.0%" in tiny
+    if columns <= 80:
+        assert "left out to fit" in r.output
+
+
+def test_columns_is_respected_and_wide_terminals_show_whole_names(long_names):
+    r = invoke(long_names, columns=200)
+    assert LONG.format(i=11) in r.output
+    assert max(len(line) for line in r.output.splitlines() if line[:1] in "┏┃┡│└") <= 200
+
+
+def test_top_sort_and_filter_the_layer_table(long_names):
+    r = invoke(long_names, "--sort", "weight_neg_frac", "--top", "3", "--filter", "encoder", columns=200)
+    assert r.exit_code == 0, r.output
+    assert "sorted by weight_neg_frac" in r.output and "3 of 12 shown" in r.output
+    rows = [line for line in r.output.splitlines() if line.startswith("│") and "encoder" in line]
+    assert len(rows) == 3
+    fracs = [float(x) for x in re.findall(r"(\d+\.\d)%", "\n".join(rows))][::3]
+    assert fracs == sorted(fracs, reverse=True)
+    r = invoke(long_names, "--filter", "^tiny", columns=200)
+    assert "matching '^tiny'" in r.output
+    assert not [line for line in r.output.splitlines() if line.startswith("│") and "encoder" in line]
+    assert invoke(long_names, "--sort", "nope", columns=80).exit_code == 2
+    assert invoke(long_names, "--filter", "(", columns=80).exit_code == 2
+    assert invoke(long_names, "--top", "0", columns=80).exit_code == 2

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 from rich.console import Group
-from rich.table import Table
 
-from .terminal import num, pct, safe
+from .fit import Column, fitted_table
+from .terminal import DEFAULT_WIDTH, dropped_note, num, pct, safe, visible
 
 MAX_LISTED = 10  # unmatched names shown before "… N more"
 
@@ -16,7 +16,7 @@ def _listed(names: list[str]) -> str:
     return shown + (f", … {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
 
 
-def render_diff(result) -> Group:
+def render_diff(result, width: int = DEFAULT_WIDTH) -> Group:
     parts: list = []
     s = result.summary
     parts.append(f"[bold]winspect diff[/bold] {safe(s['a'])} → {safe(s['b'])}")
@@ -30,12 +30,9 @@ def render_diff(result) -> Group:
                   f"{w['became_zero']:,}; negative fraction "
                   f"{pct(w['neg_frac_a'])} → {pct(w['neg_frac_b'])}")
     if s["most_changed"]:
-        t = Table(title="most changed weight tensors", title_justify="left")
-        for col in ("tensor", "rel change", "sign flips"):
-            t.add_column(col, justify="left" if col == "tensor" else "right")
-        for r in s["most_changed"]:
-            t.add_row(safe(r["name"]), num(r["rel_change"]), pct(r["sign_flip_frac"]))
-        parts.append(t)
+        rows = [[visible(r["name"]), num(r["rel_change"]), pct(r["sign_flip_frac"])] for r in s["most_changed"]]
+        columns = [Column("tensor", "left", None, True), Column("rel change"), Column("sign flips")]
+        parts.append(fitted_table(columns, rows, width, title="most changed weight tensors")[0])
     if s["only_in_a"]:
         parts.append(f"[yellow]only in A[/yellow] ({len(s['only_in_a'])}): {_listed(s['only_in_a'])}")
     if s["only_in_b"]:
@@ -47,35 +44,38 @@ def render_diff(result) -> Group:
     return Group(*parts)
 
 
-def render_track(result) -> Group:
+TRACK_COLUMNS = [Column("step"), Column("checkpoint", "left", None, True), Column("weight neg"),
+                 Column("weight std", priority=1), Column("rel change", priority=2), Column("sign flips", priority=3)]
+
+
+def render_track(result, width: int = DEFAULT_WIDTH) -> Group:
     parts: list = []
     n = len(result.checkpoints)
     how = {"name": "steps from the file names", "regex": "steps from --step-regex",
            "position": "steps are positions"}.get(result.summary.get("step_source"), "")
     parts.append(f"[bold]winspect track[/bold] {n} checkpoint{'' if n == 1 else 's'}, in this order ({how}):")
-    t = Table(title_justify="left")
-    for col in ("step", "checkpoint", "weight neg", "weight std", "rel change", "sign flips"):
-        t.add_column(col, justify="left" if col == "checkpoint" else "right", overflow="fold")
-    for r in result.steps.itertuples():
-        flips = "—" if pd.isna(r.weight_sign_flips) else f"{int(r.weight_sign_flips):,}"
-        t.add_row(str(r.step), safe(r.checkpoint), pct(r.weight_neg_frac), num(r.weight_std),
-                  num(r.weight_rel_change), flips)
-    parts.append(t)
+    rows = [[str(r.step), visible(r.checkpoint), pct(r.weight_neg_frac), num(r.weight_std), num(r.weight_rel_change),
+             "—" if pd.isna(r.weight_sign_flips) else f"{int(r.weight_sign_flips):,}"]
+            for r in result.steps.itertuples()]
+    table, dropped = fitted_table(TRACK_COLUMNS, rows, width)
+    parts += [table, *dropped_note(dropped, width)]
     for note in result.summary["notes"]:
         parts.append(f"  note: {safe(note)}")
     return Group(*parts)
 
 
-def render_compare(result) -> Group:
+COMPARE_COLUMNS = [Column("model", "left", None, True), Column("kind", "left"), Column("tensors", priority=1),
+                   Column("numel", priority=4), Column("negative"), Column("abs mean", priority=3),
+                   Column("std", priority=2)]
+
+
+def render_compare(result, width: int = DEFAULT_WIDTH) -> Group:
     parts: list = []
     parts.append(f"[bold]winspect compare[/bold] {len(result.sources)} models")
-    t = Table(title_justify="left")
-    for col in ("model", "kind", "tensors", "numel", "negative", "abs mean", "std"):
-        t.add_column(col, justify="left" if col in ("model", "kind") else "right")
-    for r in result.table.itertuples():
-        t.add_row(safe(r.model), r.kind, str(r.tensors), f"{r.numel:,}", pct(r.neg_frac), num(r.abs_mean),
-                  num(r.std))
-    parts.append(t)
+    rows = [[visible(r.model), r.kind, str(r.tensors), f"{r.numel:,}", pct(r.neg_frac), num(r.abs_mean), num(r.std)]
+            for r in result.table.itertuples()]
+    table, dropped = fitted_table(COMPARE_COLUMNS, rows, width)
+    parts += [table, *dropped_note(dropped, width)]
     for source, m in result.summary["models"].items():
         if m.get("trained") is False:
             parts.append(f"[bold red]UNTRAINED[/bold red]: {safe(source)} is freshly initialised")
