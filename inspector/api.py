@@ -58,15 +58,17 @@ class Inspection:
         return write_json({"source": self.source, "summary": self.summary, "tensors": self.tensors}, path)
 
     def plot(self, kind: str = "weight") -> list:
-        """matplotlib figures: ``weight`` (whole-model distribution), ``negative``, ``magnitude``,
-        ``histograms``, with spectral columns ``esd``, ``alpha``, ``sign``; or ``all`` (see inspector.report.plots)."""
-        from .report.plots import plots
+        """A list of matplotlib Figures, one per page, known to pyplot so that ``plt.show()`` and
+        notebooks display them: ``weight`` (the whole-model distribution, one page), ``negative``,
+        ``magnitude``, ``histograms`` (several pages for big models), with spectral columns ``esd``,
+        ``alpha``, ``sign``; or ``all``. See inspector.report.plots. Nothing to draw: an empty list."""
+        from .report.plots import plots, with_pyplot
         from .report.spectral_plots import SPECTRAL_PLOT_KINDS, spectral_plots
 
         if kind in SPECTRAL_PLOT_KINDS:
-            return [p.figure for p in spectral_plots(self, kind)]
+            return with_pyplot([p.figure for p in spectral_plots(self, kind)])
         extra = spectral_plots(self) if kind == "all" else []
-        return [p.figure for p in plots(self, kind) + extra]
+        return with_pyplot([p.figure for p in plots(self, kind) + extra])
 
     def to_report(self, directory, svg: bool = False, protect=()) -> Path:
         """Write CSVs, summary.json, plots, report.html and report.md into ``directory``; never over or

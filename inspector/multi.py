@@ -17,7 +17,8 @@ from .api import inspect
 from .loaders import LoadOptions, open_source
 from .report import change_plots
 from .report.bundle import report_dir
-from .report.export import write_csv, write_json
+from .report.export import write_csv, write_json, write_text
+from .report.views import num, pct
 from .table.layers import layer_frame
 from .table.rows import ProgressFn, analyze_records
 from .table.schema import TENSOR_COLUMNS, tensor_frame
@@ -45,6 +46,40 @@ class _Result:
     def _payload(self) -> dict:  # pragma: no cover - every result defines it
         raise NotImplementedError
 
+    def figures(self) -> list:  # pragma: no cover - every result defines it
+        """The result's matplotlib figures, on their own Agg canvases."""
+        raise NotImplementedError
+
+    def summary_lines(self) -> list[str]:  # pragma: no cover - every result defines it
+        raise NotImplementedError
+
+    def title(self) -> str:  # pragma: no cover - every result defines it
+        raise NotImplementedError
+
+    def plot(self):
+        """The figures, known to pyplot (``plt.show()`` and notebooks display them): one figure, or a
+        list of them when there are several (track: one per page of trends, then the sign flips)."""
+        from .report.plots import with_pyplot
+
+        return with_pyplot(self.figures())
+
+    def to_report(self, directory) -> Path:
+        """What ``save`` writes, and ``report.html``: one self-contained file (figures embedded, no
+        network) with the summary, the plots and the table. Returns the path of report.html."""
+        from .report.bundle import render_png
+        from .report.change_html import change_report_html
+
+        d = report_dir(directory, "report")
+        self.save(d)
+        images = [(f"figure {i + 1}", render_png(fig)) for i, fig in enumerate(self.figures())]
+        html = change_report_html(self.title(), self.summary_lines(), getattr(self, self.table_attr), images)
+        return write_text(html, d / "report.html")
+
+    def _repr_html_(self) -> str:
+        from .report.change_html import change_notebook_html
+
+        return change_notebook_html(self.title(), self.summary_lines(), getattr(self, self.table_attr))
+
 
 class DiffResult(_Result):
     """``tensors``: one row per matched tensor (``DIFF_COLUMNS``); ``summary``: pooled figures,
@@ -60,6 +95,21 @@ class DiffResult(_Result):
         """diff.csv and diff_change.png in ``directory``."""
         d = report_dir(directory, "output")
         return [self.to_csv(d / "diff.csv"), change_plots.diff_plot(self.tensors, d)]
+
+    def figures(self) -> list:
+        return [change_plots.diff_figure(self.tensors)]
+
+    def title(self) -> str:
+        return f"diff {self.a} → {self.b}"
+
+    def summary_lines(self) -> list[str]:
+        s, w = self.summary, self.summary["weight"]
+        return [f"{s['compared']} tensors compared (matched by {s.get('match', 'name')}); weights: "
+                f"||B−A||/||A|| = {num(w['rel_change'])}, cosine {num(w['cosine'])}",
+                f"weight sign flips: {w['sign_flips']:,} ({pct(w['sign_flip_frac'])}); negative fraction "
+                f"{pct(w['neg_frac_a'])} → {pct(w['neg_frac_b'])}",
+                f"only in A: {len(s['only_in_a'])}, only in B: {len(s['only_in_b'])}, "
+                f"shape mismatches: {len(s['shape_mismatches'])}", *(f"note: {n}" for n in s["notes"])]
 
     def __repr__(self) -> str:
         w = self.summary["weight"]
@@ -86,6 +136,17 @@ class TrackResult(_Result):
         paths = [self.to_csv(d / "track.csv"), self.to_steps_csv(d / "track_steps.csv")]
         return paths + change_plots.track_plots(self.tensors, self.steps, d)
 
+    def figures(self) -> list:
+        return change_plots.track_figures(self.tensors, self.steps)
+
+    def title(self) -> str:
+        n = len(self.checkpoints)
+        return f"track, {n} checkpoint{'' if n == 1 else 's'}"
+
+    def summary_lines(self) -> list[str]:
+        how = self.summary.get("step_source", "position")
+        return [f"steps from: {how}", *(f"note: {n}" for n in self.summary["notes"])]
+
     def __repr__(self) -> str:
         return f"<TrackResult {len(self.checkpoints)} checkpoints, {len(self.tensors)} rows>"
 
@@ -105,6 +166,16 @@ class CompareResult(_Result):
         """compare.csv and compare.png in ``directory``."""
         d = report_dir(directory, "output")
         return [self.to_csv(d / "compare.csv"), change_plots.compare_plot(self.table, d)]
+
+    def figures(self) -> list:
+        return [change_plots.compare_figure(self.table)]
+
+    def title(self) -> str:
+        return f"compare, {len(self.sources)} models"
+
+    def summary_lines(self) -> list[str]:
+        return [f"{m}: {pct(s.get('weight_neg_frac'))} of {s.get('weight_numel') or 0:,} weight values negative"
+                + (" (UNTRAINED)" if s.get("trained") is False else "") for m, s in self.summary["models"].items()]
 
     def __repr__(self) -> str:
         return f"<CompareResult {len(self.sources)} models>"

@@ -39,6 +39,11 @@ def _render(fig, fmt: str) -> bytes:
     return buf.getvalue()
 
 
+def render_png(fig) -> bytes:
+    """A figure as PNG bytes."""
+    return _render(fig, "png")
+
+
 def write_plots(inspection, out: Path, svg: bool = False, protect=()) -> tuple[list[tuple[str, str, bytes]], set]:
     """Write every plot as PNG (and SVG): ((caption, PNG file name, PNG bytes) per plot, names written)."""
     from .plots import plots

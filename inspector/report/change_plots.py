@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .terminal import visible
+from .plots import short as label
 
 LINES_PER_PAGE = 8  # tensors per trend figure
 MAX_PAGES = 10  # beyond LINES_PER_PAGE * MAX_PAGES weight tensors, evenly spaced ones are shown
@@ -30,6 +30,11 @@ def _save(fig, path: Path) -> Path:
     return write_bytes(_render(fig, "png"), path)
 
 
+def _legend(name: str) -> str:
+    """A legend entry: legends read mathtext, so a ``$`` in a name is escaped."""
+    return label(name).replace("$", r"\$")
+
+
 def _pick(n: int, limit: int) -> np.ndarray:
     """At most ``limit`` evenly spaced indices of ``range(n)``, first and last included."""
     if n <= limit:
@@ -37,8 +42,8 @@ def _pick(n: int, limit: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, limit).round().astype(int))
 
 
-def diff_plot(tensors, out_dir: Path) -> Path:
-    """Per weight tensor: relative change and sign-flip fraction, in network order."""
+def diff_figure(tensors):
+    """Per weight tensor: relative change and sign-flip fraction, in the diff table's order."""
     w = tensors[tensors["kind"] == "weight"]
     w = w.iloc[_pick(len(w), MAX_BARS)]
     fig, axes = _subplots(2, 1, (max(8, 0.18 * len(w) + 3), 7), sharex=True)
@@ -48,16 +53,20 @@ def diff_plot(tensors, out_dir: Path) -> Path:
     axes[0, 0].set_title("change per weight tensor")
     axes[1, 0].bar(x, 100 * w["sign_flip_frac"].to_numpy(dtype=float), color="tab:red")
     axes[1, 0].set_ylabel("sign flips (% of values)")
-    axes[1, 0].set_xticks(x, w["name"].tolist(), rotation=90, fontsize=6)
-    return _save(fig, out_dir / "diff_change.png")
+    axes[1, 0].set_xticks(x, [label(n) for n in w["name"]], rotation=90, fontsize=6, parse_math=False)
+    return fig
 
 
-def track_plots(tensors, steps, out_dir: Path) -> list[Path]:
-    """Trend pages (negative fraction, std, L2 norm per weight tensor across steps) and a sign-flip plot."""
+def diff_plot(tensors, out_dir: Path) -> Path:
+    return _save(diff_figure(tensors), out_dir / "diff_change.png")
+
+
+def track_figures(tensors, steps) -> list:
+    """Trend pages (negative fraction, std, L2 norm per weight tensor across steps), then the sign-flip figure."""
     w = tensors[tensors["kind"] == "weight"]
     names = list(dict.fromkeys(w["name"]))
     names = [names[i] for i in _pick(len(names), LINES_PER_PAGE * MAX_PAGES)]
-    paths = []
+    figs = []
     pages = math.ceil(len(names) / LINES_PER_PAGE)
     for page in range(pages):
         chosen = names[page * LINES_PER_PAGE : (page + 1) * LINES_PER_PAGE]
@@ -65,15 +74,21 @@ def track_plots(tensors, steps, out_dir: Path) -> list[Path]:
         for name in chosen:
             t = w[w["name"] == name]
             for ax, col in zip(axes[:, 0], ("neg_frac", "std", "l2_norm")):
-                ax.plot(t["step"], t[col].to_numpy(dtype=float), marker="o", label=name)
-        for ax, label in zip(axes[:, 0], ("negative fraction", "std", "L2 norm")):
-            ax.set_ylabel(label)
+                ax.plot(t["step"], t[col].to_numpy(dtype=float), marker="o", label=_legend(name))
+        for ax, title in zip(axes[:, 0], ("negative fraction", "std", "L2 norm")):
+            ax.set_ylabel(title)
         _step_ticks(axes[2, 0], steps)
         axes[0, 0].legend(fontsize=7, loc="best")
         axes[0, 0].set_title(f"weight tensors across checkpoints (page {page + 1} of {pages})")
-        paths.append(_save(fig, out_dir / f"track_trends_{page + 1:02d}.png"))
-    paths.append(_flip_plot(steps, out_dir))
-    return paths
+        figs.append(fig)
+    return figs + [_flip_figure(steps)]
+
+
+def track_plots(tensors, steps, out_dir: Path) -> list[Path]:
+    """track_trends_NN.png pages and track_sign_flips.png."""
+    figs = track_figures(tensors, steps)
+    names = [f"track_trends_{i + 1:02d}.png" for i in range(len(figs) - 1)] + ["track_sign_flips.png"]
+    return [_save(fig, out_dir / name) for fig, name in zip(figs, names)]
 
 
 MAX_STEP_LABELS = 24
@@ -85,12 +100,13 @@ def _step_ticks(ax, steps) -> None:
     if len(steps) > MAX_STEP_LABELS:
         ax.xaxis.get_major_locator().set_params(integer=True)
         return
-    names = [f"{int(s)}\n{visible(str(c).rstrip('/').replace(chr(92), '/').rsplit('/', 1)[-1])}"
+    names = [f"{int(s)}\n{label(str(c).rstrip('/').replace(chr(92), '/').rsplit('/', 1)[-1])}"
              for s, c in zip(steps["step"], steps["checkpoint"])]
-    ax.set_xticks(steps["step"].to_numpy(dtype=float), names, fontsize=7, rotation=30 if len(names) > 6 else 0)
+    ax.set_xticks(steps["step"].to_numpy(dtype=float), names, fontsize=7, rotation=30 if len(names) > 6 else 0,
+                  parse_math=False)
 
 
-def _flip_plot(steps, out_dir: Path) -> Path:
+def _flip_figure(steps):
     fig, axes = _subplots(2, 1, (8, 6), sharex=True)
     axes[0, 0].plot(steps["step"], steps["weight_neg_frac"].to_numpy(dtype=float), marker="o")
     axes[0, 0].set_ylabel("weight negative fraction")
@@ -98,10 +114,10 @@ def _flip_plot(steps, out_dir: Path) -> Path:
     axes[1, 0].bar(steps["step"], 100 * np.nan_to_num(flips), color="tab:red")
     axes[1, 0].set_ylabel("sign flips from previous (%)")
     _step_ticks(axes[1, 0], steps)
-    return _save(fig, out_dir / "track_sign_flips.png")
+    return fig
 
 
-def compare_plot(table, out_dir: Path) -> Path:
+def compare_figure(table):
     """Side by side: negative fraction and std per kind, one bar per model."""
     models = list(dict.fromkeys(table["model"]))
     kinds = list(dict.fromkeys(table["kind"]))
@@ -111,9 +127,13 @@ def compare_plot(table, out_dir: Path) -> Path:
     for i, m in enumerate(models):
         sub = table[table["model"] == m].set_index("kind").reindex(kinds)
         for ax, col, scale in ((axes[0, 0], "neg_frac", 100), (axes[0, 1], "std", 1)):
-            ax.bar(x + i * width, scale * sub[col].to_numpy(dtype=float), width, label=m)
-    for ax, label in ((axes[0, 0], "negative values (%)"), (axes[0, 1], "std")):
+            ax.bar(x + i * width, scale * sub[col].to_numpy(dtype=float), width, label=_legend(m))
+    for ax, title in ((axes[0, 0], "negative values (%)"), (axes[0, 1], "std")):
         ax.set_xticks(x + width * (len(models) - 1) / 2, kinds)
-        ax.set_ylabel(label)
+        ax.set_ylabel(title)
     axes[0, 0].legend(fontsize=7)
-    return _save(fig, out_dir / "compare.png")
+    return fig
+
+
+def compare_plot(table, out_dir: Path) -> Path:
+    return _save(compare_figure(table), out_dir / "compare.png")

@@ -36,6 +36,7 @@ import pandas as pd
 from ..analysis.stats import PERCENTILES
 from ..table.layers import pooled
 from ..table.schema import counted
+from .terminal import visible
 
 PLOT_KINDS = ("weight", "negative", "magnitude", "histograms")
 BARS_PER_FIG = 60
@@ -100,8 +101,10 @@ def rebin(edges: np.ndarray, counts: np.ndarray, new_edges: np.ndarray) -> np.nd
 
 
 def short(label: str, width: int = LABEL_CHARS) -> str:
-    """A label cut in the middle to at most ``width`` characters, one line."""
-    label = " ".join(str(label).split()) or "(top level)"
+    """A label safe to draw: control characters shown as escapes (no glyph is missing from the font),
+    one line, cut in the middle to at most ``width`` characters. Draw it with ``parse_math=False``
+    so that ``$`` in a name is not read as mathtext."""
+    label = " ".join(visible(label).split()) or "(top level)"
     if len(label) <= width:
         return label
     keep = (width - 1) // 2
@@ -389,6 +392,15 @@ def distribution_figure(tensors: pd.DataFrame, histograms: dict, summary: dict):
     ax.set_xlabel(f"weight value ({note})")
     ax.set_title("Whole-model weight distribution (all weight-kind tensors)", loc="left", parse_math=False)
     return fig
+
+
+def with_pyplot(figures: list):
+    """The figures made known to pyplot (so that ``plt.show()`` and notebooks display them): one
+    figure as itself, several as a list."""
+    import matplotlib.pyplot as plt
+
+    shown = [plt.figure(f) for f in figures]
+    return shown[0] if len(shown) == 1 else shown
 
 
 class Plot(NamedTuple):
