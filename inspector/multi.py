@@ -56,9 +56,9 @@ class _Result:
     def title(self) -> str:  # pragma: no cover - every result defines it
         raise NotImplementedError
 
-    def plot(self):
-        """The figures, known to pyplot (``plt.show()`` and notebooks display them): one figure, or a
-        list of them when there are several (track: one per page of trends, then the sign flips)."""
+    def plot(self) -> list:
+        """A list of matplotlib Figures, known to pyplot (``plt.show()`` and notebooks display them):
+        diff and compare one, track one per page of trends, then the sign flips."""
         from .report.plots import with_pyplot
 
         return with_pyplot(self.figures())

@@ -41,7 +41,7 @@ def _files(tmp_path):
 def test_inspection_plot_returns_pyplots_figures(tmp_path):
     paths = _files(tmp_path)
     ins = inspector.inspect(paths[0])
-    fig = ins.plot()
+    (fig,) = ins.plot()
     assert isinstance(fig, Figure) and fig.number in plt.get_fignums()
     figs = ins.plot("all")
     assert all(f.number in plt.get_fignums() for f in figs) and len(figs) >= 4
@@ -53,7 +53,6 @@ def test_diff_track_compare_plot_report_and_notebook_html(tmp_path):
                inspector.compare([str(p) for p in paths[:2]])]
     for i, r in enumerate(results):
         figs = r.plot()
-        figs = figs if isinstance(figs, list) else [figs]
         assert figs and all(isinstance(f, Figure) and f.number in plt.get_fignums() for f in figs)
         html = r._repr_html_()
         assert "<table>" in html and "\x07" not in html and "<b>" not in html

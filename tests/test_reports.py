@@ -440,9 +440,11 @@ def test_plot_api(small):
 def test_matplotlib_only_when_plotting(small):
     _, path, _ = small
     code = (
-        "import sys, inspector; i = inspector.inspect(sys.argv[1]); i._repr_html_(); "
-        "assert 'matplotlib' not in sys.modules; i.plot('all'); "
-        "assert 'matplotlib' in sys.modules and 'matplotlib.pyplot' not in sys.modules"
+        "import sys, tempfile, inspector; i = inspector.inspect(sys.argv[1]); i._repr_html_(); "
+        "assert 'matplotlib' not in sys.modules; i.to_report(tempfile.mkdtemp()); "
+        "assert 'matplotlib' in sys.modules and 'matplotlib.pyplot' not in sys.modules; "
+        "figs = i.plot('all'); import matplotlib.pyplot as plt; "  # the API's figures are pyplot's
+        "assert [f.number for f in figs] == plt.get_fignums()"
     )
     env = {"PYTHONPATH": str(Path(inspector.__file__).parents[1]), "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, "-c", code, str(path)], check=True, env=env)

@@ -394,13 +394,11 @@ def distribution_figure(tensors: pd.DataFrame, histograms: dict, summary: dict):
     return fig
 
 
-def with_pyplot(figures: list):
-    """The figures made known to pyplot (so that ``plt.show()`` and notebooks display them): one
-    figure as itself, several as a list."""
+def with_pyplot(figures: list) -> list:
+    """The figures, made known to pyplot so that ``plt.show()`` and notebooks display them."""
     import matplotlib.pyplot as plt
 
-    shown = [plt.figure(f) for f in figures]
-    return shown[0] if len(shown) == 1 else shown
+    return [plt.figure(f) for f in figures]
 
 
 class Plot(NamedTuple):
