@@ -1,9 +1,9 @@
 """Figures of an inspection, in network order (the layer table's order).
 
 matplotlib is imported only here, and only when a figure is made. Figures are
-``matplotlib.figure.Figure`` objects drawn on an Agg canvas: pyplot is never
-imported, so no display is needed, no global figure registry fills up and a
-notebook's own backend is left alone.
+``matplotlib.figure.Figure`` objects drawn on an Agg canvas: making them needs
+no display and leaves pyplot alone; only the Python API's ``plot()`` hands
+them to pyplot (:func:`with_pyplot`), for ``plt.show()`` and notebooks.
 
 Plot kinds (:data:`PLOT_KINDS`):
 
