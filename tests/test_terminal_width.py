@@ -109,3 +109,10 @@ def test_top_sort_and_filter_the_layer_table(long_names):
     assert invoke(long_names, "--sort", "nope", columns=80).exit_code == 2
     assert invoke(long_names, "--filter", "(", columns=80).exit_code == 2
     assert invoke(long_names, "--top", "0", columns=80).exit_code == 2
+
+
+def test_sorting_by_layer_is_natural(tmp_path):
+    save_file({f"layers.{i}.weight": np.ones((2, 2), np.float32) for i in (10, 2, 1)}, str(tmp_path / "m.safetensors"))
+    r = invoke(tmp_path / "m.safetensors", "--sort", "layer", columns=120)
+    rows = [line.split("│")[1].strip() for line in r.output.splitlines() if line.startswith("│ layers")]
+    assert rows == ["layers.1", "layers.2", "layers.10"]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from rich.console import Group
 from rich.markup import escape
 
+from ..names import natural_key
 from .fit import Column, fitted_table
 from .text import shorten, visible
 from .views import count, counters_line, grouped_findings, headline, num, order_label, pct, quantization_line, totals
@@ -26,7 +27,7 @@ def safe(text) -> str:
 @dataclass(frozen=True)
 class LayerSelection:
     """Which rows of the layer table the terminal shows: ``sort`` by a column (numbers largest
-    first, names A to Z), only layers whose name matches ``pattern`` (a regular expression), the
+    first, names in natural order), only layers whose name matches ``pattern`` (a regular expression), the
     first ``top`` of them; without ``top``, the first and last MAX_LAYER_ROWS / 2 of a long table."""
 
     top: int | None = None
@@ -113,8 +114,10 @@ def select_layers(layers, selection: LayerSelection, max_rows: int):
     if selection.pattern is not None:
         df = df[df["layer"].fillna("").astype(str).str.contains(selection.pattern, regex=True)]
         words.append(f"matching {selection.pattern!r}")
-    if selection.sort:
-        df = df.sort_values(selection.sort, ascending=selection.sort == "layer", kind="stable", na_position="last")
+    if selection.sort == "layer":  # names in natural order: layers.2 before layers.10
+        df = df.iloc[sorted(range(len(df)), key=lambda i: natural_key(str(df["layer"].iloc[i])))]
+    elif selection.sort:
+        df = df.sort_values(selection.sort, ascending=False, kind="stable", na_position="last")
         words.append(f"sorted by {selection.sort}")
     n = len(df)
     if selection.top is not None:
