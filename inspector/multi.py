@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .analysis.diff import CHANGE_COLUMNS, diff_frame, diff_records, diff_summary, pooled_change
+from .analysis.diff import CHANGE_COLUMNS, NoCommonNames, diff_frame, diff_records, diff_summary, pooled_change
 from .analysis.stats import CHUNK_ELEMS
 from .analysis.track import change_factory, checkpoint_steps, ordered_sources, source_list
 from .api import inspect
@@ -190,9 +190,13 @@ def diff(a, b, weights: str = "DEFAULT", *, chunk_elems: int = CHUNK_ELEMS, matc
     with open_source(str(a), options) as sa, open_source(str(b), options) as sb:
         recs_a, adopted_a = sb.adopt(list(sa.records()))  # names of another format in B's own convention
         recs_b, adopted_b = sa.adopt(list(sb.records()))
-        rows, matching = diff_records(recs_a, recs_b, chunk_elems, match)
         notes = [f"A: {n}" for n in sa.meta["notes"]] + [f"B: {n}" for n in sb.meta["notes"]]
         notes += [f"A: {n}" for n in adopted_a] + [f"B: {n}" for n in adopted_b]
+        try:
+            rows, matching = diff_records(recs_a, recs_b, chunk_elems, match)
+        except NoCommonNames as e:  # say why names of two formats did not meet, when a loader knows
+            why = adopted_a + adopted_b
+            raise NoCommonNames(f"{e}" + (f"; note: {'; '.join(why)}" if why else "")) from None
     matching["notes"] = notes + matching["notes"]
     df = diff_frame(rows)
     summary = {"a": str(a), "b": str(b), **diff_summary(df, matching)}

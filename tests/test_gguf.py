@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from inspector import CorruptCheckpoint, InspectorError, UnsupportedSource, inspect
+from inspector.analysis.diff import NoCommonNames
 from inspector.cli import main
 from inspector.loaders import open_source
 from inspector.loaders.dequant import DECODED, TYPES
@@ -353,10 +354,12 @@ def test_diff_says_when_it_cannot_undo_the_row_order(tmp_path):
 def test_diff_without_gguf_py_says_so(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "gguf", None)
     a, b = tiny_pair(tmp_path, [])
-    d = __import__("inspector").diff(a, b)
-    assert any("gguf-py is not installed" in n for n in d.summary["notes"])
+    with pytest.raises(NoCommonNames, match="gguf-py is not installed"):  # no name in common, and why
+        __import__("inspector").diff(a, b)
     res = CliRunner().invoke(main, ["diff", str(a), str(b)])
-    assert res.exit_code == 0 and "gguf-py is not installed" in res.stdout
+    assert res.exit_code == 1 and "no tensor names in common" in res.output and "gguf-py is not installed" in res.output
+    d = __import__("inspector").diff(a, b, match="position")
+    assert any("gguf-py is not installed" in n for n in d.summary["notes"])
 
 
 def test_gguf_to_gguf_diff_is_by_name(tmp_path):
