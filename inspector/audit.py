@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .finding import DEFAULT_FAIL_ON, FINDING_TYPES, Finding
-from .api import inspect
+from .api import Inspection, inspect
 from .errors import FindingsFound, InspectorError
 from .report.export import write_json
 from .safety.pickle_scan import UnsafePickle
@@ -64,8 +64,13 @@ def parse_fail_on(text: str) -> tuple[str, ...]:
 def audit(source, weights: str = "DEFAULT", spectral: bool = False) -> Audit:
     """Findings of a source. Never executes a pickle: an unreadable one whose scan found something
     yields those findings. ``spectral``: run the spectral analysis too (for ``alpha`` findings)."""
+    return audited(source, weights, spectral)[1]
+
+
+def audited(source, weights: str = "DEFAULT", spectral: bool = False) -> tuple[Inspection | None, Audit]:
+    """The inspection of a source (None when its pickle was refused) and its audit."""
     try:
         result = inspect(source, weights=weights, spectral=spectral)
     except UnsafePickle as e:
-        return Audit(str(source), e.scan.findings(), refused=str(e))
-    return Audit(str(source), list(result.summary["findings"]))
+        return None, Audit(str(source), e.scan.findings(), refused=str(e))
+    return result, Audit(str(source), list(result.summary["findings"]))

@@ -1,0 +1,100 @@
+"""``scan``: inspect every model under some paths, on a local process pool or a Dask cluster.
+
+:func:`scan` finds the models (:mod:`.discover`), runs one task per model (:mod:`.executors`, the
+task itself in :mod:`.task`), and writes rows as they arrive (:mod:`.store`): ``models.parquet``,
+``models.csv``, the ``tensors.parquet`` dataset, then ``report.html`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import FindingsFound
+from ..finding import FINDING_TYPES
+from ..report.export import write_text
+from ..report.zoo import zoo_html, zoo_markdown
+from .discover import Model, discover
+from .executors import SchedulerUnavailable, dask_results, default_workers, local_results
+from .store import JOURNAL, TENSORS, ScanStore
+from .task import MODEL_COLUMNS, TENSOR_TABLE_COLUMNS, base_row
+
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+
+
+@dataclass
+class ScanResult:
+    """A finished scan: its directory and ``models`` (one row per model, MODEL_COLUMNS)."""
+
+    out: Path
+    models: pd.DataFrame
+    resumed: int = 0  # rows kept from an earlier run (--resume)
+
+    def failed_on(self, fail_on) -> list[str]:
+        """The finding types some model has that are listed in ``fail_on``, in FINDING_TYPES order."""
+        return [t for t in FINDING_TYPES if t in fail_on and (self.models[f"findings_{t}"].fillna(0) > 0).any()]
+
+    def check(self, fail_on) -> None:
+        failed = self.failed_on(fail_on)
+        if failed:
+            raise FindingsFound(f"found {', '.join(failed)} (--fail-on {', '.join(fail_on) or 'nothing'})")
+
+    def counts(self) -> dict[str, int]:
+        return {s: int((self.models["status"] == s).sum()) for s in ("ok", "error", "skipped")}
+
+    def tensors(self, columns=None):
+        """The tensors.parquet dataset (pyarrow.dataset; read it in batches, or ``.to_table()`` when small)."""
+        import pyarrow.dataset as ds
+
+        return ds.dataset(self.out / TENSORS, format="parquet")
+
+
+def scan(paths, out, *, scheduler: str | None = None, workers: int | None = None, resume: bool = False,
+         progress=None) -> ScanResult:
+    """Inspect every model under ``paths`` (files, directories, globs, ``@LIST`` files) into ``out``.
+
+    Runs on a local pool of ``workers`` processes (default: the core count), or on the Dask cluster at
+    ``scheduler`` (or $DASK_SCHEDULER_ADDRESS). ``resume`` keeps the rows of an earlier scan into ``out``
+    whose model is unchanged. ``progress``, if given, has ``begin(models, bytes)`` and ``done(row)``."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    models = discover(paths)
+    store = ScanStore(out, resume)
+    try:
+        store.keep_only(models)
+        kept = len(store.rows)
+        todo = [m for m in models if not store.done(m)]
+        if progress is not None:
+            progress.begin(len(todo), sum(m.size for m in todo))
+        _run(store, todo, scheduler or os.environ.get(SCHEDULER_ENV), workers, progress)
+    finally:
+        store.flush()
+        store.close()
+    result = ScanResult(store.out, store.frame(), kept)
+    write_text(zoo_html(result.models), store.out / "report.html")
+    write_text(zoo_markdown(result.models), store.out / "report.md")
+    return result
+
+
+def _run(store: ScanStore, todo: list[Model], scheduler: str | None, workers: int | None, progress) -> None:
+    for model in [m for m in todo if m.duplicate_of]:
+        _record(store, base_row(model, "skipped", f"same files as {model.duplicate_of}"), None, progress)
+    todo = [m for m in todo if not m.duplicate_of]
+    if not todo:
+        return
+    results = dask_results(todo, scheduler) if scheduler else local_results(todo, workers or default_workers())
+    for _, (row, data) in results:
+        _record(store, row, data, progress)
+
+
+def _record(store: ScanStore, row: dict, data, progress) -> None:
+    store.add(row, data)
+    if progress is not None:
+        progress.done(row)
+
+
+__all__ = ["scan", "ScanResult", "Model", "discover", "MODEL_COLUMNS", "TENSOR_TABLE_COLUMNS",
+           "SchedulerUnavailable", "SCHEDULER_ENV", "JOURNAL"]

@@ -1,0 +1,115 @@
+"""One model's inspection as a scan task: a model row and its tensor table as Parquet bytes.
+
+Runs on a pool process or a Dask worker. Never raises for a model's sake: a model that cannot be
+read is a row with ``status="error"`` and the message, so one bad file never stops a scan.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+
+import pandas as pd
+
+from ..errors import InspectorError, first_line
+from ..finding import FINDING_TYPES
+from ..table.schema import TENSOR_ANALYSIS_COLUMNS, TENSOR_COLUMNS, TENSOR_EXTRA_COLUMNS
+from .discover import Model
+
+KINDS = ("weight", "bias", "norm", "buffer", "other")
+STATUSES = ("ok", "error", "skipped")
+
+# models.parquet / models.csv: the column order, defined once
+KIND_FIGURES = ("tensors", "numel", "neg_frac", "abs_mean", "std")
+MODEL_COLUMNS = list(dict.fromkeys([
+    "path", "format", "status", "message", "files", "size", "mtime_ns", "tensors", "numel",
+    "weight_numel", "weight_neg_frac", "weight_zero_frac", "weight_pos_frac", "learned_neg_frac",
+    *[f"{k}_{c}" for k in KINDS for c in KIND_FIGURES],
+    "nan_count", "inf_count", "findings", *[f"findings_{t}" for t in FINDING_TYPES], "seconds",
+]))
+MODEL_INT_COLUMNS = list(dict.fromkeys([
+    "files", "size", "mtime_ns", "tensors", "numel", "nan_count", "inf_count", "findings",
+    *[f"{k}_tensors" for k in KINDS], *[f"{k}_numel" for k in KINDS], *[f"findings_{t}" for t in FINDING_TYPES]]))
+MODEL_TEXT_COLUMNS = ["path", "format", "status", "message"]
+
+# tensors.parquet: the tensors.csv columns after ``model``
+TENSOR_TABLE_COLUMNS = ["model", *TENSOR_COLUMNS, *TENSOR_EXTRA_COLUMNS, *TENSOR_ANALYSIS_COLUMNS]
+TENSOR_TEXT_COLUMNS = ["model", "name", "layer", "kind", "dtype", "shape", "module_type", "tied_to"]
+TENSOR_INT_COLUMNS = ["numel", "neg_count", "zero_count", "pos_count", "nan_count", "inf_count", "finite_count",
+                      "out_axis", "units", "all_nonpos_units", "dead_relu_candidates", "fan_in", "fan_out"]
+
+
+def base_row(model: Model, status: str, message: str = "") -> dict:
+    """A model row with what is known before inspecting: the path, its files, size and time."""
+    return {"path": model.path, "status": status, "message": message, "files": len(model.files),
+            "size": model.size, "mtime_ns": model.mtime_ns}
+
+
+def inspect_model(model: Model) -> tuple[dict, bytes | None]:
+    """(the model's row, its tensor table as Parquet bytes or None). Never raises for the model's sake."""
+    from ..audit import audited
+
+    start = time.perf_counter()
+    try:
+        inspection, found = audited(model.path)
+    except Exception as e:  # an InspectorError for bad input; anything else is a bug, reported in the row
+        msg = first_line(e)
+        why = msg if isinstance(e, InspectorError) else f"unexpected {type(e).__name__}: {msg}"
+        row = base_row(model, "error", why)
+        row["seconds"] = time.perf_counter() - start
+        return row, None
+    row = base_row(model, "ok", found.refused or "")
+    row.update(summary_figures(inspection.summary if inspection else None, found.findings))
+    row["seconds"] = time.perf_counter() - start
+    data = tensor_parquet(model.path, inspection.tensors) if inspection is not None else None
+    return row, data
+
+
+def summary_figures(summary: dict | None, findings) -> dict:
+    """The model row's figures from an inspection's summary (None for a refused pickle) and findings."""
+    out: dict = {f"findings_{t}": 0 for t in FINDING_TYPES}
+    for f in findings:
+        out[f"findings_{f.type}"] = out.get(f"findings_{f.type}", 0) + 1
+    out["findings"] = len(findings)
+    if summary is None:
+        return out
+    for key in ("format", "tensors", "numel", "weight_numel", "weight_neg_frac", "weight_zero_frac",
+                "weight_pos_frac", "learned_neg_frac", "nan_count", "inf_count"):
+        out[key] = summary.get(key)
+    for kind in KINDS:
+        fig = summary["by_kind"].get(kind, {})
+        for c in KIND_FIGURES:
+            out.setdefault(f"{kind}_{c}", fig.get(c, 0 if c in ("tensors", "numel") else math.nan))
+    return out
+
+
+def model_frame(rows: list[dict]) -> pd.DataFrame:
+    """Model rows as a DataFrame in MODEL_COLUMNS order, with stable types (for CSV and Parquet)."""
+    df = pd.DataFrame(rows, columns=MODEL_COLUMNS)
+    for c in MODEL_INT_COLUMNS:
+        df[c] = pd.to_numeric(df[c]).astype("Int64")
+    for c in MODEL_TEXT_COLUMNS:
+        df[c] = df[c].astype("string")
+    for c in set(MODEL_COLUMNS) - set(MODEL_INT_COLUMNS) - set(MODEL_TEXT_COLUMNS):
+        df[c] = pd.to_numeric(df[c]).astype("float64")
+    return df
+
+
+def tensor_table(model: str, tensors: pd.DataFrame) -> pd.DataFrame:
+    """One model's tensor table with its ``model`` column first and the tensors.parquet types."""
+    df = tensors.reindex(columns=TENSOR_TABLE_COLUMNS[1:]).copy()
+    df.insert(0, "model", model)
+    for c in TENSOR_TEXT_COLUMNS:
+        df[c] = df[c].astype("string")
+    for c in TENSOR_INT_COLUMNS:
+        df[c] = pd.to_numeric(df[c]).astype("Int64")
+    for c in set(TENSOR_TABLE_COLUMNS) - set(TENSOR_TEXT_COLUMNS) - set(TENSOR_INT_COLUMNS):
+        df[c] = pd.to_numeric(df[c]).astype("float64")
+    return df
+
+
+def tensor_parquet(model: str, tensors: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    tensor_table(model, tensors).to_parquet(buf, index=False)
+    return buf.getvalue()

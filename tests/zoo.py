@@ -1,0 +1,64 @@
+"""A small generated model zoo for the scan tests: every registered format, broken files, hostile
+pickles, a Hugging Face folder, a shard index, a NaN model, a duplicate by symlink and files that are
+not models. :func:`make_zoo` returns the zoo's root and the model paths a scan must report."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from helpers import FORMATS, hostile_files, make_safetensors
+
+
+def _tiny_safetensors(d: Path, i: int, nan: bool = False) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(i)
+    sd = {"fc.weight": torch.randn(4, 3, generator=g) + (i % 3 - 1) * 0.5, "fc.bias": torch.randn(4, generator=g)}
+    if nan:
+        sd["fc.weight"][0, 0] = float("nan")
+    save_file(sd, d / f"m{i:03d}.safetensors")
+    return d / f"m{i:03d}.safetensors"
+
+
+def make_zoo(root: Path, tiny: int = 20) -> tuple[Path, dict[str, str]]:
+    """The zoo under ``root/zoo``; path -> expected status (ok, error, skipped) of every model in it."""
+    zoo = root / "zoo"
+    expect: dict[str, str] = {}
+    for name, maker in FORMATS:  # one sample of every format, each in its own folder
+        d = zoo / "formats" / name
+        d.mkdir(parents=True)
+        path = maker(d)
+        several = "index" in name or "sharded" in name  # an index and its shards: the folder is one model
+        expect[str(d if several else path)] = "ok"
+    tiny_dir = zoo / "runs" / "epochs"
+    tiny_dir.mkdir(parents=True)
+    for i in range(tiny):
+        expect[str(_tiny_safetensors(tiny_dir, i, nan=(i == 7)))] = "ok"
+    hf = zoo / "hf" / "bert-tiny"
+    hf.mkdir(parents=True)
+    make_safetensors(hf)
+    (hf / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    expect[str(hf)] = "ok"
+    hostile = zoo / "downloads"
+    hostile.mkdir()
+    for _, (path, _) in hostile_files(hostile, root / "marker").items():
+        expect[str(path)] = "ok"  # refused, with unsafe findings
+    expect.update(_broken(zoo / "broken"))
+    os.symlink(tiny_dir / "m000.safetensors", zoo / "runs" / "latest.safetensors")
+    expect[str(zoo / "runs" / "latest.safetensors")] = "skipped"
+    (zoo / "README.md").write_text("not a model\n")
+    (zoo / "runs" / "notes.json").write_text("{}")
+    return zoo, expect
+
+
+def _broken(d: Path) -> dict[str, str]:
+    d.mkdir()
+    (d / "empty.pth").write_bytes(b"")
+    (d / "garbage.pt").write_bytes(b"\x00not a checkpoint" * 10)
+    (d / "truncated.safetensors").write_bytes(b"\x40\x00\x00\x00\x00\x00\x00\x00{\"a\": {\"dtype\"")
+    (d / "bad.onnx").write_bytes(b"\xff" * 40)
+    (d / "cut.npy").write_bytes(b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (1")
+    return {str(d / n): "error" for n in ("empty.pth", "garbage.pt", "truncated.safetensors", "bad.onnx", "cut.npy")}
