@@ -441,3 +441,38 @@ def experiment_cmd(names, out_dir, seeds, epochs, quick, quiet, debug):
     result = experiment(names, out_dir, seeds=seeds, epochs=epochs, quick=quick, progress=None if quiet else progress)
     if not quiet:
         click.echo(f"report: {Path(out_dir) / 'experiments.md'} ({result.platform['wall time (s)']} s)")
+
+
+@main.command("scan")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for models.parquet/.csv, tensors.parquet/, report.html/.md.")
+@click.option("--scheduler", help="Dask scheduler address (tcp://host:port; default $DASK_SCHEDULER_ADDRESS); "
+              "without one, a local process pool.")
+@click.option("--workers", type=click.IntRange(min=1), help="Local pool processes (default: the core count).")
+@click.option("--fail-on", default=",".join(DEFAULT_FAIL_ON), show_default=True,
+              help="Finding types that make the command exit 3 when any model has one (as for audit).")
+@click.option("--resume", is_flag=True, help="Keep the rows of an earlier scan into --out for unchanged models.")
+@common_options
+@handle_errors
+def scan_cmd(paths, out_dir, scheduler, workers, fail_on, resume, quiet, debug):
+    """Inspect every model under PATHS (files, folders, globs, @FILE with one path a line), locally or on Dask.
+    Exit 3 when a model has a finding listed in --fail-on; failing models are rows, not errors."""
+    from .audit import UnknownFinding, parse_fail_on
+    from .report.progress import scan_progress_for
+    from .scan import scan
+
+    try:
+        gate = parse_fail_on(fail_on)
+    except UnknownFinding as e:
+        raise click.BadParameter(str(e).removeprefix("--fail-on: "), param_hint="--fail-on") from None
+    progress = scan_progress_for(quiet=quiet)
+    try:
+        result = scan(paths, out_dir, scheduler=scheduler, workers=workers, resume=resume, progress=progress)
+    finally:
+        if progress:
+            progress.close()
+    if not quiet:
+        counts = ", ".join(f"{n} {s}" for s, n in result.counts().items())
+        click.echo(f"{len(result.models)} models ({counts}); wrote {out_dir}")
+    result.check(gate)

@@ -8,10 +8,10 @@ import json
 import os
 from pathlib import Path
 
-from helpers import FORMATS, hostile_files, make_safetensors
+from .helpers import FORMATS, hostile_files, make_safetensors
 
 
-def _tiny_safetensors(d: Path, i: int, nan: bool = False) -> Path:
+def tiny_safetensors(d: Path, i: int, nan: bool = False) -> Path:
     import torch
     from safetensors.torch import save_file
 
@@ -36,7 +36,7 @@ def make_zoo(root: Path, tiny: int = 20) -> tuple[Path, dict[str, str]]:
     tiny_dir = zoo / "runs" / "epochs"
     tiny_dir.mkdir(parents=True)
     for i in range(tiny):
-        expect[str(_tiny_safetensors(tiny_dir, i, nan=(i == 7)))] = "ok"
+        expect[str(tiny_safetensors(tiny_dir, i, nan=(i == 7)))] = "ok"
     hf = zoo / "hf" / "bert-tiny"
     hf.mkdir(parents=True)
     make_safetensors(hf)

@@ -65,3 +65,51 @@ class ProgressBar:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class ScanProgressBar:
+    """A scan's progress on stderr: models done / total, bytes, rate and errors so far
+    (``begin(models, bytes)`` then ``done(row)`` per finished model)."""
+
+    def __init__(self, stream):
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn)
+
+        self.progress = Progress(
+            TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TextColumn("models"),
+            TextColumn("{task.fields[nbytes]}"), TextColumn("{task.fields[rate]}"),
+            TextColumn("{task.fields[errors]} errors"), TimeRemainingColumn(),
+            console=Console(file=stream), transient=True, refresh_per_second=4,
+        )
+        self.task = self.progress.add_task("scan", total=None, nbytes="", rate="", errors=0)
+        self.errors = self.nbytes = 0
+        self.total_bytes = 0
+
+    def begin(self, models: int, nbytes: int) -> None:
+        from rich.filesize import decimal
+
+        self.total_bytes = nbytes
+        self.progress.update(self.task, total=models, nbytes=f"0/{decimal(nbytes)}")
+        self.progress.start()
+
+    def done(self, row: dict) -> None:
+        from rich.filesize import decimal
+
+        self.errors += row.get("status") == "error"
+        self.nbytes += int(row.get("size") or 0)
+        task = self.progress.tasks[0]
+        rate = f"{task.speed:.1f}/s" if task.speed else ""
+        self.progress.update(self.task, advance=1, errors=self.errors, rate=rate,
+                             nbytes=f"{decimal(self.nbytes)}/{decimal(self.total_bytes)}")
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def scan_progress_for(stream=None, quiet: bool = False):
+    """A :class:`ScanProgressBar` on ``stream`` (stderr), or None when quiet or not a terminal."""
+    stream = stream or sys.stderr
+    if quiet or not getattr(stream, "isatty", lambda: False)():
+        return None
+    return ScanProgressBar(stream)

@@ -18,7 +18,7 @@ from ..finding import FINDING_TYPES
 from ..report.export import write_text
 from ..report.zoo import zoo_html, zoo_markdown
 from .discover import Model, discover
-from .executors import SchedulerUnavailable, dask_results, default_workers, local_results
+from .executors import SchedulerUnavailable, dask_client, dask_results, default_workers, local_results
 from .store import JOURNAL, TENSORS, ScanStore
 from .task import MODEL_COLUMNS, TENSOR_TABLE_COLUMNS, base_row
 
@@ -62,30 +62,32 @@ def scan(paths, out, *, scheduler: str | None = None, workers: int | None = None
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     models = discover(paths)
+    address = scheduler or os.environ.get(SCHEDULER_ENV)
+    client = dask_client(address) if address else None  # an unreachable cluster fails before any file is written
     store = ScanStore(out, resume)
     try:
         store.keep_only(models)
-        kept = len(store.rows)
         todo = [m for m in models if not store.done(m)]
+        kept = len(models) - len(todo)
         if progress is not None:
             progress.begin(len(todo), sum(m.size for m in todo))
-        _run(store, todo, scheduler or os.environ.get(SCHEDULER_ENV), workers, progress)
+        _run(store, todo, client, workers, progress)
     finally:
         store.flush()
         store.close()
+        if client is not None:
+            client.close()
     result = ScanResult(store.out, store.frame(), kept)
     write_text(zoo_html(result.models), store.out / "report.html")
     write_text(zoo_markdown(result.models), store.out / "report.md")
     return result
 
 
-def _run(store: ScanStore, todo: list[Model], scheduler: str | None, workers: int | None, progress) -> None:
+def _run(store: ScanStore, todo: list[Model], client, workers: int | None, progress) -> None:
     for model in [m for m in todo if m.duplicate_of]:
         _record(store, base_row(model, "skipped", f"same files as {model.duplicate_of}"), None, progress)
     todo = [m for m in todo if not m.duplicate_of]
-    if not todo:
-        return
-    results = dask_results(todo, scheduler) if scheduler else local_results(todo, workers or default_workers())
+    results = dask_results(todo, client) if client else local_results(todo, workers or default_workers())
     for _, (row, data) in results:
         _record(store, row, data, progress)
 

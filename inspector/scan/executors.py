@@ -83,10 +83,10 @@ def _drain(pool, todo: list[Model], window: int):
     return []
 
 
-def dask_results(models: Iterable[Model], address: str) -> Iterator[tuple[Model, tuple]]:
-    """Run each model as one task on the Dask cluster at ``address``, results taken as they complete.
-    A worker that dies mid-task has its task rescheduled by Dask; one that keeps dying is an error row."""
-    client = dask_client(address)
+def dask_results(models: Iterable[Model], client) -> Iterator[tuple[Model, tuple]]:
+    """Run each model as one task on the Dask cluster of ``client`` (:func:`dask_client`), results taken
+    as they complete. A worker that dies mid-task has its task rescheduled by Dask; a task whose workers
+    keep dying is an error row. Closes the client."""
     try:
         yield from _dask_drain(client, list(models)[::-1])
     finally:

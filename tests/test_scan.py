@@ -1,0 +1,234 @@
+"""``scan``: a generated zoo of every format, broken files and hostile pickles, scanned on a local
+process pool and on a real Dask cluster on 127.0.0.1; a worker killed mid-scan; an interrupted scan
+resumed. Figures are checked against ``inspect`` of the same files and against numpy."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+
+from .helpers import run_cli
+from .zoo import make_zoo
+
+from inspector import inspect
+from inspector.scan import MODEL_COLUMNS, TENSOR_TABLE_COLUMNS, discover, scan
+from inspector.table.schema import TENSOR_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scan")
+    path, expect = make_zoo(root)
+    return root, path, expect
+
+
+@pytest.fixture(scope="module")
+def local(zoo):
+    root, path, _ = zoo
+    return scan([path], root / "local", workers=2)
+
+
+def comparable(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows without what differs between runs (time taken)."""
+    return df.drop(columns=["seconds"]).reset_index(drop=True)
+
+
+def test_every_model_once_with_its_status(zoo, local):
+    _, _, expect = zoo
+    rows = local.models
+    assert list(rows.columns) == MODEL_COLUMNS
+    assert rows["path"].is_unique
+    assert dict(zip(rows["path"], rows["status"])) == expect
+    errors = rows[rows["status"] == "error"]
+    assert errors["message"].str.len().gt(0).all() and not errors["message"].str.contains("unexpected").any()
+
+
+def test_hostile_pickles_are_unsafe_findings_and_never_run(zoo, local):
+    root, path, _ = zoo
+    hostile = local.models[local.models["path"].str.contains("/downloads/")]
+    assert len(hostile) == 6 and (hostile["findings_unsafe"] > 0).all() and (hostile["status"] == "ok").all()
+    assert not (root / "marker").exists()
+    assert local.failed_on(("unsafe", "nan")) == ["nan", "unsafe"]
+
+
+def test_rows_match_inspect_and_numpy(zoo, local):
+    from safetensors.numpy import load_file
+
+    _, path, _ = zoo
+    rows = local.models.set_index("path")
+    for f in sorted((path / "runs" / "epochs").glob("*.safetensors"))[:8]:
+        w = load_file(f)["fc.weight"]
+        row = rows.loc[str(f)]
+        finite = w[np.isfinite(w)]
+        assert row["weight_neg_frac"] == pytest.approx(np.sum(finite < 0) / w.size)
+        assert row["nan_count"] == np.isnan(w).sum() and row["findings_nan"] == (np.isnan(w).sum() > 0)
+        assert (row["tensors"], row["numel"], row["size"]) == (2, w.size + 4, f.stat().st_size)
+    for p in (path / "formats" / "onnx-int8" / "digits_cnn_int8.onnx", path / "hf" / "bert-tiny"):
+        s = inspect(p).summary
+        row = rows.loc[str(p)]
+        assert (row["format"], row["tensors"], row["numel"]) == (s["format"], s["tensors"], s["numel"])
+        assert row["weight_neg_frac"] == pytest.approx(s["weight_neg_frac"])
+        assert row["findings"] == len(s["findings"])
+
+
+def test_tensor_dataset_is_every_ok_models_table(zoo, local):
+    _, path, _ = zoo
+    table = ds.dataset(local.out / "tensors.parquet", format="parquet").to_table().to_pandas()
+    assert list(table.columns) == TENSOR_TABLE_COLUMNS and TENSOR_TABLE_COLUMNS[1:len(TENSOR_COLUMNS) + 1] == TENSOR_COLUMNS
+    ok = local.models[(local.models["status"] == "ok") & local.models["tensors"].notna()]
+    assert table.groupby("model").size().to_dict() == dict(zip(ok["path"], ok["tensors"]))
+    one = str(path / "formats" / "pytorch-zip" / "model.pth")
+    got = table[table["model"] == one].reset_index(drop=True)
+    want = inspect(one).tensors
+    assert list(got["name"]) == list(want["name"])
+    assert np.array_equal(got["neg_count"].to_numpy(), want["neg_count"].to_numpy())
+    assert np.allclose(got["std"].to_numpy(float), want["std"].to_numpy(float), equal_nan=True)
+
+
+def test_outputs_are_self_contained_and_agree(local):
+    csv = pd.read_csv(local.out / "models.csv")
+    parquet = pd.read_parquet(local.out / "models.parquet")
+    assert list(csv["path"]) == list(parquet["path"]) == list(local.models["path"])
+    html = (local.out / "report.html").read_text()
+    md = (local.out / "report.md").read_text()
+    assert "http" not in html and "<script src" not in html
+    for text in (html, md):
+        assert f"{len(local.models)} models" in text and "unsafe" in text and "could not be read" in text
+    lines = (local.out / "models.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["path"] for line in lines) == sorted(local.models["path"])
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A Dask cluster on 127.0.0.1: a scheduler and 2 worker processes (each under a nanny that restarts it)."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as c:
+        yield c
+
+
+def test_dask_cluster_gives_the_same_rows(zoo, local, cluster):
+    root, path, _ = zoo
+    result = scan([path], root / "dask", scheduler=cluster.scheduler_address)
+    pd.testing.assert_frame_equal(comparable(result.models), comparable(local.models))
+
+
+def small_zoo(root: Path) -> Path:
+    from .zoo import tiny_safetensors
+
+    d = root / "small"
+    d.mkdir()
+    for i in range(16):
+        tiny_safetensors(d, i, nan=(i == 3))
+    (d / "broken.pth").write_bytes(b"\x80\x02garbage")
+    return d
+
+
+class Trigger:
+    """A progress callback that runs ``action`` once, after ``after`` models are done."""
+
+    def __init__(self, after: int, action):
+        self.after, self.action, self.seen = after, action, 0
+
+    def begin(self, models, nbytes):
+        pass
+
+    def done(self, row):
+        self.seen += 1
+        if self.seen == self.after:
+            self.action()
+
+
+def test_dask_worker_killed_mid_scan(tmp_path, cluster):
+    import distributed
+
+    d = small_zoo(tmp_path)
+    with distributed.Client(cluster) as client:
+        pids = list(client.run(os.getpid).values())
+        result = scan([d], tmp_path / "out", scheduler=cluster.scheduler_address,
+                      progress=Trigger(3, lambda: os.kill(pids[0], signal.SIGKILL)))
+    rows = result.models
+    assert sorted(rows["path"]) == sorted(str(p) for p in d.iterdir())
+    assert set(rows.loc[rows["status"] == "error", "path"]) == {str(d / "broken.pth")}
+
+
+def test_local_pool_process_killed_mid_scan(tmp_path):
+    import psutil
+
+    d = small_zoo(tmp_path)
+
+    def kill_one():
+        kids = [p for p in psutil.Process().children(recursive=True) if "forkserver" not in " ".join(p.cmdline())]
+        os.kill(kids[0].pid, signal.SIGKILL)
+
+    result = scan([d], tmp_path / "out", workers=2, progress=Trigger(3, kill_one))
+    rows = result.models
+    assert sorted(rows["path"]) == sorted(str(p) for p in d.iterdir())
+    assert set(rows.loc[rows["status"] == "error", "path"]) == {str(d / "broken.pth")}
+
+
+def test_interrupted_scan_resumes_with_every_model_once(tmp_path):
+    d = small_zoo(tmp_path)
+    out = tmp_path / "out"
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        scan([d], out, workers=2, progress=Trigger(5, interrupt))
+    partial = pd.read_parquet(out / "models.parquet")  # readable, with the finished rows
+    assert 5 <= len(partial) < 17 and partial["path"].is_unique
+    first = {json.loads(line)["path"]: json.loads(line)["seconds"] for line in (out / "models.jsonl").open()}
+    result = scan([d], out, workers=2, resume=True)
+    rows = result.models
+    assert sorted(rows["path"]) == sorted(str(p) for p in d.iterdir()) and rows["path"].is_unique
+    assert result.resumed == len(first)
+    kept = rows.set_index("path").loc[list(first), "seconds"]
+    assert kept.to_dict() == pytest.approx(first)  # finished models were not inspected again
+    lines = [json.loads(line)["path"] for line in (out / "models.jsonl").open()]
+    assert sorted(lines) == sorted(rows["path"])  # each model journalled exactly once
+    table = ds.dataset(out / "tensors.parquet", format="parquet").to_table(columns=["model"]).to_pandas()
+    assert table.groupby("model").size().to_dict() == {p: 2 for p in rows.loc[rows["status"] == "ok", "path"]}
+
+
+def test_resume_redoes_a_changed_model(tmp_path):
+    d = small_zoo(tmp_path)
+    out = tmp_path / "out"
+    scan([d], out, workers=1)
+    target = d / "m000.safetensors"
+    os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 10**9))
+    result = scan([d], out, workers=1, resume=True)
+    assert result.resumed == 16 and len(result.models) == 17
+
+
+def test_discovery(tmp_path, zoo):
+    _, path, expect = zoo
+    models = discover([path])
+    assert [m.path for m in models] == sorted(expect)
+    index = next(m for m in models if m.path.endswith("safetensors-index"))
+    assert len(index.files) == 3  # the index and its two shards: one model
+    dup = next(m for m in models if m.duplicate_of)
+    assert dup.path.endswith("latest.safetensors") and dup.duplicate_of.endswith("m000.safetensors")
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"# two models\n{path / 'runs' / 'epochs' / 'm001.safetensors'}\n{path / 'hf'}\n")
+    got = [m.path for m in discover([f"@{listed}", str(path / "broken" / "*.onnx")])]
+    assert got == sorted([str(path / "broken" / "bad.onnx"), str(path / "hf" / "bert-tiny"),
+                          str(path / "runs" / "epochs" / "m001.safetensors")])
+
+
+def test_cli_scan(tmp_path):
+    d = small_zoo(tmp_path)
+    proc = run_cli("scan", str(d), "--out", str(tmp_path / "out"), "--workers", "1")
+    assert proc.returncode == 3, proc.stderr  # the NaN model fails the default --fail-on
+    assert "17 models (16 ok, 1 error, 0 skipped)" in proc.stdout and "Traceback" not in proc.stderr
+    proc = run_cli("scan", str(d), "--out", str(tmp_path / "out"), "--fail-on", "none", "--resume", "-q")
+    assert proc.returncode == 0 and proc.stdout == ""
+    proc = run_cli("scan", str(tmp_path / "nope"), "--out", str(tmp_path / "o2"))
+    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "nope" in proc.stderr
