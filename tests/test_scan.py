@@ -164,11 +164,15 @@ def test_local_pool_process_killed_mid_scan(tmp_path):
 
     d = small_zoo(tmp_path)
 
-    def kill_one():
-        kids = [p for p in psutil.Process().children(recursive=True) if "forkserver" not in " ".join(p.cmdline())]
-        os.kill(kids[0].pid, signal.SIGKILL)
+    killed = []
+
+    def kill_one():  # a pool process: forked by the fork server, so a grandchild of this process
+        pool = [p for p in psutil.Process().children(recursive=True) if p.ppid() != os.getpid()]
+        killed.append(pool[0].pid)
+        os.kill(pool[0].pid, signal.SIGKILL)
 
     result = scan([d], tmp_path / "out", workers=2, progress=Trigger(3, kill_one))
+    assert killed and not psutil.pid_exists(killed[0])
     rows = result.models
     assert sorted(rows["path"]) == sorted(str(p) for p in d.iterdir())
     assert set(rows.loc[rows["status"] == "error", "path"]) == {str(d / "broken.pth")}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Iterable, Iterator
@@ -20,6 +21,7 @@ from .task import base_row, inspect_model
 
 ATTEMPTS = 3  # tries for a model whose worker process dies under it
 WINDOW_PER_WORKER = 4
+PRELOAD = ["inspector.scan.task"]  # imported once by the fork server: every pool process starts with it
 
 
 class SchedulerUnavailable(InspectorError):
@@ -46,7 +48,7 @@ def local_results(models: Iterable[Model], workers: int) -> Iterator[tuple[Model
     tries: dict[str, int] = {}
     while todo:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["inspector.scan.task"])
+        ctx.set_forkserver_preload(PRELOAD + [m for m in ("torch",) if m in sys.modules])
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_ignore_interrupts)
         try:
             broken = yield from _drain(pool, todo, workers * WINDOW_PER_WORKER)
@@ -58,6 +60,10 @@ def local_results(models: Iterable[Model], workers: int) -> Iterator[tuple[Model
                 yield model, died_row(model, tries[model.path])
             else:
                 todo.append(model)
+
+
+# torch (for pickles) is preloaded only when this process has imported it already: a scan of a zoo of
+# pickles then does not import it again in every pool process, and other scans do not pay for it.
 
 
 def _ignore_interrupts() -> None:

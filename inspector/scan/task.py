@@ -96,20 +96,39 @@ def model_frame(rows: list[dict]) -> pd.DataFrame:
     return df
 
 
-def tensor_table(model: str, tensors: pd.DataFrame) -> pd.DataFrame:
-    """One model's tensor table with its ``model`` column first and the tensors.parquet types."""
-    df = tensors.reindex(columns=TENSOR_TABLE_COLUMNS[1:]).copy()
-    df.insert(0, "model", model)
-    for c in TENSOR_TEXT_COLUMNS:
-        df[c] = df[c].astype("string")
-    for c in TENSOR_INT_COLUMNS:
-        df[c] = pd.to_numeric(df[c]).astype("Int64")
-    for c in set(TENSOR_TABLE_COLUMNS) - set(TENSOR_TEXT_COLUMNS) - set(TENSOR_INT_COLUMNS):
-        df[c] = pd.to_numeric(df[c]).astype("float64")
-    return df
+def tensor_schema():
+    """The Arrow schema of tensors.parquet: text, integer (nullable) and float columns."""
+    import pyarrow as pa
+
+    def kind(c):
+        return pa.string() if c in TENSOR_TEXT_COLUMNS else pa.int64() if c in TENSOR_INT_COLUMNS else pa.float64()
+
+    return pa.schema([(c, kind(c)) for c in TENSOR_TABLE_COLUMNS])
+
+
+def tensor_arrow(model: str, tensors: pd.DataFrame):
+    """One model's tensor table, ``model`` column first, as an Arrow table of :func:`tensor_schema`
+    (built column by column: converting the DataFrame's types first costs more than the inspection)."""
+    import pyarrow as pa
+
+    n = len(tensors)
+    arrays = []
+    for field in tensor_schema():
+        if field.name == "model":
+            arrays.append(pa.array([model] * n, pa.string()))
+        elif field.name not in tensors:
+            arrays.append(pa.nulls(n, field.type))
+        elif field.type == pa.string():
+            col = tensors[field.name]
+            arrays.append(pa.array([None if v is None or v != v else str(v) for v in col], pa.string()))
+        else:
+            arrays.append(pa.array(tensors[field.name], type=field.type, from_pandas=True))
+    return pa.Table.from_arrays(arrays, schema=tensor_schema())
 
 
 def tensor_parquet(model: str, tensors: pd.DataFrame) -> bytes:
+    import pyarrow.parquet as pq
+
     buf = io.BytesIO()
-    tensor_table(model, tensors).to_parquet(buf, index=False)
+    pq.write_table(tensor_arrow(model, tensors), buf, compression="zstd", write_statistics=False)
     return buf.getvalue()

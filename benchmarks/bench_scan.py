@@ -1,0 +1,116 @@
+#!/usr/bin/env python
+"""``winspect scan`` on a zoo of small checkpoints: pool scaling, per-model overhead, Dask, client memory.
+
+Makes ``--models`` small safetensors files (three tensors each, a few thousand values) in a temporary
+directory, then runs, each in a fresh child process:
+
+* ``single``: ``inspect`` of every model one after the other in one process (the work itself);
+* ``local-1`` / ``local-2``: ``scan`` on a local pool of 1 and 2 processes; throughput ratio, and the
+  per-model overhead (local-1's scan time minus single's, per model);
+* ``dask-2``: ``scan`` on a ``LocalCluster`` of 2 worker processes on 127.0.0.1 (started and warmed
+  before the clock starts), its rows compared with local-2's;
+* ``mem-100`` / ``mem-N``: the client's peak RSS (its own ``ru_maxrss``; pool processes are not in it)
+  scanning the first 100 models and all of them.
+
+    python benchmarks/bench_scan.py --models 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+mode, zoo, out, n = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+from inspector import inspect
+from inspector.scan import scan, discover
+paths = [str(zoo / "first"), str(zoo / "rest")] if n > 100 else [str(zoo / "first")]
+if mode == "single":
+    models = discover(paths)
+    t = time.perf_counter()
+    for m in models:
+        inspect(m.path)
+    res = {"seconds": time.perf_counter() - t, "models": len(models)}
+elif mode.startswith("dask"):
+    from distributed import Client, LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as c:
+        c.run(lambda: __import__("inspector.scan.task"))
+        t = time.perf_counter()
+        r = scan(paths, out, scheduler=cluster.scheduler_address)
+        res = {"seconds": time.perf_counter() - t, "models": len(r.models)}
+else:
+    t = time.perf_counter()
+    r = scan(paths, out, workers=int(mode.split("-")[1]))
+    res = {"seconds": time.perf_counter() - t, "models": len(r.models)}
+res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(res))
+"""
+
+
+def make_zoo(root: Path, n: int) -> None:
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        d = root / ("first" if i < 100 else "rest")
+        d.mkdir(parents=True, exist_ok=True)
+        save_file({"fc1.weight": rng.standard_normal((32, 64), dtype=np.float32),
+                   "fc1.bias": rng.standard_normal(32, dtype=np.float32),
+                   "fc2.weight": rng.standard_normal((10, 32), dtype=np.float32)}, str(d / f"m{i:05d}.safetensors"))
+
+
+def child(mode: str, zoo: Path, out: Path, n: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    proc = subprocess.run([sys.executable, "-c", CHILD, mode, str(zoo), str(out), str(n)], env=env,
+                          capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    ap.add_argument("--models", type=int, default=1000)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="winspect-bench-scan-"))
+    try:
+        make_zoo(tmp / "zoo", args.models)
+        res = {"load_avg_before": os.getloadavg(), "nproc": os.cpu_count(), "models": args.models}
+        for mode in ("single", "local-1", "local-2", "dask-2"):
+            res[mode] = child(mode, tmp / "zoo", tmp / mode, args.models)
+            print(mode, res[mode], "load", os.getloadavg(), flush=True)
+        res["mem-100"] = child("local-2", tmp / "zoo", tmp / "mem100", 100)
+        res["load_avg_after"] = os.getloadavg()
+        report(res, tmp, args.models)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def report(res: dict, tmp: Path, n: int) -> None:
+    import pandas as pd
+
+    a = pd.read_parquet(tmp / "local-2" / "models.parquet").drop(columns="seconds")
+    b = pd.read_parquet(tmp / "dask-2" / "models.parquet").drop(columns="seconds")
+    res["dask_rows_identical"] = bool(a.equals(b))
+    res["speedup_2_vs_1"] = res["local-1"]["seconds"] / res["local-2"]["seconds"]
+    res["overhead_ms_per_model"] = 1000 * (res["local-1"]["seconds"] - res["single"]["seconds"]) / n
+    res["dask_vs_local_throughput"] = res["local-2"]["seconds"] / res["dask-2"]["seconds"]
+    res["client_peak_rss_mb"] = {"100": res["mem-100"]["peak_rss_mb"], str(n): res["local-2"]["peak_rss_mb"]}
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
