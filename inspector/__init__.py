@@ -51,11 +51,16 @@ __all__ = [
     "UnsafeCheckpoint",
     "WeightsUnavailable",
     "OutputError",
+    "scan",
 ]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
+    """The API's names, imported when first used; ``inspector.scan`` is the scan module, callable:
+    ``inspector.scan(paths, out)``."""
+    if name == "scan":
+        return importlib.import_module(f"{__name__}.scan")
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
         globals()[name] = value
@@ -64,4 +69,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"scan"})

@@ -1,5 +1,8 @@
 """``scan``: inspect every model under some paths, on a local process pool or a Dask cluster.
 
+``inspector.scan(paths, out, ...)`` calls :func:`scan` (this module is callable), and
+``inspector.scan.scan`` is the same function.
+
 :func:`scan` finds the models (:mod:`.discover`), runs one task per model (:mod:`.executors`, the
 task itself in :mod:`.task`), and writes rows as they arrive (:mod:`.store`): ``models.parquet``,
 ``models.csv``, the ``tensors.parquet`` dataset, then ``report.html`` and ``report.md``.
@@ -8,6 +11,8 @@ task itself in :mod:`.task`), and writes rows as they arrive (:mod:`.store`): ``
 from __future__ import annotations
 
 import os
+import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +102,15 @@ def _record(store: ScanStore, row: dict, data, progress) -> None:
     if progress is not None:
         progress.done(row)
 
+
+class CallableModule(types.ModuleType):
+    """This module, callable: ``inspector.scan(...)`` is ``inspector.scan.scan(...)``."""
+
+    def __call__(self, *args, **kwargs) -> ScanResult:
+        return scan(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = CallableModule
 
 __all__ = ["scan", "ScanResult", "Model", "discover", "MODEL_COLUMNS", "TENSOR_TABLE_COLUMNS",
            "SchedulerUnavailable", "SCHEDULER_ENV", "JOURNAL"]
