@@ -6,7 +6,8 @@ directory, then runs, each in a fresh child process:
 
 * ``single``: ``inspect`` of every model one after the other in one process (the work itself);
 * ``local-1`` / ``local-2``: ``scan`` on a local pool of 1 and 2 processes; throughput ratio, and the
-  per-model overhead (local-1's scan time minus single's, per model);
+  per-model overhead: local-1's scan time minus single's, per model, and (not moved by the load changing
+  between runs) local-1's scan time minus the sum of its tasks' own ``seconds``, per model;
 * ``dask-2``: ``scan`` on a ``LocalCluster`` of 2 worker processes on 127.0.0.1 (started and warmed
   before the clock starts), its rows compared with local-2's;
 * ``mem-100`` / ``mem-N``: the client's peak RSS (its own ``ru_maxrss``; pool processes are not in it)
@@ -107,6 +108,9 @@ def report(res: dict, tmp: Path, n: int) -> None:
     res["dask_rows_identical"] = bool(a.equals(b))
     res["speedup_2_vs_1"] = res["local-1"]["seconds"] / res["local-2"]["seconds"]
     res["overhead_ms_per_model"] = 1000 * (res["local-1"]["seconds"] - res["single"]["seconds"]) / n
+    rows1 = pd.read_parquet(tmp / "local-1" / "models.parquet")
+    # within one run, so not moved by load changing between runs: wall time minus the tasks' own time
+    res["overhead_ms_per_model_in_run"] = 1000 * (res["local-1"]["seconds"] - rows1["seconds"].sum()) / n
     res["dask_vs_local_throughput"] = res["local-2"]["seconds"] / res["dask-2"]["seconds"]
     res["client_peak_rss_mb"] = {"100": res["mem-100"]["peak_rss_mb"], str(n): res["local-2"]["peak_rss_mb"]}
     print(json.dumps(res, indent=1))

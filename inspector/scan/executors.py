@@ -80,12 +80,11 @@ def _drain(pool, todo: list[Model], window: int):
             running[pool.submit(inspect_model, model)] = model
         finished, _ = wait(running, return_when=FIRST_COMPLETED)
         for fut in finished:
-            model = running.pop(fut)
             try:
                 result = fut.result()
-            except BrokenProcessPool:
-                return [model, *running.values()]
-            yield model, result
+            except BrokenProcessPool:  # every model not yet yielded goes back to the caller
+                return list(running.values())
+            yield running.pop(fut), result
     return []
 
 
