@@ -20,7 +20,9 @@ import pandas as pd
 
 from ..errors import FindingsFound
 from ..finding import FINDING_TYPES
+from ..report.bundle import report_dir
 from ..report.export import write_text
+from ..report.outdir import locked
 from ..report.zoo import zoo_html, zoo_markdown
 from .discover import Model, discover
 from .executors import SchedulerUnavailable, dask_client, dask_results, default_workers, local_results
@@ -69,6 +71,15 @@ def scan(paths, out, *, scheduler: str | None = None, workers: int | None = None
     models = discover(paths)
     address = scheduler or os.environ.get(SCHEDULER_ENV)
     client = dask_client(address) if address else None  # an unreachable cluster fails before any file is written
+    try:
+        with locked(report_dir(out, "scan")):  # one scan at a time writes a directory
+            return _scan_into(models, out, client, workers, resume, progress)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _scan_into(models: list[Model], out, client, workers: int | None, resume: bool, progress) -> ScanResult:
     store = ScanStore(out, resume)
     try:
         store.keep_only(models)
@@ -80,8 +91,6 @@ def scan(paths, out, *, scheduler: str | None = None, workers: int | None = None
     finally:
         store.flush()
         store.close()
-        if client is not None:
-            client.close()
     result = ScanResult(store.out, store.frame(), kept)
     write_text(zoo_html(result.models), store.out / "report.html")
     write_text(zoo_markdown(result.models), store.out / "report.md")

@@ -49,11 +49,12 @@ class ScanStore:
         self._flushed = time.monotonic()
 
     def _clear(self) -> None:
-        """Remove a previous scan's outputs (only the files a scan writes)."""
+        """Remove a previous scan's outputs: the tensor files of the models its journal lists (nothing is
+        removed by its name's pattern), then the journal and the tables."""
+        for path in read_journal(self.out / JOURNAL):
+            (self.out / TENSORS / part_name(path)).unlink(missing_ok=True)
         for name in OUTPUT_FILES:
             (self.out / name).unlink(missing_ok=True)
-        for part in (self.out / TENSORS).glob("part-*.parquet"):
-            part.unlink()
 
     def done(self, model: Model) -> bool:
         """Whether a row for this model, as it is now (same size and time), is already written."""
