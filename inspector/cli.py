@@ -1,7 +1,7 @@
 """The ``winspect`` command. The only module that prints or exits.
 
 Exit codes: 0 success; 1 bad input (missing, unknown, unsupported, unsafe or unreadable
-source; unwritable output); 2 usage errors; 3 ``audit`` found what --fail-on lists; 141
+source; unwritable output); 2 usage errors; 3 ``audit`` or ``scan`` found what --fail-on lists; 141
 (128 + SIGPIPE, as a shell reports a command ended by a closed pipe) when the reader of
 standard output went away early (``| head``).
 
