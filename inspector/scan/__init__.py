@@ -52,7 +52,7 @@ class ScanResult:
     def counts(self) -> dict[str, int]:
         return {s: int((self.models["status"] == s).sum()) for s in ("ok", "error", "skipped")}
 
-    def tensors(self, columns=None):
+    def tensors(self):
         """The tensors.parquet dataset (pyarrow.dataset; read it in batches, or ``.to_table()`` when small)."""
         import pyarrow.dataset as ds
 
