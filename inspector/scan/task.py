@@ -59,6 +59,8 @@ def inspect_model(model: Model) -> tuple[dict, bytes | None]:
         row = base_row(model, "error", why)
         row["seconds"] = time.perf_counter() - start
         return row, None
+    if inspection is None and not found.findings:  # refused, with nothing to report as a finding
+        return {**base_row(model, "error", found.refused or "refused"), "seconds": time.perf_counter() - start}, None
     row = base_row(model, "ok", found.refused or "")
     row.update(summary_figures(inspection.summary if inspection else None, found.findings))
     row["seconds"] = time.perf_counter() - start
