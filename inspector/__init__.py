@@ -19,7 +19,7 @@ from .errors import (
 )
 
 _LAZY = {
-    "inspect": ".api", "Inspection": ".api",
+    "inspect": ".api", "Inspection": ".api", "inspect_headers": ".api", "HeaderInspection": ".api",
     "diff": ".multi", "track": ".multi", "compare": ".multi",
     "DiffResult": ".multi", "TrackResult": ".multi", "CompareResult": ".multi",
 }
@@ -36,8 +36,10 @@ def experiment(names=None, out=None, **options):
 
 __all__ = [
     "inspect",
+    "inspect_headers",
     "experiment",
     "Inspection",
+    "HeaderInspection",
     "diff",
     "track",
     "compare",

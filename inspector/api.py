@@ -15,13 +15,27 @@ from .loaders import LoadOptions, open_source
 from .names import natural_key
 from .report.export import write_csv, write_json
 from .table import Tables, build_tables
+from .table.headers import HeaderTables, header_tables
 from .table.rows import (
     TABLE_REDUCERS, TABLE_ROW_FUNCTIONS, ProgressFn, ReducerFactory, RowFunction, analyze_records, pop_spectra,
     table_rows,
 )
 
 
-class Inspection:
+class TableExports:
+    """Writers shared by the results that hold ``tensors``, ``layers`` and ``summary``."""
+
+    def to_csv(self, path) -> Path:
+        return write_csv(self.tensors, path)
+
+    def to_layers_csv(self, path) -> Path:
+        return write_csv(self.layers, path)
+
+    def to_json(self, path) -> Path:
+        return write_json({"source": self.source, "summary": self.summary, "tensors": self.tensors}, path)
+
+
+class Inspection(TableExports):
     """The result of inspecting one source.
 
     ``tensors``: one row per tensor (the CSV columns); ``layers``: one row per layer;
@@ -48,14 +62,6 @@ class Inspection:
         spectra = pop_spectra(rows)
         return cls(source, build_tables(source, rows, meta), meta, histograms, spectra)
 
-    def to_csv(self, path) -> Path:
-        return write_csv(self.tensors, path)
-
-    def to_layers_csv(self, path) -> Path:
-        return write_csv(self.layers, path)
-
-    def to_json(self, path) -> Path:
-        return write_json({"source": self.source, "summary": self.summary, "tensors": self.tensors}, path)
 
     def plot(self, kind: str = "weight") -> list:
         """A list of matplotlib Figures, one per page, known to pyplot so that ``plt.show()`` and
@@ -96,15 +102,24 @@ def inspect(
     chunk_elems: int = CHUNK_ELEMS,
     progress: ProgressFn | None = None,
     spectral: bool = False,
+    no_download: bool = False,
+    cache=None,
 ) -> Inspection:
-    """Inspect a torchvision model name, a checkpoint file or a model directory.
+    """Inspect a torchvision model name, a checkpoint file, a model directory, or a remote source (an
+    http(s) URL, ``hf://ORG/REPO[@REVISION][/FILE]``, an fsspec URL; see docs/remote.md).
 
     ``spectral=True`` adds the spectral columns (docs/spectral.md) to the weight matrices."""
-    with open_source(str(source), LoadOptions(weights=weights)) as src, blas_threads(spectral):
+    options = LoadOptions(weights=weights, no_download=no_download,
+                          cache=str(Path(cache).expanduser()) if cache else None)
+    with open_source(str(source), options) as src, blas_threads(spectral):
         totals = src.totals()
         if totals and hasattr(progress, "begin"):
             progress.begin(*totals)
-        rows, hists = table_rows(src.records(), chunk_elems, progress, spectral)
+        if src.network is not None and hasattr(progress, "network"):
+            progress.network(src.network)
+        # a server that ignores Range sends each file whole: one reader, front to back, in one pass
+        workers = 1 if getattr(src.network, "ranges_ignored", False) else None
+        rows, hists = table_rows(src.records(), chunk_elems, progress, spectral, workers)
         meta = dict(src.meta)
     note = complex_note(rows)
     if note:
@@ -114,7 +129,31 @@ def inspect(
     return Inspection.from_rows(str(source), rows, meta, hists)
 
 
+class HeaderInspection(TableExports):
+    """Shapes, dtypes and parameter counts of a source from its headers alone (no value is read):
+    ``tensors``, ``layers``, ``kinds`` (DataFrames), ``summary`` (dict), ``received`` (network bytes)."""
+
+    def __init__(self, source: str, tables: HeaderTables, meta: dict, received: int | None):
+        self.source, self.meta, self.received = source, meta, received
+        self.tensors, self.layers, self.kinds, self.summary = tables.tensors, tables.layers, tables.kinds, tables.summary
+
+    def __repr__(self) -> str:
+        return f"<HeaderInspection {self.source}: {self.summary['tensors']} tensors, {self.summary['numel']:,} values>"
+
+
+def inspect_headers(source, weights: str = "DEFAULT", *, no_download: bool = False, cache=None) -> HeaderInspection:
+    """What :func:`inspect` would list, from the headers alone: a remote safetensors model costs a few
+    range requests, whatever its size."""
+    options = LoadOptions(weights=weights, no_download=no_download,
+                          cache=str(Path(cache).expanduser()) if cache else None)
+    with open_source(str(source), options) as src:
+        tables = header_tables(src.records())
+        meta = dict(src.meta)
+        received = src.network.received if src.network is not None else None
+    return HeaderInspection(str(source), tables, meta, received)
+
+
 __all__ = [
-    "inspect", "Inspection", "analyze_records", "table_rows", "ProgressFn", "ReducerFactory", "RowFunction",
+    "inspect", "Inspection", "inspect_headers", "HeaderInspection", "analyze_records", "table_rows", "ProgressFn", "ReducerFactory", "RowFunction",
     "TABLE_REDUCERS", "TABLE_ROW_FUNCTIONS",
 ]

@@ -235,7 +235,8 @@ class DefaultGroup(click.Group):
 def main():
     """winspect: what is inside a model's weights — how much is negative, where, how large.
 
-    SOURCE is a model name, a checkpoint file, a shard index or a model directory.
+    SOURCE is a model name, a checkpoint file, a shard index, a model directory, or a URL: http(s)://…,
+    hf://ORG/REPO[@REVISION][/FILE], s3://, gs://, az:// (read by byte range where the format allows).
     """
 
 
@@ -258,35 +259,41 @@ def main():
               help="Terminal layer table: sort by a layer-table column (numbers largest first), e.g. weight_neg_frac.")
 @click.option("--filter", "pattern", callback=lambda ctx, param, v: _regex(v, "--filter"), metavar="REGEX",
               help="Terminal layer table: only layers whose name matches this regular expression.")
+@click.option("--header-only", is_flag=True,
+              help="Shapes, dtypes and parameter counts from the headers alone (no value is read).")
+@click.option("--no-download", is_flag=True,
+              help="Remote sources: refuse formats that cannot be read by byte range instead of downloading them.")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Remote sources: keep the files in DIR, and read them from there next time.")
 @common_options
 @handle_errors
-def inspect_cmd(source, weights, csv_path, layers_csv, json_path, out_dir, svg, spectral, top, sort, pattern, quiet,
-                debug):
-    """Per-tensor and per-layer statistics of one model."""
+def inspect_cmd(source, weights, csv_path, layers_csv, json_path, out_dir, svg, spectral, top, sort, pattern,
+                header_only, no_download, cache_dir, quiet, debug):
+    """Per-tensor and per-layer statistics of one model (a name, a path, an http(s) URL or hf://ORG/REPO)."""
     from .api import inspect
     from .report.terminal import LayerSelection
 
     if svg and not out_dir:
         raise click.UsageError("--svg needs --out DIR")
+    if header_only and (out_dir or cache_dir or spectral):
+        raise click.UsageError("--header-only reads no values: it takes no --out, --cache or --spectral")
     selection = LayerSelection(top, sort, pattern)
     weights = weights_for([source], weights)
     check_outputs([source], [csv_path, layers_csv, json_path, *report_outputs(out_dir)])
     report = not (quiet or piped(csv_path, layers_csv, json_path))
+    if header_only:
+        return _header_only(source, weights, csv_path, layers_csv, json_path, no_download, report)
     from .report.progress import progress_for
 
     bar = progress_for(quiet=quiet)
     try:
-        result = inspect(source, weights=weights, progress=bar, spectral=spectral)
+        result = inspect(source, weights=weights, progress=bar, spectral=spectral, no_download=no_download,
+                         cache=cache_dir)
     finally:
         if bar:
             bar.close()
     warn_unsafe(result.summary["findings"], source)
-    if csv_path:
-        result.to_csv(csv_path)
-    if layers_csv:
-        result.to_layers_csv(layers_csv)
-    if json_path:
-        result.to_json(json_path)
+    write_tables(result, csv_path, layers_csv, json_path)
     if report:
         from .report.terminal import render
 
@@ -297,6 +304,27 @@ def inspect_cmd(source, weights, csv_path, layers_csv, json_path, out_dir, svg, 
         html = result.to_report(out_dir, svg=svg, protect=source_files(str(source)))
         if report:
             click.echo(f"report: {html}")
+
+
+def write_tables(result, csv_path, layers_csv, json_path) -> None:
+    """The tables an inspection was asked to write."""
+    if csv_path:
+        result.to_csv(csv_path)
+    if layers_csv:
+        result.to_layers_csv(layers_csv)
+    if json_path:
+        result.to_json(json_path)
+
+
+def _header_only(source, weights, csv_path, layers_csv, json_path, no_download, report) -> None:
+    from .api import inspect_headers
+
+    result = inspect_headers(source, weights=weights, no_download=no_download)
+    write_tables(result, csv_path, layers_csv, json_path)
+    if report:
+        from .report.headers_terminal import render_headers
+
+        show(lambda width: render_headers(result))
 
 
 _csv_option = click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the table as CSV.")
@@ -319,10 +347,7 @@ def _finish(result, inputs, csv_path, json_path, out_dir, out_names, render: str
     outs = [csv_path, json_path] + ([str(Path(out_dir) / n) for n in out_names] if out_dir else [])
     check_outputs(inputs, outs)
     report = not (quiet or piped(csv_path, json_path))
-    if csv_path:
-        result.to_csv(csv_path)
-    if json_path:
-        result.to_json(json_path)
+    write_tables(result, csv_path, None, json_path)
     if out_dir:
         result.save(out_dir)
     if report:

@@ -20,6 +20,7 @@ from typing import Iterator
 from ..errors import InspectorError, SourceNotFound, UnsupportedSource
 from ..names import natural_key
 from ..records import TensorRecord
+from ..remote import is_remote
 from .refusals import recognise_dir, recognise_file, recognise_magic, refusal
 
 HEAD_BYTES = 64
@@ -28,6 +29,8 @@ HEAD_BYTES = 64
 @dataclass
 class LoadOptions:
     weights: str = "DEFAULT"  # for model names: DEFAULT, an enum member name, or "none"
+    no_download: bool = False  # refuse remote formats that cannot be read by range
+    cache: str | None = None  # keep remote files in this directory (and read them from there later)
 
 
 class OpenedSource:
@@ -37,6 +40,7 @@ class OpenedSource:
         self.source = source
         self.format = fmt
         self.paths: list[Path] = []  # the files this source reads (set by open_source from its loader)
+        self.network = None  # the HTTP client of a remote source (its ``received`` bytes), else None
         self.meta: dict = {"format": fmt, "notes": [], "findings": []}
         self.meta.update(meta or {})
 
@@ -80,6 +84,7 @@ class Loader:
     order = 100  # sniffing order: lower first (cheap, certain magic before structural guesses)
     takes_names = False  # accepts sources that are not paths (model names)
     takes_dirs = False
+    reads_ranges = False  # reads a remote file by byte ranges (others are downloaded first)
 
     @classmethod
     def sniff(cls, path: Path, head: bytes) -> bool:
@@ -148,6 +153,8 @@ def formats_text() -> str:
 def source_files(source: str) -> list[Path]:
     """The files reading ``source`` reads (the source itself, and shards or the checkpoint a directory
     holds); just the path when no loader takes it, and nothing for a model name."""
+    if is_remote(source):
+        return []  # a URL is never a local file an output could overwrite
     path = Path(source)
     if not path.exists():
         return []
@@ -189,7 +196,7 @@ def _loader_for_file(path: Path) -> type[Loader]:
     if not path.is_file():
         raise UnsupportedSource(f"{path}: not a regular file (a device, pipe or socket)")
     try:
-        with open(path, "rb") as f:
+        with path.open("rb") as f:
             head = f.read(HEAD_BYTES)
     except OSError as e:
         raise SourceNotFound(f"{path}: cannot read ({e.strerror or e})") from None
@@ -231,6 +238,10 @@ def _looks_like_path(source: str) -> bool:
 def open_source(source: str, options: LoadOptions | None = None) -> OpenedSource:
     """Open a source with the loader the registry chooses for it."""
     options = options or LoadOptions()
+    if is_remote(str(source)):
+        from .remote_sources import open_remote
+
+        return open_remote(str(source), options)
     path = Path(source)
     if path.is_dir():
         loose = checkpoint_files(path)

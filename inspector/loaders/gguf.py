@@ -27,6 +27,7 @@ from ..errors import CorruptCheckpoint, UnsupportedSource
 from ..records import TensorRecord, exact_chunks, layer_of
 from . import Loader, LoadOptions, OpenedSource, gguf_names, register
 from .dequant import DECODED, RETIRED, dequantize, gguf_decoder, gguf_installed, lookup
+from ..remote.path import HEAD_BYTES, as_path, open_at
 from .safetensors import FileRange, file_reader
 
 MAGIC = b"GGUF"
@@ -42,6 +43,9 @@ SCALARS = {0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4),
 STRING, ARRAY = 8, 9
 VALUE_NAMES = {0: "uint8", 1: "int8", 2: "uint16", 3: "int16", 4: "uint32", 5: "int32", 6: "float32", 7: "bool",
                STRING: "string", ARRAY: "array", 10: "uint64", 11: "int64", 12: "float64"}
+
+
+MAX_REMOTE_HEADER = 256 * 1024 * 1024
 
 
 class _Cursor:
@@ -198,6 +202,8 @@ def _tensor_size(cur: _Cursor, name: str, dims: tuple[int, ...], type_id: int, n
 
 def read_header(path: Path) -> GGUFHeader:
     """The validated header of a GGUF file: version, metadata, tensor infos in file order."""
+    if hasattr(path, "open_range"):
+        return _remote_header(path)
     with open(path, "rb") as f:
         size = f.seek(0, 2)
         if size < 24:
@@ -209,6 +215,32 @@ def read_header(path: Path) -> GGUFHeader:
             finally:
                 cur.buf.release()
     return header
+
+
+def _remote_header(path) -> GGUFHeader:
+    """The header of a remote GGUF file, read from its front in growing range requests (the first
+    ``HEAD_BYTES``, then four times as much each time) until it parses."""
+    size = path.stat().st_size
+    if size < 24:
+        raise CorruptCheckpoint(f"{path}: truncated GGUF file ({size} bytes)")
+    blob, want = b"", HEAD_BYTES
+    while True:
+        with open_at(path, len(blob), min(want, size)) as f:
+            blob += f.read()
+        cur = _Cursor(memoryview(blob), path)
+        cur.size = size  # checks against the file's end, reads within what has come
+        try:
+            header = _parse(cur)
+            if cur.pos <= len(blob):
+                return header
+        except (struct.error, CorruptCheckpoint):  # ran past what has come (or a string cut in two)
+            if len(blob) >= min(size, MAX_REMOTE_HEADER):
+                raise
+        finally:
+            cur.buf.release()
+        if len(blob) >= min(size, MAX_REMOTE_HEADER):
+            raise CorruptCheckpoint(f"{path}: GGUF header larger than {MAX_REMOTE_HEADER} bytes")
+        want *= 4
 
 
 def _parse(cur: _Cursor) -> GGUFHeader:
@@ -263,7 +295,10 @@ class QuantRange:
     path: Path
     begin: int
     type_id: int
-    portable = True
+
+    @property
+    def portable(self) -> bool:
+        return isinstance(self.path, Path)
 
     def __call__(self, start: int, stop: int, max_elems: int) -> Iterator[np.ndarray]:
         return exact_chunks(self._segments(start, stop, max_elems), max_elems, np.float32)
@@ -277,8 +312,7 @@ class QuantRange:
         per = max(1, -(-max_elems // t.block))  # blocks per read: at least one chunk's worth
         raw = bytearray(per * t.size)
         out = np.empty(per * t.block, dtype=np.float32)
-        with open(self.path, "rb", buffering=0) as f:
-            f.seek(self.begin + first * t.size)
+        with open_at(self.path, self.begin + first * t.size, self.begin + last * t.size) as f:
             for b0 in range(first, last, per):
                 nb = min(per, last - b0)
                 view = memoryview(raw)[: nb * t.size]
@@ -394,6 +428,7 @@ class GGUFLoader(Loader):
     title = "GGUF .gguf (llama.cpp, Ollama; quantized weights as real values)"
     suffixes = (".gguf",)
     order = 15  # a certain 4-byte magic
+    reads_ranges = True
 
     @classmethod
     def sniff(cls, path: Path, head: bytes) -> bool:
@@ -401,4 +436,4 @@ class GGUFLoader(Loader):
 
     @classmethod
     def open(cls, source: str, options: LoadOptions) -> OpenedSource:
-        return GGUFSource(source, Path(source))
+        return GGUFSource(source, as_path(source))

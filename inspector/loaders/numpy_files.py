@@ -27,7 +27,8 @@ from ..records import TensorRecord
 from ..safety.zipcheck import check_zip, stored_data_start
 from . import Loader, LoadOptions, OpenedSource, register
 from .mapped import MappedRange
-from .safetensors import stream_chunks
+from ..remote.path import as_path
+from .safetensors import FileRange, stream_chunks
 
 MAGIC = b"\x93NUMPY"
 MAX_HEADER = 1 << 16
@@ -142,13 +143,14 @@ def _mapped(path: Path, begin: int, header: NpyHeader, size: int, where: str) ->
     if begin + header.nbytes > size:
         raise CorruptCheckpoint(f"{where}: array data needs {header.nbytes} bytes but the file ends first "
                                 "(truncated?)")
-    rng = MappedRange(path, begin, header.dtype)
+    # a remote file is read by byte range, a local one through a memory mapping
+    rng = FileRange(path, begin, header.dtype) if hasattr(path, "open_range") else MappedRange(path, begin, header.dtype)
     numel = math.prod(header.shape)
     return (lambda n: rng(0, numel, n)), rng
 
 
 def open_npy(source: str, path: Path) -> NumpySource:
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         header = read_npy_header(f, str(path))
     reader, rng = _mapped(path, header.size, header, path.stat().st_size, str(path))
     return NumpySource(source, "numpy", [_Array(path.name.removesuffix(".npy"), header, reader, rng)], True)
@@ -213,6 +215,7 @@ class NumpyLoader(Loader):
     title = "NumPy .npy"
     suffixes = (".npy",)
     order = 85
+    reads_ranges = True
 
     @classmethod
     def sniff(cls, path: Path, head: bytes) -> bool:
@@ -220,7 +223,7 @@ class NumpyLoader(Loader):
 
     @classmethod
     def open(cls, source: str, options: LoadOptions) -> OpenedSource:
-        return open_npy(source, Path(source))
+        return open_npy(source, as_path(source))
 
 
 @register

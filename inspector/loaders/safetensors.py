@@ -20,6 +20,7 @@ from ..dtypes import SAFETENSORS_DTYPES
 from ..errors import CorruptCheckpoint, UnsupportedSource
 from ..kinds import classify
 from ..records import TensorRecord
+from ..remote.path import as_path, open_at
 from . import Loader, LoadOptions, OpenedSource, register
 from .shards import is_json_index, is_json_index_head, parse_json, shards_of_index
 
@@ -43,7 +44,7 @@ MAX_DIM = (1 << 63) - 1  # the reference reader's usize
 def read_header(path: Path) -> tuple[list[_Entry], dict]:
     """Validated tensor entries of one safetensors file, in file-offset order, and its metadata."""
     size = path.stat().st_size
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         raw = f.read(8)
         if len(raw) < 8:
             raise CorruptCheckpoint(f"{path}: truncated safetensors file ({size} bytes)")
@@ -107,8 +108,7 @@ def file_reader(path: Path, begin: int, dtype: np.dtype, numel: int):
     def read(max_elems: int) -> Iterator[np.ndarray]:
         if numel == 0:
             return
-        with open(path, "rb", buffering=0) as f:
-            f.seek(begin)
+        with open_at(path, begin, begin + numel * dtype.itemsize) as f:
             yield from stream_chunks(f, dtype, numel, max_elems,
                                      f"{path}: file ended while reading tensor data at byte {begin}")
 
@@ -200,6 +200,7 @@ class SafetensorsLoader(Loader):
     dir_hint = "model.safetensors, *.safetensors shards with an index"
     suffixes = (".safetensors",)
     takes_dirs = True
+    reads_ranges = True
     order = 10
 
     @classmethod
@@ -232,7 +233,7 @@ class SafetensorsLoader(Loader):
 
     @classmethod
     def open(cls, source: str, options: LoadOptions) -> OpenedSource:
-        path = Path(source)
+        path = as_path(source)
         if path.is_dir():
             path = cls._dir_target(path)
         if is_json_index(path):
@@ -250,6 +251,7 @@ class SafetensorsIndexLoader(Loader):
     name = "safetensors-index"
     suffixes = (".safetensors.index.json",)
     order = 20
+    reads_ranges = True
 
     @classmethod
     def files(cls, path: Path) -> list[Path]:
@@ -261,7 +263,7 @@ class SafetensorsIndexLoader(Loader):
 
     @classmethod
     def open(cls, source: str, options: LoadOptions) -> OpenedSource:
-        path = Path(source)
+        path = as_path(source)
         files = shards_of_index(path)
         src = SafetensorsSource(source, files, "safetensors-sharded")
         src.note(f"{len(files)} shards from {path.name}")

@@ -45,14 +45,14 @@ def is_json_index(path: Path) -> bool:
     """A shard index by name and content (a checkpoint merely named ``*.index.json`` is not one)."""
     if not path.name.endswith(".index.json"):
         return False
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         return f.read(64).lstrip()[:1] == b"{"
 
 
 def read_weight_map(index: Path, what: str):
     """The ``weight_map`` of a JSON shard index (None when the JSON has none), read with a size cap."""
     try:
-        with open(index, "rb") as f:
+        with index.open("rb") as f:
             blob = f.read(MAX_INDEX + 1)
     except OSError as e:
         raise CorruptCheckpoint(f"{index}: cannot read ({e.strerror or e})") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 DELAY = 0.5
 
@@ -36,6 +37,7 @@ class ProgressBar:
         )
         self.task = self.progress.add_task("inspecting", total=None, tensors="0")
         self.tensors, self.total_tensors = 0, None
+        self.client = None  # a remote source's HTTP client: its received bytes are shown
         self._partial: dict[str, int] = {}
         self._timer = threading.Timer(delay, self.progress.start)
         self._timer.daemon = True
@@ -45,16 +47,31 @@ class ProgressBar:
         self.total_tensors = tensors
         self.progress.update(self.task, total=nbytes, tensors=f"0/{tensors}")
 
+    def network(self, client) -> None:
+        """Show the network bytes received through ``client`` (and their rate) in the description."""
+        self.client = client
+        self._started = time.monotonic()
+        self.progress.update(self.task, description="inspecting (network 0 B)")
+
+    def _show_network(self) -> None:
+        if self.client is None:
+            return
+        got = self.client.received
+        rate = got / max(time.monotonic() - self._started, 1e-9)
+        self.progress.update(self.task, description=f"inspecting (network {_mb(got)}, {_mb(rate)}/s)")
+
     def part_done(self, record, elems: int) -> None:
         nbytes = elems * record.np_dtype.itemsize
         self._partial[record.name] = self._partial.get(record.name, 0) + nbytes
         self.progress.update(self.task, advance=nbytes)
+        self._show_network()
 
     def __call__(self, record) -> None:
         self.tensors += 1
         left = (record.nbytes or 0) - self._partial.pop(record.name, 0)
         total = f"/{self.total_tensors}" if self.total_tensors else ""
         self.progress.update(self.task, advance=max(left, 0), tensors=f"{self.tensors}{total}")
+        self._show_network()
 
     def close(self) -> None:
         self._timer.cancel()
@@ -113,3 +130,7 @@ def scan_progress_for(stream=None, quiet: bool = False):
     if quiet or not getattr(stream, "isatty", lambda: False)():
         return None
     return ScanProgressBar(stream)
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:,.1f} MB"

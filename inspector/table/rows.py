@@ -69,11 +69,13 @@ def record_row(rec: TensorRecord, stats: dict) -> dict:
     }
 
 
-def table_rows(records, chunk_elems: int = CHUNK_ELEMS, progress: ProgressFn | None = None, spectral: bool = False):
+def table_rows(records, chunk_elems: int = CHUNK_ELEMS, progress: ProgressFn | None = None, spectral: bool = False,
+               workers: int | None = None):
     """Rows of the tensor table: core statistics, per-unit signs and the init baseline, one pass;
-    with ``spectral``, the spectral columns too (their spectra stay in the rows: see pop_spectra)."""
+    with ``spectral``, the spectral columns too (their spectra stay in the rows: see pop_spectra).
+    ``workers``: see analyze_records."""
     reducers = TABLE_REDUCERS + ((spectral_reducer,) if spectral else ())
-    rows, hists = analyze_records(records, chunk_elems, progress, reducers, TABLE_ROW_FUNCTIONS)
+    rows, hists = analyze_records(records, chunk_elems, progress, reducers, TABLE_ROW_FUNCTIONS, workers)
     resolve_dead_relu(rows)
     return rows, hists
 
