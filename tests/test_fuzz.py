@@ -143,8 +143,8 @@ def mutate_gguf_header(data: bytes, draw) -> bytes:
 FIELD_MUTATORS = {
     "gguf": mutate_gguf_header,
     "safetensors": mutate_safetensors_header,
-    "safetensors-index": mutate_index,
-    "keras-sharded": mutate_index,
+    "safetensors-sharded": mutate_index,
+    "keras-weights-sharded": mutate_index,
     "pytorch-zip": mutate_zip_directory,
     "torchscript": mutate_zip_directory,
     "pytorch-full-model": mutate_zip_directory,

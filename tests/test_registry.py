@@ -15,6 +15,8 @@ from inspector.cli import main
 from inspector.errors import UnsupportedSource
 from inspector.loaders import LOADERS, Loader, formats_text, open_source, register, source_files
 
+from .helpers import SAMPLES
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
@@ -54,6 +56,17 @@ def test_format_lists_come_from_the_registry(tmp_path):
     res = CliRunner().invoke(main, ["--help"])
     assert res.exit_code == 0
     assert all(lo.title.split(" ")[0] in res.output for lo in LOADERS if lo.title)
+
+
+def test_every_file_loader_has_samples_under_its_name():
+    assert set(SAMPLES) == {lo.name for lo in LOADERS if not lo.takes_names}
+
+
+@pytest.mark.parametrize("loader", ["safetensors-sharded", "keras-weights-sharded"])
+def test_a_one_format_loader_reports_its_own_name(tmp_path, loader):
+    (_, make), = SAMPLES[loader]
+    with open_source(str(make(tmp_path))) as src:
+        assert src.meta["format"] == loader
 
 
 def test_an_opened_source_lists_the_shards_it_reads(tmp_path):

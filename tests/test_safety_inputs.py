@@ -79,7 +79,7 @@ def test_misnamed_file_is_sniffed_and_read_correctly(tmp_path, fmt, suffix):
     assert inspected_counts(got) == inspected_counts(expected)
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "pytorch-zip", "pytorch-legacy", "safetensors-index"])
+@pytest.mark.parametrize("fmt", ["safetensors", "pytorch-zip", "pytorch-legacy", "safetensors-sharded"])
 def test_generated_fixtures_read_as_numpy_says(tmp_path, fmt):
     assert inspected_counts(inspect(MAKERS[fmt](tmp_path))) == reference_counts(state_dict())
 

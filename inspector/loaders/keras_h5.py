@@ -563,10 +563,10 @@ class KerasZipLoader(Loader):
 
 
 @register
-class KerasShardedLoader(Loader):
+class KerasWeightsShardedLoader(Loader):
     """Keras 3 sharded weights: ``model.weights.json`` and its ``model_00000.weights.h5`` shards."""
 
-    name = "keras-sharded"
+    name = "keras-weights-sharded"
     title = "Keras sharded weights .weights.json"
     dir_hint = "or Keras sharded weights *.weights.json"
     suffixes = (".weights.json",)

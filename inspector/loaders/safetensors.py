@@ -245,10 +245,10 @@ class SafetensorsLoader(Loader):
 
 
 @register
-class SafetensorsIndexLoader(Loader):
+class SafetensorsShardedLoader(Loader):
     """A shard index named directly: ``model.safetensors.index.json``."""
 
-    name = "safetensors-index"
+    name = "safetensors-sharded"
     suffixes = (".safetensors.index.json",)
     order = 20
     reads_ranges = True
