@@ -63,18 +63,18 @@ class Inspection(TableExports):
         return cls(source, build_tables(source, rows, meta), meta, histograms, spectra)
 
 
-    def plot(self, kind: str = "weight") -> list:
+    def plot(self, which: str = "weight") -> list:
         """A list of matplotlib Figures, one per page, known to pyplot so that ``plt.show()`` and
         notebooks display them: ``weight`` (the whole-model distribution, one page), ``negative``,
         ``magnitude``, ``histograms`` (several pages for big models), with spectral columns ``esd``,
         ``alpha``, ``sign``; or ``all``. See inspector.report.plots. Nothing to draw: an empty list."""
         from .report.plots import plots, with_pyplot
-        from .report.spectral_plots import SPECTRAL_PLOT_KINDS, spectral_plots
+        from .report.spectral_plots import SPECTRAL_PLOT_NAMES, spectral_plots
 
-        if kind in SPECTRAL_PLOT_KINDS:
-            return with_pyplot([p.figure for p in spectral_plots(self, kind)])
-        extra = spectral_plots(self) if kind == "all" else []
-        return with_pyplot([p.figure for p in plots(self, kind) + extra])
+        if which in SPECTRAL_PLOT_NAMES:
+            return with_pyplot([p.figure for p in spectral_plots(self, which)])
+        extra = spectral_plots(self) if which == "all" else []
+        return with_pyplot([p.figure for p in plots(self, which) + extra])
 
     def to_report(self, directory, svg: bool = False, protect=()) -> Path:
         """Write CSVs, summary.json, plots, report.html and report.md into ``directory``; never over or

@@ -433,7 +433,7 @@ def test_plot_api(small):
     one = insp.plot()
     assert len(one) == 1 and isinstance(one[0], Figure)
     assert len(insp.plot("all")) == 4
-    with pytest.raises(ValueError, match="unknown plot kind"):
+    with pytest.raises(ValueError, match="unknown plot 'pie'"):
         insp.plot("pie")
 
 

@@ -241,11 +241,11 @@ class KerasH5Source(OpenedSource):
         self.entries: list[_Entry] = []
         self.walked: set = set()
         with h5_errors(source, "reading the HDF5 structure"):
-            kind = fmt or self._detect()
-            super().__init__(source, kind)
-            self._read_layout(kind)
+            fmt = fmt or self._detect()
+            super().__init__(source, fmt)
+            self._read_layout(fmt)
             # legacy files list their layers in model order, a config gives it; else the keys' natural order
-            self.meta["order"] = "module" if self.tree is not None or "legacy" in kind else "keys"
+            self.meta["order"] = "module" if self.tree is not None or "legacy" in fmt else "keys"
         seen = set()
         for e in self.entries:
             if e.name in seen:
@@ -265,12 +265,12 @@ class KerasH5Source(OpenedSource):
             f"attribute or layers group; top level: {sorted(root.keys())[:10]})"
         )
 
-    def _read_layout(self, kind: str) -> None:
-        if kind == "keras-h5-legacy":
+    def _read_layout(self, fmt: str) -> None:
+        if fmt == "keras-h5-legacy":
             self._legacy_meta(self.h5)
             self._skip_note("optimizer_weights")
             self._legacy(self.h5["model_weights"])
-        elif kind == "keras-h5-legacy-weights":
+        elif fmt == "keras-h5-legacy-weights":
             self._legacy_meta(self.h5)
             self._skip_note("optimizer_weights")
             self._legacy(self.h5)

@@ -5,7 +5,7 @@ matplotlib is imported only here, and only when a figure is made. Figures are
 no display and leaves pyplot alone; only the Python API's ``plot()`` hands
 them to pyplot (:func:`with_pyplot`), for ``plt.show()`` and notebooks.
 
-Plot kinds (:data:`PLOT_KINDS`):
+Plots (:data:`PLOT_NAMES`):
 
 * ``weight``: the whole model's weight distribution: every weight-kind tensor's
   histogram, refined by its percentiles (:func:`tensor_cdf`), summed onto one
@@ -38,7 +38,7 @@ from ..table.layers import pooled
 from ..table.schema import counted
 from .terminal import visible
 
-PLOT_KINDS = ("weight", "negative", "magnitude", "histograms")
+PLOT_NAMES = ("weight", "negative", "magnitude", "histograms")
 BARS_PER_FIG = 60
 MULTIPLES_PER_FIG = 48
 MAX_FIGS = {"negative": 4, "magnitude": 3, "histograms": 2}
@@ -415,10 +415,10 @@ CAPTIONS = {
 }
 
 
-def plots(inspection, kind: str = "all") -> list[Plot]:
-    """The figures of one plot kind, or of ``all`` in report order."""
-    if kind != "all" and kind not in PLOT_KINDS:
-        raise ValueError(f"unknown plot kind {kind!r}; choose one of {', '.join(PLOT_KINDS)} or all")
+def plots(inspection, which: str = "all") -> list[Plot]:
+    """The figures of one plot (a :data:`PLOT_NAMES` name), or of ``all`` in report order."""
+    if which != "all" and which not in PLOT_NAMES:
+        raise ValueError(f"unknown plot {which!r}; choose one of {', '.join(PLOT_NAMES)} or all")
     t, h = inspection.tensors, inspection.histograms
     makers = {
         "weight": lambda: [f for f in [distribution_figure(t, h, inspection.summary)] if f is not None],
@@ -426,14 +426,14 @@ def plots(inspection, kind: str = "all") -> list[Plot]:
         "magnitude": lambda: magnitude_figures(t),
         "histograms": lambda: histogram_figures(t, h),
     }
-    return assemble(makers, CAPTIONS, kind)
+    return assemble(makers, CAPTIONS, which)
 
 
-def assemble(makers: dict, captions: dict, kind: str) -> list[Plot]:
-    """Plots of one kind (or ``all``): each maker's figures, named ``stem`` or ``stem-N`` when several."""
+def assemble(makers: dict, captions: dict, which: str) -> list[Plot]:
+    """The plots named ``which`` (or ``all``): each maker's figures, named ``stem`` or ``stem-N`` when several."""
     out = []
     for k, make in makers.items():
-        if kind in (k, "all"):
+        if which in (k, "all"):
             figs = make()
             stem, caption = captions[k]
             for i, fig in enumerate(figs):

@@ -19,7 +19,7 @@ import pandas as pd
 
 from .plots import MULTIPLES_PER_FIG, Plot, _figure, _pages, _title, assemble, short
 
-SPECTRAL_PLOT_KINDS = ("esd", "alpha", "sign")
+SPECTRAL_PLOT_NAMES = ("esd", "alpha", "sign")
 SPECTRAL_CAPTIONS = {
     "esd": ("esd", "Eigenvalue spectra (ESD of W^T W) with their power-law fits"),
     "alpha": ("alpha", "Power-law exponent alpha per weight"),
@@ -137,12 +137,12 @@ def sign_axes(ax, name: str, spectrum: dict) -> None:
     ax.tick_params(labelsize=6)
 
 
-def spectral_plots(inspection, kind: str = "all") -> list[Plot]:
-    """The spectral figures of one kind (or ``all``); none without spectral columns."""
+def spectral_plots(inspection, which: str = "all") -> list[Plot]:
+    """The spectral figures named ``which`` (or ``all``); none without spectral columns."""
     spectra = getattr(inspection, "spectra", {})
     if not spectra:
         return []
     t = inspection.tensors
     makers = {"esd": lambda: esd_figures(t, spectra), "alpha": lambda: [alpha_figure(t, spectra)],
               "sign": lambda: sign_figures(t, spectra)}
-    return assemble(makers, SPECTRAL_CAPTIONS, kind)
+    return assemble(makers, SPECTRAL_CAPTIONS, which)

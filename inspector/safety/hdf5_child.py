@@ -38,11 +38,11 @@ SLAB_ELEMS = 1 << 22
 
 
 class Refused(Exception):
-    """The file uses an HDF5 feature that reads outside it (kind "unsafe") or is inconsistent ("corrupt")."""
+    """The file uses an HDF5 feature that reads outside it (error "unsafe") or is inconsistent ("corrupt")."""
 
-    def __init__(self, kind: str, message: str):
+    def __init__(self, error: str, message: str):
         super().__init__(message)
-        self.kind = kind
+        self.error = error
 
 
 class Window(io.RawIOBase):
@@ -217,7 +217,7 @@ def answer(request: dict, blobs: list[bytes]) -> dict:
         try:
             files.append(survey_file(h5, size, request.get("read_limit", 0)))
         except Refused as e:
-            return {"error": e.kind, "file": i, "message": str(e)}
+            return {"error": e.error, "file": i, "message": str(e)}
         except Exception as e:  # noqa: BLE001 - libhdf5 and h5py raise many types on damaged files
             return {"error": "corrupt", "file": i, "message": f"reading the HDF5 structure failed ({first_line(e)})"}
         finally:

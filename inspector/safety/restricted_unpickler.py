@@ -139,11 +139,11 @@ def _reconstructor(cls, base, state=None):
     raise pickle.UnpicklingError("copyreg._reconstructor on a type winspect does not build")
 
 
-def _container(kind):
+def _container(cls):
     def build(*args):
         if len(args) > 1 or (args and not isinstance(args[0], (list, tuple, set, frozenset, dict, str, bytes))):
-            raise pickle.UnpicklingError(f"{kind.__name__} built from {type(args[0]).__name__}")
-        return kind(*args)
+            raise pickle.UnpicklingError(f"{cls.__name__} built from {type(args[0]).__name__}")
+        return cls(*args)
 
     return build
 
@@ -154,8 +154,8 @@ def _number(kind):
     def build(*args):
         plain = all(isinstance(x, (int, float, str, bytes)) for x in args)
         if len(args) > 1 or not plain or (args and isinstance(args[0], (str, bytes)) and len(args[0]) > 4300):
-            raise pickle.UnpicklingError(f"{kind.__name__} built from an unexpected value")
-        return kind(*args)
+            raise pickle.UnpicklingError(f"{cls.__name__} built from an unexpected value")
+        return cls(*args)
 
     return build
 
