@@ -338,16 +338,16 @@ def test_block_of():
     assert P.block_of("") == ""
 
 
-def test_group_units_keeps_order_and_cap():
+def test_group_layers_keeps_order_and_cap():
     units = [f"blocks.{i}.fc{j}" for i in range(100) for j in (1, 2)]
-    assert P.group_units(units[:10], 10) == {u: u for u in units[:10]}
-    by_block = P.group_units(units, 100)
+    assert P.group_layers(units[:10], 10) == {u: u for u in units[:10]}
+    by_block = P.group_layers(units, 100)
     assert by_block["blocks.7.fc1"] == by_block["blocks.7.fc2"] == "blocks.7"
-    runs = P.group_units(units, 30)
+    runs = P.group_layers(units, 30)
     labels = list(dict.fromkeys(runs[u] for u in units))
     assert len(labels) <= 30 and labels[0] == "blocks.0 … blocks.3"
     flat = [f"w{i:04d}" for i in range(2000)]
-    groups = list(dict.fromkeys(P.group_units(flat, 144).values()))
+    groups = list(dict.fromkeys(P.group_layers(flat, 144).values()))
     assert len(groups) <= 144 and groups[0] == "w0000 … w0013"
 
 

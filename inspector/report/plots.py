@@ -64,16 +64,16 @@ def block_of(name: str) -> str:
     return name
 
 
-def group_units(units: list[str], cap: int) -> dict[str, str]:
-    """Map each unit (network order) to a group label, with at most ``cap`` groups.
+def group_layers(layers: list[str], cap: int) -> dict[str, str]:
+    """Map each layer label (network order) to a group label, with at most ``cap`` groups.
 
-    Units stay themselves while they fit; then consecutive units of one block are
+    Layers stay themselves while they fit; then consecutive layers of one block are
     pooled; then consecutive blocks are pooled into equal runs ``first … last``.
     """
-    if len(units) <= cap:
-        return {u: u for u in units}
+    if len(layers) <= cap:
+        return {u: u for u in layers}
     runs: list[list[str]] = []
-    for u in units:
+    for u in layers:
         if runs and block_of(runs[-1][-1]) == block_of(u):
             runs[-1].append(u)
         else:
@@ -111,22 +111,22 @@ def short(label: str, width: int = LABEL_CHARS) -> str:
     return f"{label[:keep]}…{label[-(width - 1 - keep):]}"
 
 
-def _unit(layer) -> str:
+def _layer_label(layer) -> str:
     return layer if isinstance(layer, str) and layer else "(top level)"
 
 
-def _grouped(unit: pd.Series, cap: int) -> pd.Series:
-    units = list(dict.fromkeys(unit))
-    return unit.map(group_units(units, cap))
+def _grouped(label: pd.Series, cap: int) -> pd.Series:
+    layers = list(dict.fromkeys(label))
+    return label.map(group_layers(layers, cap))
 
 
 def negative_entries(tensors: pd.DataFrame) -> pd.DataFrame:
     """label, kind, numel, neg_frac per (layer or group, kind) of learned tensors."""
     df = counted(tensors)
     df = df[(df["kind"] != "buffer") & (df["numel"] > 0)]
-    unit = df["layer"].map(_unit)
-    per_unit = max(1.0, len(df.groupby([unit, df["kind"]], sort=False)) / max(1, unit.nunique()))
-    group = _grouped(unit, int(BARS_PER_FIG * MAX_FIGS["negative"] / per_unit))
+    label = df["layer"].map(_layer_label)
+    per_label = max(1.0, len(df.groupby([label, df["kind"]], sort=False)) / max(1, label.nunique()))
+    group = _grouped(label, int(BARS_PER_FIG * MAX_FIGS["negative"] / per_label))
     rows = [
         {"label": g, "kind": k, "numel": int(sub["numel"].sum()),
          "neg_frac": sub["neg_count"].sum() / sub["numel"].sum(), "members": len(sub),
@@ -140,7 +140,7 @@ def magnitude_entries(tensors: pd.DataFrame) -> pd.DataFrame:
     """label, abs_mean, std, l2_norm of the weight-kind tensors per layer (or group)."""
     df = counted(tensors)
     df = df[(df["kind"] == "weight") & (df["finite_count"] > 0)]
-    group = _grouped(df["layer"].map(_unit), BARS_PER_FIG * MAX_FIGS["magnitude"])
+    group = _grouped(df["layer"].map(_layer_label), BARS_PER_FIG * MAX_FIGS["magnitude"])
     rows = [{"label": g, "layers": sub["layer"].nunique(dropna=False), **pooled(sub)}
             for g, sub in df.groupby(group, sort=False)]
     return pd.DataFrame(rows, columns=["label", "layers", "numel", "abs_mean", "std", "l2_norm"])
@@ -242,9 +242,9 @@ def _pooled_note(e: pd.DataFrame) -> str:
 
 def _compact(n: int) -> str:
     """1234 -> 1.2k, 11689512 -> 11.7M."""
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if n >= div:
-            return f"{n / div:.1f}{unit}"
+            return f"{n / div:.1f}{suffix}"
     return str(int(n))
 
 
