@@ -491,6 +491,19 @@ def test_layer_outliers_flags_far_layers_only():
     assert layer_outliers(plain.layers, plain.tensors) == []
 
 
+def test_layer_outliers_compare_weights_of_one_rank():
+    rng = np.random.default_rng(4)
+    arrays = {f"fc{i}.weight": rng.normal(0, 0.1, (32, 32)).astype(np.float32) for i in range(7)}
+    arrays["conv.weight"] = rng.normal(0, 10, (4, 4, 3, 3)).astype(np.float32)  # far off, but alone of its rank
+    arrays["step"] = np.array(3.0, np.float32)
+    insp = inspection_of(arrays)
+    assert list(insp.tensors["ndim"]) == [a.ndim for a in arrays.values()]
+    assert layer_outliers(insp.layers, insp.tensors) == []
+    arrays["fc6.weight"] = arrays["fc6.weight"] * 100  # far off among the 2-d weights
+    found = layer_outliers(inspection_of(arrays).layers, inspection_of(arrays).tensors)
+    assert [(f.subject, f.data["statistic"]) for f in found] == [("fc6", "weight magnitude")]
+
+
 # --- the command line -------------------------------------------------------------------------
 
 def run(*args):

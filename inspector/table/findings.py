@@ -75,8 +75,7 @@ def robust_z(values: np.ndarray) -> np.ndarray:
 def _layer_groups(layers: pd.DataFrame, tensors: pd.DataFrame) -> pd.DataFrame:
     """Layers with weights, each with its kind: module type, else the weight's rank ("2-d weight")."""
     w = tensors[(tensors["kind"] == "weight") & tensors["tied_to"].isna()].drop_duplicates("layer")
-    rank = w["shape"].map(lambda s: 0 if s == "scalar" else s.count("x") + 1)
-    group = [m if isinstance(m, str) else f"{r}-d weight" for m, r in zip(w["module_type"], rank)]
+    group = [m if isinstance(m, str) else f"{r}-d weight" for m, r in zip(w["module_type"], w["ndim"])]
     info = pd.DataFrame({"layer": w["layer"], "group": group})
     return layers[layers["weight_numel"] > 0].merge(info, on="layer", how="inner")
 

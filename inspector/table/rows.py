@@ -65,7 +65,7 @@ def record_row(rec: TensorRecord, stats: dict) -> dict:
     return {
         "name": rec.name, "layer": rec.layer, "kind": rec.kind, "dtype": rec.dtype, "shape": shape_str(rec.shape),
         **stats,
-        "out_axis": rec.out_axis, "module_type": rec.module_type, "tied_to": rec.tied_to,
+        "out_axis": rec.out_axis, "module_type": rec.module_type, "tied_to": rec.tied_to, "ndim": len(rec.shape),
     }
 
 

@@ -18,7 +18,7 @@ TENSOR_COLUMNS = [
     *[f"p{q:02d}" for q in PERCENTILES],
 ]
 # more columns follow the required ones, in this order
-TENSOR_EXTRA_COLUMNS = ["finite_count", "out_axis", "module_type", "tied_to", "neg_frac_lo", "neg_frac_hi"]
+TENSOR_EXTRA_COLUMNS = ["finite_count", "out_axis", "module_type", "tied_to", "neg_frac_lo", "neg_frac_hi", "ndim"]
 # per-unit sign structure (analysis/units.py) and initialisation baseline (analysis/init_baseline.py);
 # empty for tensors they do not apply to
 TENSOR_ANALYSIS_COLUMNS = [
@@ -46,7 +46,7 @@ def tensor_frame(rows: list[dict], extra: list[str] | None = None) -> pd.DataFra
         more = more + SPECTRAL_COLUMNS
     cols = TENSOR_COLUMNS + more + [c for c in (extra or []) if c not in more]
     df = pd.DataFrame(rows, columns=cols)
-    for c in ("numel", "neg_count", "zero_count", "pos_count", "nan_count", "inf_count", "finite_count"):
+    for c in ("numel", "neg_count", "zero_count", "pos_count", "nan_count", "inf_count", "finite_count", "ndim"):
         df[c] = df[c].astype("int64")
     df["out_axis"] = df["out_axis"].astype("Int64")
     df["neg_frac_lo"], df["neg_frac_hi"] = wilson_interval(df["neg_count"].to_numpy(), df["numel"].to_numpy())
