@@ -87,30 +87,17 @@ def check_members(path: Path, z: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
 
 
 def read_json(path: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo):
-    if info.file_size > MAX_JSON_BYTES:
-        raise CorruptCheckpoint(f"{path}: {info.filename} claims {info.file_size} bytes (limit {MAX_JSON_BYTES})")
+    raw = zipcheck.read_member(z, info.filename, MAX_JSON_BYTES, path)
     try:
-        with z.open(info) as m:
-            raw = m.read(MAX_JSON_BYTES + 1)
-        if len(raw) > MAX_JSON_BYTES:
-            raise CorruptCheckpoint(f"{path}: {info.filename} expands past {MAX_JSON_BYTES} bytes")
         return json.loads(raw)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, UnicodeError, NotImplementedError) as e:
+    except (ValueError, UnicodeError) as e:
         raise CorruptCheckpoint(f"{path}: {info.filename} is not readable JSON ({e})") from None
 
 
 def weights_file(path: Path, f, z: zipfile.ZipFile, info: zipfile.ZipInfo):
     """(file-like model.weights.h5, note or None), without a copy when the member is stored."""
-    if info.compress_type == zipfile.ZIP_STORED:
-        f.seek(info.header_offset)
-        local = f.read(30)
-        if len(local) < 30 or local[:4] != b"PK\x03\x04" or info.compress_size != info.file_size:
-            raise CorruptCheckpoint(f"{path}: the zip entry of {WEIGHTS} is damaged")
-        name_len, extra_len = struct.unpack("<HH", local[26:30])
-        start = info.header_offset + 30 + name_len + extra_len
-        if start + info.file_size > path.stat().st_size:
-            raise CorruptCheckpoint(f"{path}: {WEIGHTS} runs past the end of the archive (truncated file?)")
-        return ZipWindow(f, start, info.file_size), None
+    if info.compress_type == zipfile.ZIP_STORED:  # check_members made sure it holds file_size bytes
+        return ZipWindow(f, zipcheck.stored_data_start(path, info), info.file_size), None
     if info.file_size > MAX_INMEMORY_WEIGHTS or info.file_size > MAX_RATIO * max(info.compress_size, 1):
         raise UnsupportedSource(
             f"{path}: {WEIGHTS} is compressed inside the archive and expands to {info.file_size} bytes; "
