@@ -217,7 +217,7 @@ def test_discovery(tmp_path, zoo):
     _, path, expect = zoo
     models = discover([path])
     assert [m.path for m in models] == sorted(expect)
-    index = next(m for m in models if m.path.endswith("safetensors-index"))
+    index = next(m for m in models if m.path.endswith("safetensors-sharded"))
     assert len(index.files) == 3  # the index and its two shards: one model
     dup = next(m for m in models if m.duplicate_of)
     assert dup.path.endswith("latest.safetensors") and dup.duplicate_of.endswith("m000.safetensors")
