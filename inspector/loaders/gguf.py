@@ -290,15 +290,11 @@ def _read_exact(f, view: memoryview, path: Path) -> None:
 @dataclass(frozen=True)
 class QuantRange:
     """Range reader (TensorRecord.range_chunks) over the real values of a quantized tensor stored from
-    byte ``begin``: whole blocks are read and decoded, then cut to [start, stop). Plain data (``portable``)."""
+    byte ``begin``: whole blocks are read and decoded, then cut to [start, stop)."""
 
     path: Path
     begin: int
     type_id: int
-
-    @property
-    def portable(self) -> bool:
-        return isinstance(self.path, Path)
 
     def __call__(self, start: int, stop: int, max_elems: int) -> Iterator[np.ndarray]:
         return exact_chunks(self._segments(start, stop, max_elems), max_elems, np.float32)

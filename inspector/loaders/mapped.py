@@ -4,7 +4,7 @@
 and hands out views of the mapping (no copy). Once the consumer asks for the next
 chunk, the pages of the previous one are given back with ``madvise(MADV_DONTNEED)``
 (the page cache keeps them), so reading a tensor of any size keeps about one chunk
-resident. Plain data: it can be sent to another process (``portable``).
+resident.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ class MappedRange:
     path: Path
     begin: int
     dtype: np.dtype
-    portable = True
 
     def __call__(self, start: int, stop: int, max_elems: int) -> Iterator[np.ndarray]:
         if stop <= start:

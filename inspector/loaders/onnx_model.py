@@ -44,10 +44,6 @@ class Dequantized:
     dim: int
     block: int
 
-    @property
-    def portable(self) -> bool:
-        return bool(getattr(self.base, "portable", False))
-
     def __call__(self, start: int, stop: int, max_elems: int) -> Iterator[np.ndarray]:
         pos = start
         for q in self.base(start, stop, max_elems):

@@ -50,7 +50,7 @@ def flat_chunks(v: np.ndarray, start: int, stop: int, max_elems: int) -> Iterato
 class ViewRange:
     """Range reader (see TensorRecord.range_chunks) over a view of a storage stored in a file.
 
-    Plain data, so it can be sent to another process (``portable``). ``data`` is (path, byte offset
+    ``data`` is (path, byte offset
     of the storage, its byte length); ``dtype`` is the stored element type, ``big_endian`` its
     byte order in the file; ``quant`` is None, ("tensor", scale, zero_point) or ("channel", scales, zero_points, axis).
     """
@@ -62,7 +62,6 @@ class ViewRange:
     stride: tuple
     quant: tuple | None = None
     big_endian: bool = False
-    portable = True
 
     def __call__(self, start: int, stop: int, max_elems: int) -> Iterator[np.ndarray]:
         path, begin, length = self.data

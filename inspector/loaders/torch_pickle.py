@@ -166,7 +166,7 @@ def _children(value) -> list[tuple[str, object]]:
 # --- records ------------------------------------------------------------------------------------
 
 def view_range(t: StoredTensor, big_endian: bool) -> ViewRange:
-    """The portable range reader of a stored tensor (quantization parameters read up front)."""
+    """The range reader of a stored tensor (quantization parameters read up front)."""
     base, byte_offset = t.storage.base()
     path, begin, _length = base.location
     quant = t.quant
