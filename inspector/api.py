@@ -23,22 +23,39 @@ from .table.rows import (
 
 
 class TableExports:
-    """Writers shared by the results that hold ``tensors``, ``layers`` and ``summary``."""
+    """What the results that hold ``tables`` (tensor and layer tables as Frames) and ``summary`` share:
+    ``tensors`` and ``layers`` as pandas DataFrames (made on first use, so that a caller that only writes
+    files never imports pandas), and the writers."""
+
+    @property
+    def tensors(self):
+        return self._dataframe("tensors")
+
+    @property
+    def layers(self):
+        return self._dataframe("layers")
+
+    def _dataframe(self, name: str):
+        made = self.__dict__.setdefault("_dataframes", {})
+        if name not in made:
+            made[name] = getattr(self.tables, name).to_pandas()
+        return made[name]
 
     def to_csv(self, path) -> Path:
-        return write_csv(self.tensors, path)
+        return write_csv(self.tables.tensors, path)
 
     def to_layers_csv(self, path) -> Path:
-        return write_csv(self.layers, path)
+        return write_csv(self.tables.layers, path)
 
     def to_json(self, path) -> Path:
-        return write_json({"source": self.source, "summary": self.summary, "tensors": self.tensors}, path)
+        return write_json({"source": self.source, "summary": self.summary, "tensors": self.tables.tensors}, path)
 
 
 class Inspection(TableExports):
     """The result of inspecting one source.
 
-    ``tensors``: one row per tensor (the CSV columns); ``layers``: one row per layer;
+    ``tensors``: one row per tensor (the CSV columns); ``layers``: one row per layer (pandas
+    DataFrames; ``tables`` holds the same tables as :class:`~inspector.table.frame.Frame` objects);
     ``summary``: totals, the headline negative fraction, per-kind figures, findings;
     ``histograms``: per tensor name, (bin edges, counts) from the pass: 64 bins symmetric about
     zero over ±max|x|, or over ±4 max(|p01|, |p99|) when outliers reach further (they count in
@@ -51,8 +68,7 @@ class Inspection(TableExports):
         self.source = source
         self.spectra = spectra or {}
         self.meta = meta
-        self.tensors = tables.tensors
-        self.layers = tables.layers
+        self.tables = tables
         self.summary = tables.summary
         self.histograms = histograms
 
@@ -131,11 +147,16 @@ def inspect(
 
 class HeaderInspection(TableExports):
     """Shapes, dtypes and parameter counts of a source from its headers alone (no value is read):
-    ``tensors``, ``layers``, ``kinds`` (DataFrames), ``summary`` (dict), ``received`` (network bytes)."""
+    ``tensors``, ``layers``, ``kinds`` (DataFrames; ``tables`` holds them as Frames), ``summary`` (dict),
+    ``received`` (network bytes)."""
 
     def __init__(self, source: str, tables: HeaderTables, meta: dict, received: int | None):
         self.source, self.meta, self.received = source, meta, received
-        self.tensors, self.layers, self.kinds, self.summary = tables.tensors, tables.layers, tables.kinds, tables.summary
+        self.tables, self.summary = tables, tables.summary
+
+    @property
+    def kinds(self):
+        return self._dataframe("kinds")
 
     def __repr__(self) -> str:
         return f"<HeaderInspection {self.source}: {self.summary['tensors']} tensors, {self.summary['numel']:,} values>"

@@ -222,11 +222,11 @@ def track(sources, weights: str = "DEFAULT", *, chunk_elems: int = CHUNK_ELEMS,
             src = open_source(path, options)
             try:
                 records = list(src.records())
-                df, step_notes = _track_step(path, src, prev, records, chunk_elems, progress)
+                table, df, step_notes = _track_step(path, src, prev, records, chunk_elems, progress)
             except BaseException:
                 src.close()
                 raise
-            steps.append(_step_row(step, path, df))
+            steps.append(_step_row(step, path, table, df))
             df.insert(0, "step", step)
             df.insert(0, "checkpoint", path)
             frames.append(df[TRACK_COLUMNS])
@@ -246,18 +246,20 @@ def track(sources, weights: str = "DEFAULT", *, chunk_elems: int = CHUNK_ELEMS,
 
 
 def _track_step(path: str, src, prev: list, records: list, chunk_elems: int, progress):
-    """One checkpoint's tensor table with the change from the previous checkpoint, and its notes."""
+    """One checkpoint's tensor table with the change from the previous checkpoint (as a Frame and as a
+    DataFrame), and its notes."""
     factory, aligned = change_factory(prev, records, chunk_elems)
     rows, _ = analyze_records(records, chunk_elems, progress, (factory,))
-    df = tensor_frame(rows, extra=CHANGE_COLUMNS)
+    table = tensor_frame(rows, extra=CHANGE_COLUMNS)
     for c in ("sign_flips", "became_neg", "became_pos", "became_zero"):
-        df[c] = df[c].astype("Int64")
-    return df, [f"{path}: {n}" for n in list(src.meta["notes"]) + aligned]
+        table.cast(c, "Int64")
+    return table, table.to_pandas(), [f"{path}: {n}" for n in list(src.meta["notes"]) + aligned]
 
 
-def _step_row(step: int, path: str, df: pd.DataFrame) -> dict:
-    """One checkpoint's headline figures, and the weights' change from the previous checkpoint."""
-    s = summarize(df, layer_frame(df), {"source": path})
+def _step_row(step: int, path: str, table, df: pd.DataFrame) -> dict:
+    """One checkpoint's headline figures, and the weights' change from the previous checkpoint
+    (``table`` and ``df``: its tensor table as a Frame and as a DataFrame)."""
+    s = summarize(table, layer_frame(table), {"source": path})
     w = s["by_kind"].get("weight", {})
     row = {"step": step, "checkpoint": path, "tensors": s["tensors"], "numel": s["numel"],
            "weight_neg_frac": s["weight_neg_frac"], "weight_std": w.get("std"), "weight_l2_norm": w.get("l2_norm")}

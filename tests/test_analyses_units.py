@@ -23,7 +23,7 @@ def record(name, arr, kind="weight", out_axis=0):
 
 def frame(records, chunk_elems=1 << 20) -> pd.DataFrame:
     rows, _ = table_rows(records, chunk_elems)
-    return tensor_frame(rows).set_index("name")
+    return tensor_frame(rows).to_pandas().set_index("name")
 
 
 def unit_oracle(w: np.ndarray, out_axis: int) -> dict:

@@ -484,11 +484,11 @@ def test_layer_outliers_flags_far_layers_only():
     arrays["l5.weight"] = arrays["l5.weight"] * 100
     arrays["tiny.weight"] = np.array([[-0.1, -0.1], [-0.1, 0.1]], np.float32)  # 75% negative, 4 values
     insp = inspection_of(arrays)
-    found = {(f.subject, f.data["statistic"]) for f in layer_outliers(insp.layers, insp.tensors)}
+    found = {(f.subject, f.data["statistic"]) for f in layer_outliers(insp.tables.layers, insp.tables.tensors)}
     assert found == {("l3", "negative fraction"), ("l5", "weight magnitude")}
     assert {f.subject for f in insp.summary["findings"] if f.type == "outlier"} == {"l3", "l5"}
     plain = inspection_of({k: v for k, v in arrays.items() if k not in ("l3.weight", "l5.weight")})
-    assert layer_outliers(plain.layers, plain.tensors) == []
+    assert layer_outliers(plain.tables.layers, plain.tables.tensors) == []
 
 
 def test_layer_outliers_compare_weights_of_one_rank():
@@ -498,9 +498,9 @@ def test_layer_outliers_compare_weights_of_one_rank():
     arrays["step"] = np.array(3.0, np.float32)
     insp = inspection_of(arrays)
     assert list(insp.tensors["ndim"]) == [a.ndim for a in arrays.values()]
-    assert layer_outliers(insp.layers, insp.tensors) == []
+    assert layer_outliers(insp.tables.layers, insp.tables.tensors) == []
     arrays["fc6.weight"] = arrays["fc6.weight"] * 100  # far off among the 2-d weights
-    found = layer_outliers(inspection_of(arrays).layers, inspection_of(arrays).tensors)
+    found = layer_outliers(inspection_of(arrays).tables.layers, inspection_of(arrays).tables.tensors)
     assert [(f.subject, f.data["statistic"]) for f in found] == [("fc6", "weight magnitude")]
 
 

@@ -25,7 +25,6 @@ from pathlib import Path
 
 from ..errors import CorruptCheckpoint, UnsupportedSource
 from ..safety import zipcheck
-from ..safety.hdf5_child import Window as ZipWindow  # a read-only window of the archive's own bytes
 
 MAX_MEMBERS = 10_000
 MAX_JSON_BYTES = 64 << 20
@@ -97,6 +96,8 @@ def read_json(path: Path, z: zipfile.ZipFile, info: zipfile.ZipInfo):
 def weights_file(path: Path, f, z: zipfile.ZipFile, info: zipfile.ZipInfo):
     """(file-like model.weights.h5, note or None), without a copy when the member is stored."""
     if info.compress_type == zipfile.ZIP_STORED:  # check_members made sure it holds file_size bytes
+        from ..safety.hdf5_child import Window as ZipWindow  # a read-only window (the module imports h5py)
+
         return ZipWindow(f, zipcheck.stored_data_start(path, info), info.file_size), None
     if info.file_size > MAX_INMEMORY_WEIGHTS or info.file_size > MAX_RATIO * max(info.compress_size, 1):
         raise UnsupportedSource(

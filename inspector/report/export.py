@@ -13,10 +13,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ..errors import OutputError
 from ..finding import Finding
+from ..table.frame import Frame
 from .outfile import target_of, write_direct
 
 
@@ -84,13 +84,19 @@ def write_text(text: str, path) -> Path:
     return atomic_write(path, lambda f: f.write(text))
 
 
-def write_csv(df: pd.DataFrame, path) -> Path:
+def write_csv(df, path) -> Path:
+    """A table (a Frame or a pandas DataFrame) as CSV, without the index."""
+    if isinstance(df, Frame):
+        return atomic_write(path, df.write_csv)
     return atomic_write(path, lambda f: df.to_csv(f, index=False))
 
 
 def jsonable(obj):
-    """Plain JSON values: NaN and ±Inf become null, numpy scalars become numbers, frames become row lists."""
-    if isinstance(obj, pd.DataFrame):
+    """Plain JSON values: NaN and ±Inf become null, numpy scalars become numbers, tables become row lists."""
+    pd = sys.modules.get("pandas")  # a DataFrame or pandas.NA exists only once pandas is imported
+    if isinstance(obj, Frame):
+        return [jsonable(r) for r in obj.records()]
+    if pd is not None and isinstance(obj, pd.DataFrame):
         return [jsonable(r) for r in obj.to_dict(orient="records")]
     if isinstance(obj, Finding):
         return jsonable(obj.to_dict())
@@ -106,7 +112,7 @@ def jsonable(obj):
         return int(obj)
     if isinstance(obj, (float, np.floating)):
         return float(obj) if math.isfinite(obj) else None
-    if obj is None or obj is pd.NA or (isinstance(obj, float) and math.isnan(obj)):
+    if obj is None or (pd is not None and obj is pd.NA) or (isinstance(obj, float) and math.isnan(obj)):
         return None
     return obj if isinstance(obj, str) else str(obj)
 

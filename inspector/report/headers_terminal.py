@@ -24,21 +24,22 @@ def render_headers(result, max_rows: int = MAX_LAYER_ROWS) -> Group:
     parts.append(f"{s['tensors']:,} tensors, {s['numel']:,} values, {_size(s['nbytes'])} of tensor data")
     if result.received is not None:
         parts.append(f"network: {_size(result.received)} received")
-    parts.append(_table("by kind", "kind", result.kinds, len(result.kinds)))
-    parts.append(_table("layers", "layer", result.layers, max_rows))
+    tables = result.tables
+    parts.append(_table("by kind", "kind", tables.kinds, len(tables.kinds)))
+    parts.append(_table("layers", "layer", tables.layers, max_rows))
     return Group(*parts)
 
 
 def _table(title: str, key: str, frame, max_rows: int) -> Table:
     n = len(frame)
-    rows = frame if n <= max_rows else frame.iloc[list(range(max_rows // 2)) + list(range(n - max_rows // 2, n))]
+    rows = frame if n <= max_rows else frame.take(list(range(max_rows // 2)) + list(range(n - max_rows // 2, n)))
     if n > max_rows:
         title += f" ({max_rows} of {n} shown; --layers-csv FILE writes all)"
     t = Table(title=title, title_justify="left")
     for col in (key, "tensors", "values", "bytes"):
         t.add_column(col, justify="left" if col == key else "right", overflow="fold")
-    for i, r in enumerate(rows.itertuples()):
+    for i, r in enumerate(rows.records()):
         if n > max_rows and i == max_rows // 2:
             t.add_row(f"… {n - max_rows} more …", "", "", "")
-        t.add_row(safe(getattr(r, key) or "(top level)"), f"{r.tensors:,}", f"{r.numel:,}", _size(r.nbytes))
+        t.add_row(safe(r[key] or "(top level)"), f"{r['tensors']:,}", f"{r['numel']:,}", _size(r["nbytes"]))
     return t

@@ -4,12 +4,15 @@ Renderers here return rich renderables; the CLI prints them."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+import numpy as np
 from rich.console import Group
 from rich.markup import escape
 
 from ..names import natural_key
+from ..table.frame import Frame, descending
 from .fit import Column, fitted_table
 from .text import shorten, visible
 from .views import count, counters_line, grouped_findings, headline, num, order_label, pct, quantization_line, totals
@@ -48,7 +51,7 @@ def render(inspection, max_rows: int = MAX_LAYER_ROWS, width: int = DEFAULT_WIDT
         if s[key]:
             parts.append(f"{title} negative layers: " + ", ".join(
                 f"{safe(x['layer'])} {pct(x['weight_neg_frac'])}" for x in s[key]))
-    table, dropped = _layer_table(inspection.layers, max_rows, order_label(s), width, selection)
+    table, dropped = _layer_table(inspection.tables.layers, max_rows, order_label(s), width, selection)
     parts += [table, *dropped_note(dropped, width)]
     if s.get("spectral"):
         parts.append(spectral_line(s["spectral"]))
@@ -108,23 +111,25 @@ LAYER_TERMINAL_VIEW = [
 ]
 
 
-def select_layers(layers, selection: LayerSelection, max_rows: int):
+def select_layers(layers: Frame, selection: LayerSelection, max_rows: int):
     """(the rows to show, their title words, the number of rows before cutting) for a selection."""
     words, df = [], layers
     if selection.pattern is not None:
-        df = df[df["layer"].fillna("").astype(str).str.contains(selection.pattern, regex=True)]
+        found = re.compile(selection.pattern).search
+        df = df[np.fromiter((found(x if isinstance(x, str) else "") is not None for x in df["layer"]), bool, len(df))]
         words.append(f"matching {selection.pattern!r}")
     if selection.sort == "layer":  # names in natural order: layers.2 before layers.10
-        df = df.iloc[sorted(range(len(df)), key=lambda i: natural_key(str(df["layer"].iloc[i])))]
+        names = df["layer"].tolist()
+        df = df.take(sorted(range(len(df)), key=lambda i: natural_key(str(names[i]))))
     elif selection.sort:
-        df = df.sort_values(selection.sort, ascending=False, kind="stable", na_position="last")
+        df = df.take(descending(df[selection.sort]))
         words.append(f"sorted by {selection.sort}")
     n = len(df)
     if selection.top is not None:
-        return df.iloc[: selection.top], words + [f"{min(selection.top, n)} of {n} shown"], n
+        return df.take(range(min(selection.top, n))), words + [f"{min(selection.top, n)} of {n} shown"], n
     if n > max_rows:
         half = max_rows // 2
-        return df.iloc[list(range(half)) + list(range(n - half, n))], words + [
+        return df.take(list(range(half)) + list(range(n - half, n))), words + [
             f"{max_rows} of {n} shown; --top, --filter or --layers-csv FILE for the rest"], n
     return df, words, n
 
@@ -135,7 +140,7 @@ def _layer_table(layers, max_rows: int, order: str, width: int, selection: Layer
     if selection.sort and selection.sort not in ("layer", *(c for c, *_ in view)):
         view.append((selection.sort, selection.sort, count if "count" in selection.sort else num, None))
     columns = [Column("layer", "left", None, True)] + [Column(h, priority=p) for _, h, _, p in view]
-    rows = [[visible(r["layer"] or "(top level)")] + [f(r[c]) for c, _, f, _ in view] for _, r in shown.iterrows()]
+    rows = [[visible(r["layer"] or "(top level)")] + [f(r[c]) for c, _, f, _ in view] for r in shown.records()]
     if selection.top is None and n > max_rows:
         rows.insert(max_rows // 2, [f"… {n - max_rows} more layers …"] + [""] * len(view))
     title = f"layers ({'; '.join(([] if selection.sort else [order]) + words)})"

@@ -113,7 +113,7 @@ def _dask_drain(client, todo: list[Model]):
     from distributed import as_completed
 
     window = max(1, sum(client.nthreads().values())) * WINDOW_PER_WORKER
-    pending = as_completed()
+    pending = as_completed(loop=client.loop)  # the loop of this client, not of the default one
     owner: dict = {}
     while todo or owner:
         while todo and len(owner) < window:

@@ -1,16 +1,17 @@
-"""The table stage: rows -> DataFrames (tensors, layers), the summary and the findings.
+"""The table stage: rows -> tables (tensors, layers), the summary and the findings.
 
 ``schema`` defines the column orders once; ``rows`` reduces a record stream to rows; ``layers``
 pools tensor rows per layer; ``findings`` reads findings off the tables; ``summary`` builds the
 summary (the only place that does). Reports read what this stage builds and build nothing of it.
+The tables are :class:`~inspector.table.frame.Frame` objects (numpy columns); ``to_pandas()`` gives
+the DataFrames, so that pandas is imported only where a DataFrame is wanted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pandas as pd
-
+from .frame import Frame
 from .layers import layer_frame
 from .schema import tensor_frame
 from .summary import build_summary
@@ -20,8 +21,8 @@ from .summary import build_summary
 class Tables:
     """The tables of one source: tensor rows, layer rows and the summary."""
 
-    tensors: pd.DataFrame
-    layers: pd.DataFrame
+    tensors: Frame
+    layers: Frame
     summary: dict
 
 

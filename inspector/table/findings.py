@@ -3,50 +3,53 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from ..analysis.significance import holm, two_proportion_p, wilson_interval
+from .frame import Frame, first_seen, isnull
 from ..finding import (
     ALPHA_HIGH, ALPHA_LOW, Finding, alpha_finding, dead_relu_finding, inf_finding, nan_finding, outlier_finding,
     tied_finding, zero_finding,
 )
 
 
-def tensor_findings(tensors: pd.DataFrame) -> list[Finding]:
+def tensor_findings(tensors: Frame) -> list[Finding]:
     """NaN/Inf values, all-zero tensors and tied tensors, from the tensor table (its rows with a finding only)."""
-    nan, inf = tensors["nan_count"].fillna(0), tensors["inf_count"].fillna(0)
-    zero = (tensors["numel"] > 0) & (tensors["zero_count"] == tensors["numel"]) & (tensors["kind"] != "buffer")
-    tied = tensors["tied_to"].map(lambda t: isinstance(t, str)).astype(bool)
+    nan, inf = np.nan_to_num(tensors["nan_count"].astype(np.float64)), np.nan_to_num(tensors["inf_count"].astype(np.float64))
+    numel, kind = tensors["numel"], tensors["kind"]
+    zero = (numel > 0) & (tensors["zero_count"] == numel) & (kind != "buffer")
+    tied = np.fromiter((isinstance(t, str) for t in tensors["tied_to"]), bool, len(tensors))
     out = []
-    for r in tensors[(nan > 0) | (inf > 0) | zero | tied].itertuples():
-        if r.nan_count:
-            out.append(nan_finding(r.name, r.nan_count))
-        if r.inf_count:
-            out.append(inf_finding(r.name, r.inf_count))
-        if r.numel > 0 and r.zero_count == r.numel and r.kind != "buffer":
-            out.append(zero_finding(r.name, r.kind))
-        if isinstance(r.tied_to, str):
-            out.append(tied_finding(r.name, r.tied_to))
+    for i in np.flatnonzero((nan > 0) | (inf > 0) | zero | tied).tolist():
+        name = tensors["name"][i]
+        if nan[i]:
+            out.append(nan_finding(name, tensors.value("nan_count", i)))
+        if inf[i]:
+            out.append(inf_finding(name, tensors.value("inf_count", i)))
+        if zero[i]:
+            out.append(zero_finding(name, kind[i]))
+        if tied[i]:
+            out.append(tied_finding(name, tensors["tied_to"][i]))
     return out
 
 
-def alpha_findings(tensors: pd.DataFrame) -> list[Finding]:
+def alpha_findings(tensors: Frame) -> list[Finding]:
     """Weights whose fitted alpha is below 2 or above 6 (only with the spectral columns)."""
     if "alpha" not in tensors:
         return []
-    alpha = tensors["alpha"].astype("float64")
-    hit = tensors[((alpha < ALPHA_LOW) | (alpha > ALPHA_HIGH)) & tensors["tied_to"].isna()]
-    return [alpha_finding(r.name, float(r.alpha)) for r in hit.itertuples()]
+    alpha = tensors["alpha"].astype(np.float64)
+    hit = ((alpha < ALPHA_LOW) | (alpha > ALPHA_HIGH)) & isnull(tensors["tied_to"])
+    return [alpha_finding(tensors["name"][i], float(alpha[i])) for i in np.flatnonzero(hit).tolist()]
 
 
-def dead_relu_layers(tensors: pd.DataFrame) -> list[dict]:
+def dead_relu_layers(tensors: Frame) -> list[dict]:
     """The weight tensors with dead-ReLU candidates, in network order."""
     if "dead_relu_candidates" not in tensors:
         return []
-    hit = tensors[tensors["dead_relu_candidates"].fillna(0) > 0]
+    dead = np.nan_to_num(tensors["dead_relu_candidates"].astype(np.float64))
     return [
-        {"layer": r.layer, "tensor": r.name, "dead_relu_candidates": int(r.dead_relu_candidates), "units": int(r.units)}
-        for r in hit.itertuples()
+        {"layer": tensors["layer"][i], "tensor": tensors["name"][i], "dead_relu_candidates": int(dead[i]),
+         "units": int(tensors["units"][i])}
+        for i in np.flatnonzero(dead > 0).tolist()
     ]
 
 
@@ -72,15 +75,21 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     return (values - med) / (1.2533 * mean_ad) if mean_ad > 0 else np.zeros_like(values)
 
 
-def _layer_groups(layers: pd.DataFrame, tensors: pd.DataFrame) -> pd.DataFrame:
+def _layer_groups(layers: Frame, tensors: Frame) -> Frame:
     """Layers with weights, each with its kind: module type, else the weight's rank ("2-d weight")."""
-    w = tensors[(tensors["kind"] == "weight") & tensors["tied_to"].isna()].drop_duplicates("layer")
-    group = [m if isinstance(m, str) else f"{r}-d weight" for m, r in zip(w["module_type"], w["ndim"])]
-    info = pd.DataFrame({"layer": w["layer"], "group": group})
-    return layers[layers["weight_numel"] > 0].merge(info, on="layer", how="inner")
+    w = tensors[(tensors["kind"] == "weight") & isnull(tensors["tied_to"])]
+    group = {}  # the first weight tensor of each layer names its kind
+    for layer, module, ndim in zip(w["layer"].tolist(), w["module_type"].tolist(), w["ndim"].tolist()):
+        if layer not in group:
+            group[layer] = module if isinstance(module, str) else f"{ndim}-d weight"
+    layer_names = layers["layer"].tolist()
+    keep = (layers["weight_numel"] > 0) & np.fromiter((x in group for x in layer_names), bool, len(layers))
+    out = layers[keep]
+    out.set("group", [group[x] for x in out["layer"].tolist()], "object")
+    return out
 
 
-def layer_outliers(layers: pd.DataFrame, tensors: pd.DataFrame, z: float = OUTLIER_Z) -> list[Finding]:
+def layer_outliers(layers: Frame, tensors: Frame, z: float = OUTLIER_Z) -> list[Finding]:
     """Layers whose weight statistics are far from the rest of their kind.
 
     Within each kind of layer (module type, or the weight's rank when unknown) with at least
@@ -97,10 +106,12 @@ def layer_outliers(layers: pd.DataFrame, tensors: pd.DataFrame, z: float = OUTLI
       by a few times through their fan-in or fan-out alone; sampling error is negligible here).
     """
     df = _layer_groups(layers, tensors)
-    if df.empty:  # no weights at all (an empty checkpoint): nothing to compare
+    if not len(df):  # no weights at all (an empty checkpoint): nothing to compare
         return []
     df = df[np.isfinite(df["weight_abs_mean"]) & (df["weight_abs_mean"] > 0)]
-    groups = [(g, sub) for g, sub in df.groupby("group", sort=False) if len(sub) >= OUTLIER_MIN_LAYERS]
+    names, codes = first_seen(df["group"])
+    groups = [(g, df[codes == i]) for i, g in enumerate(names)]
+    groups = [(g, sub) for g, sub in groups if len(sub) >= OUTLIER_MIN_LAYERS]
     p_adj = iter(holm(np.concatenate([_neg_p_values(sub) for _, sub in groups]) if groups else np.array([])))
     tested = sum(len(sub) for _, sub in groups)
     out = []
@@ -109,17 +120,17 @@ def layer_outliers(layers: pd.DataFrame, tensors: pd.DataFrame, z: float = OUTLI
     return out
 
 
-def _neg_p_values(sub: pd.DataFrame) -> np.ndarray:
+def _neg_p_values(sub: Frame) -> np.ndarray:
     """Each layer's negative count against the pooled count of the other layers of its group."""
-    n = sub["weight_numel"].to_numpy(dtype=np.float64)
-    k = np.rint(sub["weight_neg_frac"].to_numpy(dtype=np.float64) * n)
+    n = sub["weight_numel"].astype(np.float64)
+    k = np.rint(sub["weight_neg_frac"].astype(np.float64) * n)
     return two_proportion_p(k, n, k.sum() - k, n.sum() - n)
 
 
-def _group_outliers(group: str, sub: pd.DataFrame, p_adj: list, tested: int, z: float) -> list[Finding]:
-    neg = sub["weight_neg_frac"].to_numpy(dtype=float)
-    n = sub["weight_numel"].to_numpy(dtype=float)
-    mag = np.log10(sub["weight_abs_mean"].to_numpy(dtype=float))
+def _group_outliers(group: str, sub: Frame, p_adj: list, tested: int, z: float) -> list[Finding]:
+    neg = sub["weight_neg_frac"].astype(np.float64)
+    n = sub["weight_numel"].astype(np.float64)
+    mag = np.log10(sub["weight_abs_mean"].astype(np.float64))
     z_neg, z_mag = robust_z(neg), robust_z(mag)
     rest = (np.rint(neg * n).sum() - np.rint(neg * n)) / (n.sum() - n)
     low, high = wilson_interval(np.rint(neg * n), n)
@@ -127,15 +138,15 @@ def _group_outliers(group: str, sub: pd.DataFrame, p_adj: list, tested: int, z: 
     far_neg &= np.asarray(p_adj) < OUTLIER_ALPHA
     far_mag = (np.abs(z_mag) > z) & (np.abs(mag - np.median(mag)) >= np.log10(OUTLIER_MIN_RATIO))
     out = []
-    for i, r in enumerate(sub.itertuples()):
+    for i, layer in enumerate(sub["layer"].tolist()):
         if far_neg[i]:
             how = (f"{neg[i]:.1%} (95 % interval {low[i]:.1%}–{high[i]:.1%}) vs {rest[i]:.1%} in the others; "
                    f"p = {p_adj[i]:.2g} after Holm's correction for {tested} layers")
-            out.append(outlier_finding(r.layer, group, len(sub), "negative fraction", how, z_neg[i],
+            out.append(outlier_finding(layer, group, len(sub), "negative fraction", how, z_neg[i],
                                        p_value=float(p_adj[i]), interval=[float(low[i]), float(high[i])]))
         if far_mag[i]:
             ratio = 10 ** (mag[i] - np.median(mag))
-            out.append(outlier_finding(r.layer, group, len(sub), "weight magnitude",
+            out.append(outlier_finding(layer, group, len(sub), "weight magnitude",
                                        f"abs mean {ratio:.3g} times the median", z_mag[i]))
     return out
 

@@ -37,7 +37,8 @@ def analyze_records(
     Tensors are reduced by ``workers`` workers (default: one per CPU; see analysis.parallel);
     rows, histograms and ``progress`` calls come in record order, the same whatever ``workers``.
     """
-    rows, hists, by_name, submitted = [], {}, {}, set()
+    rows, hists, at, submitted = [], {}, {}, set()
+    empty_hists: dict = {}
 
     def tied(rec) -> bool:
         known = bool(rec.tied_to) and rec.tied_to in submitted
@@ -46,17 +47,37 @@ def analyze_records(
 
     on_part = getattr(progress, "part_done", None)
     for rec, stats in analyze_stream(records, chunk_elems, reducer_factories, workers, skip=tied, on_part=on_part):
-        if stats is None:
-            stats = dict(by_name[rec.tied_to])
+        if stats is None:  # the same values as the tensor it is tied to
+            hist = hists[rec.tied_to]
+            stats = {k: v for k, v in rows[at[rec.tied_to]].items() if k not in RECORD_KEYS}
         else:
             for fn in row_functions:
                 stats.update(fn(rec, stats))
-        by_name[rec.name] = dict(stats)
-        hists[rec.name] = (stats.pop("hist_edges"), stats.pop("hist_counts"))
+            hist = shared_if_empty((stats.pop("hist_edges"), stats.pop("hist_counts")), empty_hists)
+        at[rec.name] = len(rows)
+        hists[rec.name] = hist
         rows.append(record_row(rec, stats))
         if progress:
             progress(rec)
     return rows, hists
+
+
+def shared_if_empty(hist: tuple, seen: dict) -> tuple:
+    """A histogram with no value counted, as one read-only pair shared by every tensor with the same
+    edges (a source of a million empty tensors keeps one, not a million)."""
+    edges, counts = hist
+    if counts.any():
+        return hist
+    key = (edges.tobytes(), counts.dtype.str, len(counts))
+    if key not in seen:
+        edges, counts = edges.copy(), counts.copy()
+        edges.flags.writeable = counts.flags.writeable = False
+        seen[key] = (edges, counts)
+    return seen[key]
+
+
+# the row keys that come from the record, not from its values
+RECORD_KEYS = frozenset(("name", "layer", "kind", "dtype", "shape", "out_axis", "module_type", "tied_to", "ndim"))
 
 
 def record_row(rec: TensorRecord, stats: dict) -> dict:

@@ -5,11 +5,12 @@ Column orders here are the contract of the CSV/JSON outputs; exporters only read
 
 from __future__ import annotations
 
-import pandas as pd
+import numpy as np
 
 from ..analysis.spectral import SPECTRAL_COLUMNS
 from ..analysis.significance import wilson_interval
 from ..analysis.stats import PERCENTILES
+from .frame import Frame, isnull
 
 TENSOR_COLUMNS = [
     "name", "layer", "kind", "dtype", "shape", "numel",
@@ -38,29 +39,33 @@ LAYER_COLUMNS = [
 SPECTRAL_COUNTS = ("num_evals", "num_pl_spikes", "num_spikes")
 
 
-def tensor_frame(rows: list[dict], extra: list[str] | None = None) -> pd.DataFrame:
+INTEGER_COLUMNS = ("numel", "neg_count", "zero_count", "pos_count", "nan_count", "inf_count", "finite_count", "ndim")
+NULLABLE_INTEGER_COLUMNS = ("units", "all_nonpos_units", "dead_relu_candidates", "fan_in", "fan_out")
+
+
+def tensor_frame(rows: list[dict], extra: list[str] | None = None) -> Frame:
     """The tensor table; the spectral columns (analysis/spectral.py) follow when a row has them."""
     more = TENSOR_EXTRA_COLUMNS + TENSOR_ANALYSIS_COLUMNS
     spectral = any("spectral_method" in r for r in rows)
     if spectral:
         more = more + SPECTRAL_COLUMNS
     cols = TENSOR_COLUMNS + more + [c for c in (extra or []) if c not in more]
-    df = pd.DataFrame(rows, columns=cols)
-    for c in ("numel", "neg_count", "zero_count", "pos_count", "nan_count", "inf_count", "finite_count", "ndim"):
-        df[c] = df[c].astype("int64")
-    df["out_axis"] = df["out_axis"].astype("Int64")
-    df["neg_frac_lo"], df["neg_frac_hi"] = wilson_interval(df["neg_count"].to_numpy(), df["numel"].to_numpy())
+    df = Frame.from_rows(rows, cols)
+    for c in INTEGER_COLUMNS:
+        df.cast(c, "int64")
+    df.cast("out_axis", "Int64")
+    low, high = wilson_interval(df["neg_count"], df["numel"])
+    df.set("neg_frac_lo", low, "float64")
+    df.set("neg_frac_hi", high, "float64")
     for c in TENSOR_ANALYSIS_COLUMNS:  # counts stay integers when some rows leave them empty
-        df[c] = df[c].astype("Int64" if c in ("units", "all_nonpos_units", "dead_relu_candidates", "fan_in",
-                                              "fan_out") else "float64")
+        df.cast(c, "Int64" if c in NULLABLE_INTEGER_COLUMNS else "float64")
     if spectral:
         for c in SPECTRAL_COLUMNS[1:]:
-            df[c] = df[c].astype("float64")
-            if c in SPECTRAL_COUNTS:
-                df[c] = df[c].astype("Int64")
+            df.cast(c, "Int64" if c in SPECTRAL_COUNTS else "float64")
     return df
 
 
-def counted(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows that count towards totals: a tensor tied to an earlier one is counted once."""
-    return df[df["tied_to"].isna()]
+def counted(df):
+    """Rows that count towards totals: a tensor tied to an earlier one is counted once (a Frame or a
+    DataFrame, as given)."""
+    return df[isnull(np.asarray(df["tied_to"], dtype=object))]
