@@ -13,7 +13,6 @@ values) and ``Int64`` (integers with missing values; held as float64 with NaN, e
 from __future__ import annotations
 
 import csv
-import math
 
 import numpy as np
 
@@ -41,7 +40,7 @@ def as_array(values, kind: str) -> np.ndarray:
     if kind in ("float64", "Int64"):
         if isinstance(values, np.ndarray) and values.dtype != object:
             return values.astype(np.float64, copy=False)
-        return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+        return np.array(values, dtype=np.float64)  # None becomes NaN
     if kind == "int64":
         return np.asarray(values, dtype=np.int64)
     if kind == "bool":
@@ -112,11 +111,11 @@ class Frame:
     def from_rows(cls, rows: list[dict], columns: list[str]) -> "Frame":
         """The table of ``rows`` (dicts; a missing key is a missing value) with these columns."""
         data, types = {}, {}
+        present = set().union(*{tuple(r) for r in rows})  # the keys of the rows
         for c in columns:
             values = [r.get(c) for r in rows]
-            types[c] = column_type(values)
-            if types[c] == "object" and all(v is None for v in values) and not any(c in r for r in rows):
-                types[c] = "float64"  # a column no row has is all NaN; one whose rows hold None is text
+            # a column no row has is all NaN (float64); one whose rows hold None is text (object)
+            types[c] = column_type(values) if c in present else "float64"
             data[c] = as_array(values, types[c])
         return cls(data, types)
 
