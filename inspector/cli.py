@@ -125,6 +125,31 @@ def show(make) -> None:
     Console(width=width).print(make(width))
 
 
+@contextlib.contextmanager
+def progress_shown(bar, stream=None, delay: float | None = None):
+    """Show ``bar`` (a report.progress bar, or None) on ``stream`` (stderr) while the block runs, from
+    ``delay`` seconds on (report.progress.DELAY), and remove it at the end."""
+    if bar is None:
+        yield
+        return
+    from rich.console import Console
+    from rich.live import Live
+
+    from .report.progress import DELAY
+
+    live = Live(get_renderable=bar.renderable, console=Console(file=stream or sys.stderr), transient=True,
+                refresh_per_second=4)
+    timer = threading.Timer(DELAY if delay is None else delay, live.start)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join()
+        live.stop()
+
+
 def common_options(fn):
     fn = click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")(fn)
     fn = click.option("--quiet", "-q", is_flag=True, help="No terminal report or progress bar.")(fn)
@@ -286,12 +311,9 @@ def inspect_cmd(source, weights, csv_path, layers_csv, json_path, out_dir, svg, 
     from .report.progress import progress_for
 
     bar = progress_for(quiet=quiet)
-    try:
+    with progress_shown(bar):
         result = inspect(source, weights=weights, progress=bar, spectral=spectral, no_download=no_download,
                          cache=cache_dir)
-    finally:
-        if bar:
-            bar.close()
     warn_unsafe(result.summary["findings"], source)
     write_tables(result, csv_path, layers_csv, json_path)
     if report:
@@ -492,11 +514,8 @@ def scan_cmd(paths, out_dir, scheduler, workers, fail_on, resume, quiet, debug):
     except UnknownFinding as e:
         raise click.BadParameter(str(e).removeprefix("--fail-on: "), param_hint="--fail-on") from None
     progress = scan_progress_for(quiet=quiet)
-    try:
+    with progress_shown(progress, delay=0.0):
         result = scan(paths, out_dir, scheduler=scheduler, workers=workers, resume=resume, progress=progress)
-    finally:
-        if progress:
-            progress.close()
     if not quiet:
         counts = ", ".join(f"{n} {s}" for s, n in result.counts().items())
         click.echo(f"{len(result.models)} models ({counts}); wrote {out_dir}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import ml_dtypes
@@ -15,7 +16,7 @@ from safetensors.numpy import save_file
 
 from inspector.analysis.stats import PART_CHUNKS
 from inspector.api import analyze_records, inspect
-from inspector.cli import main
+from inspector.cli import main, progress_shown
 from inspector.loaders import open_source
 from inspector.records import TensorRecord, array_range_reader, array_reader
 from inspector.report.progress import ProgressBar, progress_for
@@ -168,9 +169,7 @@ def test_progress_hidden_when_not_a_terminal_or_quiet():
             return True
 
     assert progress_for(Tty(), quiet=True) is None
-    bar = progress_for(Tty())
-    assert isinstance(bar, ProgressBar)
-    bar.close()
+    assert isinstance(progress_for(Tty()), ProgressBar)
 
 
 def test_progress_bar_draws_tensors_and_bytes(tmp_path):
@@ -182,16 +181,52 @@ def test_progress_bar_draws_tensors_and_bytes(tmp_path):
     arrs = tensors()
     path = tmp_path / "m.safetensors"
     save_file({k: v for k, v in arrs.items() if v.dtype != ml_dtypes.bfloat16}, str(path))
-    bar = ProgressBar(out, delay=0.0)
-    try:
+    bar = ProgressBar()
+    with progress_shown(bar, out, delay=0.0):
         inspect(path, progress=bar)
-        bar.progress.refresh()
         assert bar.tensors == 4 and bar.total_tensors == 4
         task = bar.progress.tasks[0]
         assert task.completed == task.total == sum(v.nbytes for k, v in arrs.items() if v.dtype != ml_dtypes.bfloat16)
-    finally:
-        bar.close()
+        time.sleep(0.6)  # a refresh or two (four a second)
     assert "inspecting" in out.getvalue() and "4/4 tensors" in out.getvalue()
+
+
+def test_scan_progress_bar_draws_models_bytes_and_errors():
+    from inspector.report.progress import ScanProgressBar
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Tty()
+    bar = ScanProgressBar()
+    with progress_shown(bar, out, delay=0.0):
+        bar.begin(3, 3_000_000)
+        for status in ("ok", "error", "ok"):
+            bar.done({"status": status, "size": 1_000_000})
+        time.sleep(0.6)
+    text = out.getvalue()
+    assert "scanning" in text and "3/3" in text and "3.0 MB/3.0 MB" in text and "1 errors" in text
+
+
+def test_progress_is_drawn_by_the_command_line_only(tmp_path):
+    """The bars are renderables: making and advancing one writes nothing anywhere."""
+    import contextlib
+
+    from inspector.report.progress import ScanProgressBar
+
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        bar = ProgressBar()
+        path = tmp_path / "m.safetensors"
+        save_file({"w.weight": np.ones((4, 4), np.float32)}, str(path))
+        inspect(path, progress=bar)
+        scan_bar = ScanProgressBar()
+        scan_bar.begin(1, 10)
+        scan_bar.done({"status": "ok", "size": 10})
+        time.sleep(0.6)
+    assert err.getvalue() == out.getvalue() == ""
+    assert bar.tensors == 1
 
 
 def test_cli_prints_no_progress_when_stderr_is_not_a_terminal(tmp_path):

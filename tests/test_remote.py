@@ -258,17 +258,12 @@ def test_fsspec_scheme_without_backend_is_one_clear_error():
 
 
 def test_progress_bar_shows_network_bytes(served):
-    import io
-
     from inspector.report.progress import ProgressBar
 
-    bar = ProgressBar(io.StringIO(), delay=3600)
-    try:
-        with serve(served) as (base, _):
-            inspector.inspect(f"{base}/files/model.safetensors", progress=bar)
-        text = bar.progress.tasks[0].description
-    finally:
-        bar.close()
+    bar = ProgressBar()
+    with serve(served) as (base, _):
+        inspector.inspect(f"{base}/files/model.safetensors", progress=bar)
+    text = bar.progress.tasks[0].description
     size_mb = (served / "model.safetensors").stat().st_size / 1e6
     assert text.startswith(f"inspecting (network {size_mb:,.1f} MB, ") and text.endswith(" MB/s)")
 

@@ -1,47 +1,47 @@
-"""A progress bar on stderr for inspections that take more than a moment.
+"""Progress of an inspection or a scan, as rich renderables; they draw nothing themselves.
 
-It shows tensors and bytes done, the rate and the time left, appears only after
-``DELAY`` seconds (quick runs print nothing), is drawn only on a terminal and is
-removed when the run ends. It is a :data:`inspector.api.ProgressFn`: called with
-each finished record; ``begin`` receives the totals when the source knows them and
-``part_done`` the parts of large tensors as they finish.
+:class:`ProgressBar` shows tensors and bytes done, the rate and the time left. It is a
+:data:`inspector.api.ProgressFn`: called with each finished record; ``begin`` receives the totals when
+the source knows them and ``part_done`` the parts of large tensors as they finish.
+:class:`ScanProgressBar` shows models done, bytes, rate and errors. The command line puts them on
+stderr, only on a terminal, from ``DELAY`` seconds on (quick runs print nothing), and removes them
+when the run ends.
 """
 
 from __future__ import annotations
 
 import sys
-import threading
 import time
 
 DELAY = 0.5
 
 
 def progress_for(stream=None, quiet: bool = False):
-    """A :class:`ProgressBar` on ``stream`` (stderr), or None when quiet or not a terminal."""
+    """A :class:`ProgressBar` for a run whose progress would be shown on ``stream`` (stderr), or None when
+    quiet or not a terminal."""
     stream = stream or sys.stderr
     if quiet or not getattr(stream, "isatty", lambda: False)():
         return None
-    return ProgressBar(stream)
+    return ProgressBar()
 
 
 class ProgressBar:
-    def __init__(self, stream, delay: float = DELAY):
-        from rich.console import Console
+    def __init__(self):
         from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                                    TransferSpeedColumn)
 
-        self.progress = Progress(
+        self.progress = Progress(  # never started: rendered by whoever shows it
             TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[tensors]} tensors"),
-            DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-            console=Console(file=stream), transient=True, refresh_per_second=4,
+            DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), auto_refresh=False,
         )
         self.task = self.progress.add_task("inspecting", total=None, tensors="0")
         self.tensors, self.total_tensors = 0, None
         self.client = None  # a remote source's HTTP client: its received bytes are shown
         self._partial: dict[str, int] = {}
-        self._timer = threading.Timer(delay, self.progress.start)
-        self._timer.daemon = True
-        self._timer.start()
+
+    def renderable(self):
+        """What the bar looks like now."""
+        return self.progress.get_renderable()
 
     def begin(self, tensors: int, nbytes: int) -> None:
         self.total_tensors = tensors
@@ -73,42 +73,32 @@ class ProgressBar:
         self.progress.update(self.task, advance=max(left, 0), tensors=f"{self.tensors}{total}")
         self._show_network()
 
-    def close(self) -> None:
-        self._timer.cancel()
-        self.progress.stop()
-
-    def __enter__(self) -> "ProgressBar":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
 
 class ScanProgressBar:
-    """A scan's progress on stderr: models done / total, bytes, rate and errors so far
-    (``begin(models, bytes)`` then ``done(row)`` per finished model)."""
+    """A scan's progress: models done / total, bytes, rate and errors so far (``begin(models, bytes)``
+    then ``done(row)`` per finished model)."""
 
-    def __init__(self, stream):
-        from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeRemainingColumn)
+    def __init__(self):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn)
 
-        self.progress = Progress(
+        self.progress = Progress(  # never started: rendered by whoever shows it
             TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TextColumn("models"),
             TextColumn("{task.fields[nbytes]}"), TextColumn("{task.fields[rate]}"),
-            TextColumn("{task.fields[errors]} errors"), TimeRemainingColumn(),
-            console=Console(file=stream), transient=True, refresh_per_second=4,
+            TextColumn("{task.fields[errors]} errors"), TimeRemainingColumn(), auto_refresh=False,
         )
         self.task = self.progress.add_task("scan", total=None, nbytes="", rate="", errors=0)
         self.errors = self.nbytes = 0
         self.total_bytes = 0
+
+    def renderable(self):
+        """What the bar looks like now."""
+        return self.progress.get_renderable()
 
     def begin(self, models: int, nbytes: int) -> None:
         from rich.filesize import decimal
 
         self.total_bytes = nbytes
         self.progress.update(self.task, total=models, nbytes=f"0/{decimal(nbytes)}")
-        self.progress.start()
 
     def done(self, row: dict) -> None:
         from rich.filesize import decimal
@@ -120,16 +110,13 @@ class ScanProgressBar:
         self.progress.update(self.task, advance=1, errors=self.errors, rate=rate,
                              nbytes=f"{decimal(self.nbytes)}/{decimal(self.total_bytes)}")
 
-    def close(self) -> None:
-        self.progress.stop()
-
-
 def scan_progress_for(stream=None, quiet: bool = False):
-    """A :class:`ScanProgressBar` on ``stream`` (stderr), or None when quiet or not a terminal."""
+    """A :class:`ScanProgressBar` for a scan whose progress would be shown on ``stream`` (stderr), or None
+    when quiet or not a terminal."""
     stream = stream or sys.stderr
     if quiet or not getattr(stream, "isatty", lambda: False)():
         return None
-    return ScanProgressBar(stream)
+    return ScanProgressBar()
 
 
 def _mb(n: float) -> str:
