@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -60,13 +59,14 @@ def timed(root: Path, source: Path, csv: Path, runs: int) -> dict:
 
 
 def baseline_tree(ref: str, dest: Path) -> Path:
-    """The package at ``ref`` (git archive), with this checkout's compiled kernels copied in."""
+    """The package at ``ref`` (git archive), with its own compiled kernels built in place (the kernels of
+    this checkout need not match that version's Python side)."""
     dest.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "inspector"], check=True,
-                             capture_output=True).stdout
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "inspector", "setup.py", "pyproject.toml"],
+                             check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    for so in (ROOT / "inspector" / "analysis").glob("_kernels*.so"):
-        shutil.copy(so, dest / "inspector" / "analysis" / so.name)
+    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=dest, check=True,
+                   capture_output=True)
     return dest
 
 
