@@ -18,8 +18,9 @@ from .table import Tables, build_tables
 from .table.headers import HeaderTables, header_tables
 from .table.rows import (
     TABLE_REDUCERS, TABLE_ROW_FUNCTIONS, ProgressFn, ReducerFactory, RowFunction, analyze_records, pop_spectra,
-    table_rows,
+    table_frame, table_rows,
 )
+from .table.schema import tensor_frame
 
 
 class TableExports:
@@ -76,7 +77,7 @@ class Inspection(TableExports):
     def from_rows(cls, source: str, rows: list[dict], meta: dict, histograms: dict) -> "Inspection":
         """The inspection of ``source`` from its tensor rows (see inspector.table.rows)."""
         spectra = pop_spectra(rows)
-        return cls(source, build_tables(source, rows, meta), meta, histograms, spectra)
+        return cls(source, build_tables(source, tensor_frame(rows), meta), meta, histograms, spectra)
 
 
     def plot(self, which: str = "weight") -> list:
@@ -135,14 +136,16 @@ def inspect(
             progress.network(src.network)
         # a server that ignores Range sends each file whole: one reader, front to back, in one pass
         workers = 1 if getattr(src.network, "ranges_ignored", False) else None
-        rows, hists = table_rows(src.records(), chunk_elems, progress, spectral, workers)
+        tensors, hists, spectra = table_frame(src.records(), chunk_elems, progress, spectral, workers)
         meta = dict(src.meta)
-    note = complex_note(rows)
+    note = complex_note([{"name": n, "dtype": d} for n, d in zip(tensors["name"], tensors["dtype"])
+                         if str(d).startswith("complex")])
     if note:
         meta["notes"] = [*meta.get("notes", []), note]
     if meta.get("order") == "natural":  # the source does not know the modules' order
-        rows.sort(key=lambda r: natural_key(r["name"]))
-    return Inspection.from_rows(str(source), rows, meta, hists)
+        names = tensors["name"].tolist()
+        tensors = tensors.take(sorted(range(len(names)), key=lambda i: natural_key(names[i])))
+    return Inspection(str(source), build_tables(str(source), tensors, meta), meta, hists, spectra)
 
 
 class HeaderInspection(TableExports):

@@ -154,3 +154,51 @@ def test_the_command_line_writes_tables_without_importing_pandas(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == "0", out.stdout + out.stderr
     reference = pd.read_csv(tmp_path / "t.csv")
     assert len(reference) > 0 and list(reference.columns)[:3] == ["name", "layer", "kind"]
+
+
+def _sources(tmp_path):
+    """Fixtures with dead-ReLU candidates, tied tensors, integer counters, Keras layouts and GGUF types,
+    and a file with NaN, Inf, -0.0, empty, 0-d, bool and bf16 tensors."""
+    import ml_dtypes
+    from safetensors.numpy import save_file
+    import torch
+
+    rng = np.random.default_rng(5)
+    odd = {"enc.weight": rng.normal(size=(12, 6)).astype(np.float32), "enc.bias": -np.ones(12, np.float32),
+           "e.weight": np.zeros((0, 4), np.float32), "scal": np.array(3.5, np.float32), "ids": np.arange(5),
+           "mask": np.array([True, False]), "b.weight": rng.normal(size=(8, 8)).astype(ml_dtypes.bfloat16)}
+    odd["enc.weight"][0, 0], odd["enc.weight"][1, 1], odd["enc.weight"][2, 2] = np.nan, np.inf, -0.0
+    odd["enc.weight"][3:5] = -np.abs(odd["enc.weight"][3:5])  # units 3 and 4: all weights <= 0 ...
+    odd["enc.bias"][4] = 1.0  # ... but unit 4's bias is positive: one dead-ReLU candidate, found 3 rows later
+    save_file(odd, str(tmp_path / "odd.safetensors"))
+    emb = torch.randn(10, 4)
+    tied = {"embed.weight": emb, "fc.weight": -torch.rand(6, 4), "x.weight": torch.randn(3, 3),
+            "y.weight": torch.randn(3, 3), "head.weight": emb, "fc.bias": torch.tensor([1.0, -1, -1, -1, -1, -1])}
+    torch.save(tied, tmp_path / "tied.pth")
+    names = ("digits_cnn.pth", "digits_cnn_full.pt", "digits_keras.keras", "tiny_llama.gguf", "digits_cnn_int8.onnx")
+    return [tmp_path / "odd.safetensors", tmp_path / "tied.pth"] + [ROOT / "fixtures" / n for n in names]
+
+
+@pytest.mark.parametrize("spectral", [False, True])
+def test_rows_kept_in_blocks_give_the_table_of_the_rows(tmp_path, spectral):
+    """table_frame with blocks of 3 rows (every fixture spans several) against tensor_frame of the rows."""
+    from inspector.loaders import LoadOptions, open_source
+    from inspector.table.rows import pop_spectra, table_frame, table_rows
+    from inspector.table.schema import tensor_frame
+
+    for path in _sources(tmp_path):
+        with open_source(str(path), LoadOptions()) as src:
+            rows, hists = table_rows(src.records(), spectral=spectral)
+        with open_source(str(path), LoadOptions()) as src:
+            frame, hists_b, spectra = table_frame(src.records(), spectral=spectral, block=3)
+        expected_spectra = pop_spectra(rows)
+        expected = tensor_frame(rows).to_pandas()
+        pd.testing.assert_frame_equal(frame.to_pandas(), expected, check_exact=True)
+        if path.name in ("odd.safetensors", "tied.pth"):  # the cases are there
+            dead = expected.set_index("name")["dead_relu_candidates"]
+            assert dead["enc.weight" if path.name == "odd.safetensors" else "fc.weight"] in (1, 5)
+            assert path.name == "odd.safetensors" or expected["tied_to"].notna().sum() == 1
+        assert sorted(spectra) == sorted(expected_spectra)
+        assert list(hists_b) == list(hists)
+        for name in hists:
+            assert all(np.array_equal(a, b) for a, b in zip(hists[name], hists_b[name]))

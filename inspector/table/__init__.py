@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from .frame import Frame
 from .layers import layer_frame
-from .schema import tensor_frame
 from .summary import build_summary
 
 
@@ -26,8 +25,8 @@ class Tables:
     summary: dict
 
 
-def build_tables(source: str, rows: list[dict], meta: dict) -> Tables:
-    """Tensor table, layer table and summary from the rows of one source and its loader's ``meta``."""
-    tensors = tensor_frame(rows)
+def build_tables(source: str, tensors: Frame, meta: dict) -> Tables:
+    """Layer table and summary from the tensor table of one source (see :func:`.schema.tensor_frame` and
+    :func:`.rows.table_frame`) and its loader's ``meta``."""
     layers = layer_frame(tensors)
     return Tables(tensors, layers, build_summary(tensors, layers, {**meta, "source": source}))

@@ -13,6 +13,7 @@ values) and ``Int64`` (integers with missing values; held as float64 with NaN, e
 from __future__ import annotations
 
 import csv
+import functools
 
 import numpy as np
 
@@ -114,8 +115,9 @@ class Frame:
         present = set().union(*{tuple(r) for r in rows})  # the keys of the rows
         for c in columns:
             values = [r.get(c) for r in rows]
-            # a column no row has is all NaN (float64); one whose rows hold None is text (object)
             types[c] = column_type(values) if c in present else "float64"
+            if types[c] == "object" and all(v is None for v in values) and not all(c in r for r in rows):
+                types[c] = "float64"  # nothing but missing values: NaN, unless every row says None (text)
             data[c] = as_array(values, types[c])
         return cls(data, types)
 
@@ -235,6 +237,69 @@ class Frame:
         for start in range(0, self._length, CSV_BLOCK_ROWS):  # the text of a block of rows at a time
             cols = [_csv_cells(v[start:start + CSV_BLOCK_ROWS], self._types[c]) for c, v in columns]
             w.writerows(zip(*cols))
+
+
+# How the values of a column in one block of rows look, and how two blocks' kinds combine into what pandas
+# infers for the whole column: ``absent`` (nothing but missing values, some rows without the key), ``none``
+# (every row has the key, all None), ``bool``, ``int64``, ``float64`` (numbers with a None or a float among
+# them) or ``object``.
+def merged_kind(a: str, b: str) -> str:
+    if a == b:
+        return a
+    a, b = sorted((a, b), key=KIND_ORDER.index)
+    if a in ("absent", "none"):  # missing values: numbers become floats, anything else text
+        return {"none": "absent", "int64": "float64", "float64": "float64"}.get(b, "object")
+    return "float64" if (a, b) == ("int64", "float64") else "object"
+
+
+KIND_ORDER = ("absent", "none", "bool", "int64", "float64", "object")
+
+
+class ColumnBlock:
+    """A block of rows as columns, each with the kind its values have in the block (see :func:`merged_kind`);
+    blocks are joined into one Frame whose types are those of the rows taken all at once."""
+
+    __slots__ = ("data", "kinds", "length")
+
+    def __init__(self, data: dict, kinds: dict, length: int):
+        self.data, self.kinds, self.length = data, kinds, length
+
+    @classmethod
+    def from_rows(cls, rows: list[dict], columns: list[str]) -> "ColumnBlock":
+        present = set().union(*{tuple(r) for r in rows})
+        data, kinds = {}, {}
+        for c in columns:
+            values = [r.get(c) for r in rows]
+            kind = column_type(values) if c in present else "absent"
+            if kind == "object" and all(v is None for v in values):
+                kind = "none" if all(c in r for r in rows) else "absent"
+            kinds[c] = kind
+            data[c] = None if kind in ("absent", "none") else as_array(values, kind)
+        return cls(data, kinds, len(rows))
+
+    def row(self, i: int) -> dict:
+        """Row ``i`` as a dict (without the keys it did not have)."""
+        return {c: (None if v is None else v[i].item() if self.kinds[c] != "object" else v[i])
+                for c, v in self.data.items() if self.kinds[c] != "absent"}
+
+    @staticmethod
+    def concat(blocks: list["ColumnBlock"], columns: list[str]) -> Frame:
+        data, types = {}, {}
+        for c in columns:
+            kind = functools.reduce(merged_kind, [b.kinds[c] for b in blocks]) if blocks else "absent"
+            types[c] = {"absent": "float64", "none": "object"}.get(kind, kind)
+            data[c] = np.concatenate([_block_values(b, c, types[c]) for b in blocks]) if blocks \
+                else as_array([], types[c])
+        return Frame(data, types)
+
+
+def _block_values(block: ColumnBlock, column: str, kind: str) -> np.ndarray:
+    values = block.data[column]
+    if values is None:  # absent or all None: NaN in numbers, None in text
+        return np.full(block.length, np.nan) if kind == "float64" else as_array([None] * block.length, kind)
+    if kind == "object" and values.dtype != object:
+        return as_array(values.tolist(), "object")
+    return values.astype(kind if kind != "object" else object, copy=False)
 
 
 def _array_type(values: np.ndarray) -> str:

@@ -43,14 +43,20 @@ INTEGER_COLUMNS = ("numel", "neg_count", "zero_count", "pos_count", "nan_count",
 NULLABLE_INTEGER_COLUMNS = ("units", "all_nonpos_units", "dead_relu_candidates", "fan_in", "fan_out")
 
 
+def tensor_columns(spectral: bool = False, extra: list[str] | None = None) -> list[str]:
+    """The tensor table's columns; the spectral columns (analysis/spectral.py) with ``spectral``."""
+    more = TENSOR_EXTRA_COLUMNS + TENSOR_ANALYSIS_COLUMNS + (SPECTRAL_COLUMNS if spectral else [])
+    return TENSOR_COLUMNS + more + [c for c in (extra or []) if c not in more]
+
+
 def tensor_frame(rows: list[dict], extra: list[str] | None = None) -> Frame:
     """The tensor table; the spectral columns (analysis/spectral.py) follow when a row has them."""
-    more = TENSOR_EXTRA_COLUMNS + TENSOR_ANALYSIS_COLUMNS
     spectral = any("spectral_method" in r for r in rows)
-    if spectral:
-        more = more + SPECTRAL_COLUMNS
-    cols = TENSOR_COLUMNS + more + [c for c in (extra or []) if c not in more]
-    df = Frame.from_rows(rows, cols)
+    return finish_tensor_frame(Frame.from_rows(rows, tensor_columns(spectral, extra)), spectral)
+
+
+def finish_tensor_frame(df: Frame, spectral: bool) -> Frame:
+    """The tensor table's column types, and the Wilson interval of each negative fraction."""
     for c in INTEGER_COLUMNS:
         df.cast(c, "int64")
     df.cast("out_axis", "Int64")
