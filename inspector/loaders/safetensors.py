@@ -27,7 +27,7 @@ from .shards import is_json_index, is_json_index_head, parse_json, shards_of_ind
 MAX_HEADER = 100 * 1024 * 1024  # the reference implementation's limit
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     name: str
     dtype: np.dtype
@@ -62,7 +62,10 @@ def read_header(path: Path) -> tuple[list[_Entry], dict]:
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise CorruptCheckpoint(f"{path}: safetensors __metadata__ must map names to strings, not {meta!r:.80}")
     data_start = 8 + n
-    entries = [_entry(path, name, info, data_start, size) for name, info in header.items()]
+    entries = []
+    for name in header:  # each tensor's parsed JSON let go once read (a header may list a million)
+        entries.append(_entry(path, name, header[name], data_start, size))
+        header[name] = None
     entries.sort(key=lambda e: (e.begin, e.end))
     for prev, cur in zip(entries, entries[1:]):
         if cur.begin < prev.end:

@@ -19,10 +19,11 @@ class _DuplicateKey(ValueError):
 
 
 def _no_duplicates(pairs):
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise _DuplicateKey(next(k for k in keys if keys.count(k) > 1))
-    return dict(pairs)
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return out
 
 
 def parse_json(blob: bytes, path, what: str):
