@@ -28,7 +28,7 @@ def column_type(values: list) -> str:
     if not types:
         return "object"
     if all(issubclass(t, (bool, np.bool_)) for t in types):
-        return "bool" if len(types) and None not in values else "object"
+        return "bool" if None not in values else "object"
     if all(issubclass(t, INTEGER_TYPES) and not issubclass(t, (bool, np.bool_)) for t in types):
         return "int64" if None not in values else "float64"
     if all(issubclass(t, INTEGER_TYPES + FLOAT_TYPES) and not issubclass(t, (bool, np.bool_)) for t in types):
@@ -111,15 +111,7 @@ class Frame:
     @classmethod
     def from_rows(cls, rows: list[dict], columns: list[str]) -> "Frame":
         """The table of ``rows`` (dicts; a missing key is a missing value) with these columns."""
-        data, types = {}, {}
-        present = set().union(*{tuple(r) for r in rows})  # the keys of the rows
-        for c in columns:
-            values = [r.get(c) for r in rows]
-            types[c] = column_type(values) if c in present else "float64"
-            if types[c] == "object" and all(v is None for v in values) and not all(c in r for r in rows):
-                types[c] = "float64"  # nothing but missing values: NaN, unless every row says None (text)
-            data[c] = as_array(values, types[c])
-        return cls(data, types)
+        return ColumnBlock.concat([ColumnBlock.from_rows(rows, columns)], columns)
 
     @classmethod
     def from_columns(cls, columns: dict, types: dict[str, str] | None = None) -> "Frame":
