@@ -31,6 +31,7 @@ from . import kernels
 MIN_RUN = 16  # below this many consecutive elements per unit, count by periods instead of runs
 _UNIT_MASK = "_nonpos_units"  # private row keys, consumed by resolve_dead_relu
 _BIAS_MASK = "_bias_nonpos"
+UNIT_ROW_KEYS = (_UNIT_MASK, _BIAS_MASK)  # the private row keys of this module
 
 
 class UnitSigns:

@@ -8,7 +8,7 @@ from ..analysis.init_baseline import baseline_columns
 from ..analysis.parallel import analyze_stream
 from ..analysis.spectral import SPECTRUM_KEY, spectral_reducer
 from ..analysis.stats import CHUNK_ELEMS
-from ..analysis.units import bias_signs, resolve_dead_relu, unit_signs
+from ..analysis.units import UNIT_ROW_KEYS, bias_signs, resolve_dead_relu, unit_signs
 from ..names import shape_str
 from ..records import TensorRecord
 from .frame import ColumnBlock, Frame
@@ -107,10 +107,13 @@ def table_rows(records, chunk_elems: int = CHUNK_ELEMS, progress: ProgressFn | N
     return rows, hists
 
 
+PRIVATE_ROW_KEYS = (*UNIT_ROW_KEYS, SPECTRUM_KEY)  # what reducers leave in a row for the table stage
+
+
 class RowBlocks:
     """Rows kept as table columns, a block of ``block`` rows at a time: a row's dict (about 1.5 KB for the
     tensor table's 45 columns) lives only until its block is full, a row of columns costs about 0.4 KB.
-    Private keys (``_``-prefixed: the per-unit masks, the spectra) are kept aside, per row that has them."""
+    Private keys (PRIVATE_ROW_KEYS: the per-unit masks, the spectra) are kept aside, per row that has them."""
 
     def __init__(self, columns: list[str], block: int = 4096):
         self.columns, self.block = columns, block
@@ -122,7 +125,7 @@ class RowBlocks:
 
     def append(self, row: dict) -> None:
         self.spectral = self.spectral or "spectral_method" in row
-        private = {k: row.pop(k) for k in [k for k in row if k.startswith("_")]}
+        private = {k: row.pop(k) for k in PRIVATE_ROW_KEYS if k in row}
         if private:
             self.private[self.length] = {**private, "name": row["name"], "layer": row["layer"],
                                          "tied_to": row.get("tied_to")}
@@ -138,7 +141,7 @@ class RowBlocks:
     def __getitem__(self, i: int) -> dict:
         done = len(self.blocks) * self.block
         row = self.pending[i - done] if i >= done else self.blocks[i // self.block].row(i % self.block)
-        return {**row, **{k: v for k, v in self.private.get(i, {}).items() if k.startswith("_")}}
+        return {**row, **{k: v for k, v in self.private.get(i, {}).items() if k in PRIVATE_ROW_KEYS}}
 
     def frame(self) -> Frame:
         """Every row as one table (rows with no key of a column hold NaN there, as pandas would have it)."""
