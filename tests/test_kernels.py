@@ -175,7 +175,7 @@ def test_row_signs_of_every_16_bit_code(impl, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [0, 1, 100, 5000])
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 100, 5000])
 def test_select_buckets_picks_the_nonzero_values_of_flagged_buckets(impl, dtype, n):
     x = awkward(dtype, n, seed=n)
     keys = numpy_kernels.bucket_keys(x)
@@ -184,13 +184,28 @@ def test_select_buckets_picks_the_nonzero_values_of_flagged_buckets(impl, dtype,
     flags = np.zeros(int(keys[finite].max()) - klo + 1 if finite.any() else 1, dtype=np.uint8)
     flags[::3] = 1
     flags[:2] = 1  # the buckets of zero and the tiniest subnormals: their zeros are never picked
+    bitmap = numpy_kernels.bucket_bitmap(np.flatnonzero(flags) + klo)
     hit = finite & (x != 0) & (keys - klo < flags.size) & (keys >= klo)
     hit[hit] = flags[keys[hit] - klo] == 1
     out = np.full(n + 1, 7, dtype=dtype)
-    assert impl.select_buckets(x, flags, klo, out) == int(hit.sum())
+    assert impl.select_buckets(x, bitmap, out) == int(hit.sum())
     assert np.array_equal(out[: hit.sum()], x[hit]) and (out[hit.sum():] == 7).all()
     short = np.empty(max(int(hit.sum()) - 1, 0), dtype=dtype)
-    assert impl.select_buckets(x, flags, klo, short) == int(hit.sum())  # says how many there were
+    assert impl.select_buckets(x, bitmap, short) == int(hit.sum())  # says how many there were
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_select_buckets_of_one_bucket_each_side_of_zero(impl, dtype):
+    """A bucket's bit is its sign over its magnitude bits: a flagged negative bucket does not pick the
+    positive values of the same magnitude, nor the next buckets, nor NaN or Inf."""
+    x = np.array([0.5, -0.5, 0.5000001, -0.75, np.nan, -np.inf, 0.25, -0.5], dtype=dtype)
+    keys = numpy_kernels.bucket_keys(x[np.isfinite(x)])
+    out = np.zeros(8, dtype=dtype)
+    got = impl.select_buckets(x, numpy_kernels.bucket_bitmap([keys[1]]), out)  # the bucket of -0.5
+    assert got == 2 and (out[:2] == -0.5).all()
+    got = impl.select_buckets(x, numpy_kernels.bucket_bitmap([keys[0], keys[3]]), out)  # 0.5, -0.75
+    assert got == 3 and np.array_equal(out[:3], np.array([0.5, 0.5000001, -0.75], dtype=dtype))
+    assert impl.select_buckets(x, np.zeros(1 << 14, dtype=np.uint64), out) == 0
 
 
 def test_kernels_refuse_bad_buffers(impl):
@@ -213,10 +228,13 @@ def test_kernels_refuse_bad_buffers(impl):
         impl.moments_buckets(np.zeros(4, dtype=np.float32), counts, 0)
     with pytest.raises(TypeError):
         impl.moments_buckets(np.zeros(4, dtype=np.float32), counts.view(np.float64), 8)
+    bitmap = np.zeros(1 << 14, dtype=np.uint64)
     with pytest.raises(TypeError):
-        impl.select_buckets(np.zeros(4, dtype=np.float32), np.zeros(4, dtype=np.uint8), 0, np.zeros(4))
+        impl.select_buckets(np.zeros(4, dtype=np.float32), bitmap, np.zeros(4))
     with pytest.raises(TypeError):
-        impl.select_buckets(np.zeros(4, dtype=np.float32), np.zeros(4, dtype=bool), 0, np.zeros(4, np.float32))
+        impl.select_buckets(np.zeros(4, dtype=np.float32), bitmap.view(np.int64), np.zeros(4, np.float32))
+    with pytest.raises(ValueError):
+        impl.select_buckets(np.zeros(4, dtype=np.float32), bitmap[:100], np.zeros(4, np.float32))
     neg = np.empty(2, dtype=np.int64)
     with pytest.raises(ValueError):
         impl.row_signs(np.zeros(5, dtype=np.float32), "f", 2, neg, neg)  # not whole rows

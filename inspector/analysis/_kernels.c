@@ -11,7 +11,7 @@
  *   moments_buckets(src, counts, block)   moments, extremes, NaN/Inf/zero counts, the
  *                                         magnitude-major bucket counts of float32/float64 values
  *                                         and the range of keys they touched
- *   select_buckets(src, flags, klo, out)  the nonzero values of flagged buckets
+ *   select_buckets(src, bitmap, out)      the nonzero values of flagged buckets
  *   row_signs(src, code, inner, neg, pos) negative and positive values of each run of `inner`
  */
 #define PY_SSIZE_T_CLEAN
@@ -30,6 +30,7 @@
 /* Counts of a row go through 32-bit lanes (vectorised) in pieces of at most SPAN values. */
 #define SPAN ((Py_ssize_t)1 << 30)
 #define BUCKETS (1 << 20) /* 1 sign bit + the leading 19 bits of the magnitude */
+#define CODES (1 << 20)   /* select_buckets' bitmap: one bit per sign + leading 19 magnitude bits */
 
 /* The element type of a buffer as one struct-module code ('f', 'd', 'B', 'H', 'q'), or 0.
  * 'l' and 'L' are the same as 'q' and 'Q' where long is 64 bits; byte-order prefixes must be native. */
@@ -43,6 +44,8 @@ type_code(const Py_buffer *view)
         return 0;
     if (f[0] == 'l' && sizeof(long) == 8)
         return 'q';
+    if (f[0] == 'L' && sizeof(long) == 8)
+        return 'Q';
     return f[0];
 }
 
@@ -234,44 +237,37 @@ moments_buckets(PyObject *self, PyObject *args)
 static PyObject *
 select_buckets(PyObject *self, PyObject *args)
 {
-    PyObject *src_obj, *flags_obj, *out_obj;
-    Py_ssize_t klo;
-    Py_buffer src, flags, out;
-    if (!PyArg_ParseTuple(args, "OOnO", &src_obj, &flags_obj, &klo, &out_obj))
+    PyObject *src_obj, *bits_obj, *out_obj;
+    Py_buffer src, bits, out;
+    if (!PyArg_ParseTuple(args, "OOO", &src_obj, &bits_obj, &out_obj))
         return NULL;
     if (get_typed(src_obj, &src, 0, "fd", "select_buckets: src must be float32 or float64") < 0)
         return NULL;
-    if (get_typed(flags_obj, &flags, 0, "B", "select_buckets: flags must be uint8") < 0) {
+    if (get_typed(bits_obj, &bits, 0, "Q", "select_buckets: bitmap must be uint64") < 0) {
         PyBuffer_Release(&src);
+        return NULL;
+    }
+    if (bits.len < CODES / 8) {
+        PyErr_Format(PyExc_ValueError, "select_buckets: bitmap must have at least %d words", CODES / 64);
+        PyBuffer_Release(&src);
+        PyBuffer_Release(&bits);
         return NULL;
     }
     const char *same = src.itemsize == 4 ? "f" : "d";
     if (get_typed(out_obj, &out, 1, same, "select_buckets: out must have src's type") < 0) {
         PyBuffer_Release(&src);
-        PyBuffer_Release(&flags);
+        PyBuffer_Release(&bits);
         return NULL;
     }
-    Py_ssize_t n = src.len / src.itemsize, cap = out.len / out.itemsize, nflags = flags.len, got;
-    /* the flags as a bitmap, small enough to stay in the first-level cache */
-    uint64_t *bits = PyMem_Calloc((size_t)(nflags / 64 + 1), sizeof(uint64_t));
-    if (bits == NULL) {
-        PyBuffer_Release(&src);
-        PyBuffer_Release(&flags);
-        PyBuffer_Release(&out);
-        return PyErr_NoMemory();
-    }
-    const uint8_t *f = (const uint8_t *)flags.buf;
-    for (Py_ssize_t k = 0; k < nflags; k++)
-        bits[k >> 6] |= (uint64_t)(f[k] != 0) << (k & 63);
+    Py_ssize_t n = src.len / src.itemsize, cap = out.len / out.itemsize, got;
     Py_BEGIN_ALLOW_THREADS
     if (src.itemsize == 4)
-        got = select_f32((const float *)src.buf, n, bits, klo, nflags, (float *)out.buf, cap);
+        got = select_f32((const float *)src.buf, n, (const uint64_t *)bits.buf, (float *)out.buf, cap);
     else
-        got = select_f64((const double *)src.buf, n, bits, klo, nflags, (double *)out.buf, cap);
+        got = select_f64((const double *)src.buf, n, (const uint64_t *)bits.buf, (double *)out.buf, cap);
     Py_END_ALLOW_THREADS
-    PyMem_Free(bits);
     PyBuffer_Release(&src);
-    PyBuffer_Release(&flags);
+    PyBuffer_Release(&bits);
     PyBuffer_Release(&out);
     return PyLong_FromSsize_t(got);
 }
@@ -356,7 +352,7 @@ static PyMethodDef methods[] = {
     {"moments_buckets", moments_buckets, METH_VARARGS,
      "moments_buckets(src, counts, block) -> (n, mean, m2, abs_sum, min, max, nan, inf, zero, neg_zero, klo, khi)."},
     {"select_buckets", select_buckets, METH_VARARGS,
-     "select_buckets(src, flags, klo, out) -> number of values whose bucket key k has flags[k - klo] set."},
+     "select_buckets(src, bitmap, out) -> number of nonzero values whose bucket's bit is set in bitmap."},
     {"row_signs", row_signs, METH_VARARGS,
      "row_signs(src, code, inner, neg, pos): negative / positive values of each run of inner values."},
     {NULL, NULL, 0, NULL},

@@ -45,18 +45,28 @@ FN(sums)(const T *x, Py_ssize_t m, double *sum, double *abs_sum)
 }
 
 /* Only called on blocks of finite values, where finite-math is exact; either zero may be
- * reported for a block whose extreme is 0.0 and -0.0 at once (they compare equal). */
+ * reported for a block whose extreme is 0.0 and -0.0 at once (they compare equal). The range of
+ * bucket keys comes from the same loop, so that the counting loop need not track it. */
 CLONES NOINLINE FINITE static void
-FN(extremes)(const T *x, Py_ssize_t m, T *lo_out, T *hi_out)
+FN(extremes)(const T *x, Py_ssize_t m, T *lo_out, T *hi_out, Summary *s)
 {
+    const U *u = (const U *)x;
     T lo = INFINITY, hi = -INFINITY;
+    U klo = ~(U)0, khi = 0;
     for (Py_ssize_t i = 0; i < m; i++) {
         T v = x[i];
+        U k = (U)FN(key)(u[i]);
         lo = v < lo ? v : lo;
         hi = v > hi ? v : hi;
+        klo = k < klo ? k : klo;
+        khi = k > khi ? k : khi;
     }
     *lo_out = lo;
     *hi_out = hi;
+    if (m) {
+        s->klo = (Py_ssize_t)klo < s->klo ? (Py_ssize_t)klo : s->klo;
+        s->khi = (Py_ssize_t)khi > s->khi ? (Py_ssize_t)khi : s->khi;
+    }
 }
 
 CLONES NOINLINE static double
@@ -78,19 +88,21 @@ FN(m2)(const T *x, Py_ssize_t m, double mean)
     return m2;
 }
 
-/* Bucket counts of a block of finite values, and the range of keys it touched. */
+/* Bucket counts of a block of finite values (FN(extremes) finds the range of keys), four
+ * values at a time so that the four increments overlap. */
 NOINLINE static void
-FN(count)(const U *u, Py_ssize_t m, int64_t *counts, Summary *s)
+FN(count)(const U *u, Py_ssize_t m, int64_t *counts)
 {
-    Py_ssize_t lo = s->klo, hi = s->khi;
-    for (Py_ssize_t k = 0; k < m; k++) {
-        Py_ssize_t key = FN(key)(u[k]);
-        counts[key]++;
-        lo = key < lo ? key : lo;
-        hi = key > hi ? key : hi;
+    Py_ssize_t k = 0;
+    for (; k + 4 <= m; k += 4) {
+        Py_ssize_t a = FN(key)(u[k]), b = FN(key)(u[k + 1]), c = FN(key)(u[k + 2]), d = FN(key)(u[k + 3]);
+        counts[a]++;
+        counts[b]++;
+        counts[c]++;
+        counts[d]++;
     }
-    s->klo = lo;
-    s->khi = hi;
+    for (; k < m; k++)
+        counts[FN(key)(u[k])]++;
 }
 
 /* A block holding NaN or Inf (or whose float64 sum overflows): every value checked. */
@@ -119,7 +131,10 @@ FN(careful)(const T *xb, Py_ssize_t m, int64_t *counts, Summary *s)
         hi = v > hi ? v : hi;
         zero += (U)(b << 1) == 0;
         neg_zero += b == sign;
-        FN(count)(&ub[i], 1, counts, s);
+        Py_ssize_t key = FN(key)(b);
+        counts[key]++;
+        s->klo = key < s->klo ? key : s->klo;
+        s->khi = key > s->khi ? key : s->khi;
     }
     if (finite == 0)
         return;
@@ -138,7 +153,8 @@ FN(careful)(const T *xb, Py_ssize_t m, int64_t *counts, Summary *s)
 
 /* Block by block, each step a simple loop over the block while it sits in cache:
  *   1. sum and |x| sum; a sum that is not finite sends the block to the careful path;
- *   2. min and max, of values now known to be finite; 3. bucket counts; 4. M2 about the
+ *   2. min and max, of values now known to be finite, and the range of bucket keys; 3. bucket
+ *      counts; 4. M2 about the
  *      block's mean; 5. zeros and -0.0, counted only when a value fell into bucket 0 or 1
  *      (zero and the tiniest subnormals). */
 static void
@@ -156,9 +172,9 @@ FN(reduce)(const T *x, Py_ssize_t n, Py_ssize_t block, int64_t *counts, Summary 
             continue;
         }
         T lo, hi;
-        FN(extremes)(xb, m, &lo, &hi);
+        FN(extremes)(xb, m, &lo, &hi, s);
         int64_t tiny = counts[0] + counts[1];
-        FN(count)(ub, m, counts, s);
+        FN(count)(ub, m, counts);
         if (counts[0] + counts[1] != tiny)
             for (Py_ssize_t i = 0; i < m; i++) {
                 s->zero += (U)(ub[i] << 1) == 0;
@@ -171,24 +187,43 @@ FN(reduce)(const T *x, Py_ssize_t n, Py_ssize_t block, int64_t *counts, Summary 
     }
 }
 
-/* The values whose bucket key k has bit k - klo of `bits` set, zeros (+0.0 and -0.0) excepted, in
- * their order in x, into out (at most cap of them). Returns how many there were (which may
- * exceed cap: the caller then knows the data changed). NaN and Inf keys lie above every
- * finite key, so they are never flagged. */
+/* The values whose 20-bit code (sign, exponent, leading mantissa bits: the bits of a bucket key,
+ * sign first) has its bit set in `bits`, zeros (+0.0 and -0.0) excepted, in their order in x, into
+ * out (at most cap of them). Returns how many there were (which may exceed cap: the caller then
+ * knows the data changed). Four values are tested at once, and looked at one by one only when one
+ * of them is flagged; the bitmap has 2^20 bits (128 KiB), of which only the flagged words are read
+ * often. NaN and Inf codes are never flagged. */
 static Py_ssize_t
-FN(select)(const T *x, Py_ssize_t n, const uint64_t *bits, Py_ssize_t klo, Py_ssize_t nflags, T *out,
-           Py_ssize_t cap)
+FN(select)(const T *x, Py_ssize_t n, const uint64_t *bits, T *out, Py_ssize_t cap)
 {
     const U *u = (const U *)x;
-    Py_ssize_t w = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        size_t k = (size_t)(FN(key)(u[i]) - klo);
-        if (k < (size_t)nflags && (bits[k >> 6] >> (k & 63) & 1) && (U)(u[i] << 1) != 0) {
+    Py_ssize_t w = 0, i = 0;
+#define CODE(b) ((uint32_t)((b) >> (BITS - 20)))
+#define FLAGGED(c) ((bits[(c) >> 6] >> ((c) & 63)) & 1)
+    for (; i + 4 <= n; i += 4) {
+        uint32_t a = CODE(u[i]), b = CODE(u[i + 1]), c = CODE(u[i + 2]), d = CODE(u[i + 3]);
+        if (!((bits[a >> 6] >> (a & 63) | bits[b >> 6] >> (b & 63) | bits[c >> 6] >> (c & 63) |
+               bits[d >> 6] >> (d & 63)) & 1))
+            continue;
+        for (Py_ssize_t j = i; j < i + 4; j++) {
+            uint32_t q = CODE(u[j]);
+            if (FLAGGED(q) && (U)(u[j] << 1) != 0) {
+                if (w < cap)
+                    out[w] = x[j];
+                w++;
+            }
+        }
+    }
+    for (; i < n; i++) {
+        uint32_t q = CODE(u[i]);
+        if (FLAGGED(q) && (U)(u[i] << 1) != 0) {
             if (w < cap)
                 out[w] = x[i];
             w++;
         }
     }
+#undef CODE
+#undef FLAGGED
     return w;
 }
 

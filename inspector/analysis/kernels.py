@@ -12,8 +12,9 @@ it is built and ``WINSPECT_NO_KERNELS`` is unset (or ``0``); callers never ask w
   ``block``: finite count, Chan-merged mean and M2, sum of |x|, min, max, NaN, ±Inf, zero
   and -0.0 counts, and the magnitude-major bucket counts of the finite values
   (``numpy_kernels.bucket_keys``) with the range of keys they touched;
-* ``select_buckets(values, flags, klo, out)``: the nonzero values whose bucket key ``k`` has
-  ``flags[k - klo]`` set, into ``out``; returns how many there were;
+* ``select_buckets(values, bitmap, out)``: the nonzero values whose bucket has its bit set in
+  ``bitmap`` (``bucket_bitmap(keys)``: 2^20 bits, one per sign and leading magnitude bits), into
+  ``out``; returns how many there were;
 * ``row_signs(values, code, inner, neg, pos)``: negative and positive counts of each run of
   ``inner`` values (bf16 ``b`` and f16 ``e`` as uint16 bits, float32 ``f``, float64 ``d``).
 """
@@ -42,6 +43,7 @@ impl = _choose()
 COMPILED = impl is not numpy_kernels
 BUCKETS = numpy_kernels.BUCKETS
 bucket_keys = numpy_kernels.bucket_keys
+bucket_bitmap = numpy_kernels.bucket_bitmap
 count_codes = impl.count_codes
 moments_buckets = impl.moments_buckets
 select_buckets = impl.select_buckets

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 BUCKETS = 1 << 20
+CODES = 1 << 20  # bits of select_buckets' bitmap
 _SHIFT = {4: 12, 8: 44}  # low mantissa bits a bucket key drops, by item size
 
 
@@ -105,18 +106,33 @@ class Summary:
         self.min, self.max = min(self.min, lo), max(self.max, hi)
 
 
-def select_buckets(src: np.ndarray, flags: np.ndarray, klo: int, out: np.ndarray) -> int:
-    """The nonzero values whose bucket key k has ``flags[k - klo]`` set, in order, into ``out`` (as many as
-    fit); returns how many there were."""
+def bucket_codes(keys: np.ndarray) -> np.ndarray:
+    """The 20-bit code of each bucket key: its sign bit above its 19 magnitude bits, as the value's own
+    leading bits are (``select_buckets`` tests a value's ``bits >> (width - 20)`` against them)."""
+    keys = np.asarray(keys, dtype=np.int64)
+    return ((keys & 1) << 19) | (keys >> 1)
+
+
+def bucket_bitmap(keys: np.ndarray) -> np.ndarray:
+    """``select_buckets``' bitmap (2^20 bits as uint64 words) with the bits of these bucket keys set."""
+    codes = bucket_codes(keys)
+    words = np.zeros(CODES // 64, dtype=np.uint64)
+    np.bitwise_or.at(words, codes >> 6, np.left_shift(np.uint64(1), (codes & 63).astype(np.uint64)))
+    return words
+
+
+def select_buckets(src: np.ndarray, bitmap: np.ndarray, out: np.ndarray) -> int:
+    """The nonzero values whose bucket has its bit set in ``bitmap`` (see :func:`bucket_bitmap`), in order,
+    into ``out`` (as many as fit); returns how many there were."""
     _check(src, (np.dtype(np.float32), np.dtype(np.float64)), "select_buckets: src must be float32 or float64")
-    _check(flags, (np.dtype(np.uint8),), "select_buckets: flags must be uint8")
+    _check(bitmap, (np.dtype(np.uint64),), "select_buckets: bitmap must be uint64")
+    if bitmap.size < CODES // 64:
+        raise ValueError(f"select_buckets: bitmap must have at least {CODES // 64} words")
     _check(out, (src.dtype,), "select_buckets: out must have src's type")
-    padded = np.zeros(flags.size + 2, dtype=bool)
-    padded[1:-1] = flags != 0
-    idx = bucket_keys(src)
-    idx -= klo - 1
-    np.clip(idx, 0, flags.size + 1, out=idx)
-    picked = src[padded[idx] & (src != 0)]
+    bits = 8 * src.itemsize
+    codes = src.view(np.uint32 if bits == 32 else np.uint64) >> (bits - 20)
+    hit = ((bitmap[codes >> 6] >> (codes & 63)) & 1).astype(bool)
+    picked = src[hit & (src != 0)]
     out[: min(picked.size, out.size)] = picked[: out.size]
     return int(picked.size)
 

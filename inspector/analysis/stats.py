@@ -415,13 +415,12 @@ class ValueOrder:
         want = int(self.counts[which].sum())
         if want == 0:
             return np.empty(0, dtype=self.key_dtype)
-        flags = np.zeros(self.size, dtype=np.uint8)
-        flags[self.keys_at(which) - self.klo] = 1
+        bitmap = kernels.bucket_bitmap(self.keys_at(which))
         pieces, got, scratch = [], 0, np.empty(0, dtype=self.key_dtype)
         for c in chunks:
             if scratch.size < min(c.size, want):
                 scratch = np.empty(min(c.size, want), dtype=self.key_dtype)
-            k = kernels.select_buckets(c, flags, self.klo, scratch)
+            k = kernels.select_buckets(c, bitmap, scratch)
             got += k
             if k > scratch.size or got > want:
                 raise CorruptCheckpoint("a tensor's values changed between two reads of it; is the file being written?")
