@@ -28,7 +28,7 @@ from ..records import TensorRecord, exact_chunks, layer_of
 from . import Loader, LoadOptions, OpenedSource, gguf_names, register
 from .dequant import DECODED, RETIRED, dequantize, gguf_decoder, gguf_installed, lookup
 from ..remote.path import HEAD_BYTES, as_path, open_at
-from .safetensors import FileRange, file_reader
+from .safetensors import FileRange
 
 MAGIC = b"GGUF"
 MAX_DIMS = 4  # GGML_MAX_DIMS
@@ -402,8 +402,8 @@ class GGUFSource(OpenedSource):
         gt = lookup(t.type_id)
         kind = kind_of(t.name, t.shape)
         if gt.dtype is not None:
-            reader = file_reader(self.path, t.begin, gt.dtype, t.numel)
             rng, dtype, stored = FileRange(self.path, t.begin, gt.dtype), gt.dtype, None
+            reader = rng.whole(t.numel)
         else:
             rng, dtype, stored = QuantRange(self.path, t.begin, t.type_id), np.dtype(np.float32), gt.name
             reader = _whole(rng, t.numel)

@@ -49,7 +49,8 @@ def _views(mm: mmap.mmap, offset: int, numel: int, dtype: np.dtype, max_elems: i
     while done < numel:
         k = min(max_elems, numel - done)
         a = offset + done * item
-        yield np.frombuffer(mm, dtype=dtype, count=k, offset=a)
+        view = np.frombuffer(mm, dtype=dtype, count=k, offset=a)
+        yield view if a % item == 0 else view.copy()  # (values stored unaligned: the kernels take aligned ones)
         done += k
         first, last = -(-a // page) * page, (offset + done * item) // page * page
         if last > first and hasattr(mm, "madvise"):

@@ -2,8 +2,12 @@
 Hugging Face model directories.
 
 The header is parsed and validated against the file size before any tensor data is
-read. Tensor data is read with plain file reads into one reused buffer per tensor,
-so a tensor of any size needs only one chunk of memory.
+read. A local range of at least ``MAP_MIN`` bytes is read through a memory mapping, each
+chunk a view of the page cache whose pages are given back once it is used
+(:class:`~inspector.loaders.mapped.MappedRange`): no copy, and only about one chunk resident.
+Smaller ranges, and every range of a remote file, are read with plain file reads into one
+reused buffer (for a few hundred kilobytes a read costs less than a mapping). Either way a
+tensor of any size needs only one chunk of memory.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
@@ -22,9 +27,11 @@ from ..kinds import classify
 from ..records import TensorRecord
 from ..remote.path import as_path, open_at
 from . import Loader, LoadOptions, OpenedSource, register
+from .mapped import MappedRange
 from .shards import is_json_index, is_json_index_head, parse_json, shards_of_index
 
 MAX_HEADER = 100 * 1024 * 1024  # the reference implementation's limit
+MAP_MIN = 4 << 20  # local ranges of at least this many bytes are memory-mapped (see the module docstring)
 
 
 @dataclass(slots=True)
@@ -139,14 +146,21 @@ def stream_chunks(f, dtype: np.dtype, numel: int, max_elems: int, ended: str) ->
 
 @dataclass(frozen=True)
 class FileRange:
-    """Range reader (see TensorRecord.range_chunks) over values stored from byte ``begin`` of a file."""
+    """Range reader (see TensorRecord.range_chunks) over values stored from byte ``begin`` of a file:
+    mapped when local and at least ``MAP_MIN`` bytes, else read (see the module docstring)."""
 
     path: Path
     begin: int
     dtype: np.dtype
 
     def __call__(self, start: int, stop: int, max_elems: int) -> Iterator[np.ndarray]:
+        if (stop - start) * self.dtype.itemsize >= MAP_MIN and not hasattr(self.path, "open_range"):
+            return MappedRange(self.path, self.begin, self.dtype)(start, stop, max_elems)
         return file_reader(self.path, self.begin + start * self.dtype.itemsize, self.dtype, stop - start)(max_elems)
+
+    def whole(self, numel: int):
+        """A chunk reader (see TensorRecord.chunks) over the ``numel`` values from ``begin``."""
+        return partial(self, 0, numel)
 
 
 class SafetensorsSource(OpenedSource):
@@ -173,13 +187,14 @@ class SafetensorsSource(OpenedSource):
     def records(self) -> Iterator[TensorRecord]:
         for e in self.entries:
             c = self.classes[e.name]
+            values = FileRange(e.path, e.begin, e.dtype)
             yield TensorRecord(
                 name=e.name,
                 kind=c.kind,
                 np_dtype=e.dtype,
                 shape=e.shape,
-                reader=file_reader(e.path, e.begin, e.dtype, math.prod(e.shape)),
-                range_reader=FileRange(e.path, e.begin, e.dtype),
+                reader=values.whole(math.prod(e.shape)),
+                range_reader=values,
                 out_axis=c.out_axis,
                 module_type=c.module_type,
                 nbytes=e.end - e.begin,
