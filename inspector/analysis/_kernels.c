@@ -27,6 +27,7 @@
 #endif
 
 #define LANES 8
+#define KEYS 256 /* bucket keys computed at a time, ahead of counting them */
 /* Counts of a row go through 32-bit lanes (vectorised) in pieces of at most SPAN values. */
 #define SPAN ((Py_ssize_t)1 << 30)
 #define BUCKETS (1 << 20) /* 1 sign bit + the leading 19 bits of the magnitude */

@@ -88,21 +88,30 @@ FN(m2)(const T *x, Py_ssize_t m, double mean)
     return m2;
 }
 
-/* Bucket counts of a block of finite values (FN(extremes) finds the range of keys), four
- * values at a time so that the four increments overlap. */
-NOINLINE static void
+/* Bucket counts of a block of finite values (FN(extremes) finds the range of keys): the keys of
+ * KEYS values at a time computed into a small buffer (a loop the compiler vectorises), then
+ * counted eight at a time, so that the increments overlap. */
+CLONES NOINLINE static void
 FN(count)(const U *u, Py_ssize_t m, int64_t *counts)
 {
-    Py_ssize_t k = 0;
-    for (; k + 4 <= m; k += 4) {
-        Py_ssize_t a = FN(key)(u[k]), b = FN(key)(u[k + 1]), c = FN(key)(u[k + 2]), d = FN(key)(u[k + 3]);
-        counts[a]++;
-        counts[b]++;
-        counts[c]++;
-        counts[d]++;
+    uint32_t kb[KEYS];
+    for (Py_ssize_t s = 0; s < m; s += KEYS) {
+        Py_ssize_t e = m - s < KEYS ? m - s : KEYS, i = 0;
+        for (Py_ssize_t j = 0; j < e; j++)
+            kb[j] = (uint32_t)FN(key)(u[s + j]);
+        for (; i + 8 <= e; i += 8) {
+            counts[kb[i]]++;
+            counts[kb[i + 1]]++;
+            counts[kb[i + 2]]++;
+            counts[kb[i + 3]]++;
+            counts[kb[i + 4]]++;
+            counts[kb[i + 5]]++;
+            counts[kb[i + 6]]++;
+            counts[kb[i + 7]]++;
+        }
+        for (; i < e; i++)
+            counts[kb[i]]++;
     }
-    for (; k < m; k++)
-        counts[FN(key)(u[k])]++;
 }
 
 /* A block holding NaN or Inf (or whose float64 sum overflows): every value checked. */
