@@ -133,3 +133,42 @@ def test_a_file_that_changes_between_the_two_reads_is_reported(tmp_path):
 
     with pytest.raises(CorruptCheckpoint, match="changed between two reads"):
         analyze(TensorRecord("t", "other", x.dtype, x.shape, reader), 1000)
+
+
+def mid_binned_hist(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The histogram of a tensor read in several chunks when its straddling buckets are not looked at:
+    each nonzero value of a bucket (sign, exponent, leading mantissa bits) whose values fall in two
+    bins counts in the bin of the bucket's middle; every other value in its own bin."""
+    f = x[np.isfinite(x)]
+    bits, low = (np.uint32, 12) if f.dtype == np.float32 else (np.uint64, 44)
+    u = f.view(bits)
+    mask = bits((1 << low) - 1)
+    ends = [np.where((u & ~mask) << bits(1) == 0, u | bits(1), u & ~mask), u | mask]  # the bucket's nonzero ends
+    lo, hi = (e.view(f.dtype).astype(np.float64) for e in ends)
+
+    def bin_of(v):
+        return np.clip(np.searchsorted(edges, np.clip(v, edges[0], edges[-1]), side="right") - 1, 0, edges.size - 2)
+
+    v = f.astype(np.float64)
+    split = (bin_of(lo) != bin_of(hi)) & (v != 0)
+    which = np.where(split, bin_of((lo + hi) / 2), bin_of(v))
+    return np.bincount(which, minlength=edges.size - 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_straddling_buckets_beyond_the_limit_count_at_their_middle(either, dtype, monkeypatch):
+    """A tensor of several chunks, no outliers, more straddling values than STRADDLE_MAX: the
+    percentiles stay exact, and those values are binned by their bucket's middle."""
+    from inspector.analysis import stats
+
+    monkeypatch.setattr(stats, "STRADDLE_MAX", 0)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(60_000).astype(dtype)
+    x[:3] = [0.0, -0.0, 0.0]
+    row = analyze(record(x), 4096)
+    assert [row[f"p{q:02d}"] for q in PERCENTILES] == np.percentile(finite_f64(x), PERCENTILES).tolist()
+    edges = row["hist_edges"]
+    assert edges[-1] == max(abs(row["min"]), abs(row["max"]))  # no outliers: the edges were known
+    exact = np.histogram(finite_f64(x), bins=edges)[0]
+    assert np.array_equal(row["hist_counts"], mid_binned_hist(x, edges))
+    assert not np.array_equal(row["hist_counts"], exact)  # (so that the middles made a difference)

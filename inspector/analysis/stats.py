@@ -329,20 +329,24 @@ class BucketStats(Accumulator):
         they are not too many, those straddling an edge."""
         b = ValueOrder(self.klo, self.counts, self.zero, self.neg_zero, self.key_dtype)
         n = self.total.n
-        want = b.buckets_of(needed_ranks(n, PERCENTILES))
-        edges = self._edges_before(b, n)
-        if edges is not None:
-            straddle = b.straddling(edges)
-            if exact_hist or b.counts[straddle].sum() <= STRADDLE_MAX:
-                want = np.union1d(want, straddle)
+        ranks = np.array(needed_ranks(n, PERCENTILES))
+        where = np.searchsorted(b.cum, ranks, side="right")  # value-order positions of their buckets
+        want = _union(where[where != b.n_odd])
+        edges = self._edges_before(b, ranks, where)
+        straddle = b.straddling(edges) if edges is not None else _NONE
+        if straddle.size and (exact_hist or b.counts[straddle].sum() <= STRADDLE_MAX):
+            want, straddle = _union(want, straddle), _NONE
+        elif straddle.size:
+            straddle = np.setdiff1d(straddle, want)  # buckets of unknown values in more than one bin
         picked = run(lambda rd: b.select(self._converted(rd), want), readers)
         picked = np.sort(np.concatenate(picked)) if len(picked) != 1 else np.sort(picked[0])
         if picked.size != b.counts[want].sum():
             raise CorruptCheckpoint("a tensor's values changed between two reads of it; is the file being written?")
-        pct = b.percentiles(n, PERCENTILES, want, picked)
-        edges = hist_edges(self.min, self.max, pct, HIST_BINS)
-        straddle = np.setdiff1d(b.straddling(edges), want)  # buckets of unknown values in more than one bin
-        hist = b.whole_hist(edges, np.union1d(want, straddle)) + hist_counts(picked.astype(np.float64), edges)
+        pct = b.percentiles(n, PERCENTILES, want, picked, (ranks, where))
+        final = hist_edges(self.min, self.max, pct, HIST_BINS)
+        if edges is None or not np.array_equal(edges, final):  # (when the counts fixed them, they are these)
+            edges, straddle = final, np.setdiff1d(b.straddling(final), want)  # buckets of unknown values
+        hist = b.whole_hist(edges, _union(want, straddle)) + hist_counts(picked.astype(np.float64), edges)
         if straddle.size == 0:
             return pct, (edges, hist)
         if exact_hist:
@@ -351,14 +355,14 @@ class BucketStats(Accumulator):
             values = np.repeat(b.mids(straddle), b.counts[straddle])
         return pct, (edges, hist + hist_counts(values.astype(np.float64), edges))
 
-    def _edges_before(self, b: "ValueOrder", n: int) -> np.ndarray | None:
+    def _edges_before(self, b: "ValueOrder", ranks: np.ndarray, where: np.ndarray) -> np.ndarray | None:
         """The histogram's edges when the bucket counts decide them already: when p01 and p99 cannot
-        be near enough zero for the edges to stop short of the extremes. Else None."""
-        ranks = []
-        for q in (PERCENTILES[0], PERCENTILES[-1]):
-            i = math.floor((n - 1) * (q / 100.0))
-            ranks += [i, min(i + 1, n - 1)]
-        lo, hi = b.bounds(np.searchsorted(b.cum, ranks, side="right"))
+        be near enough zero for the edges to stop short of the extremes. Else None. (``ranks`` are the
+        needed ranks, in order, and ``where`` the positions of their buckets.)"""
+        n = self.total.n
+        first = [math.floor((n - 1) * (q / 100.0)) for q in (PERCENTILES[0], PERCENTILES[-1])]
+        at = np.searchsorted(ranks, [first[0], min(first[0] + 1, n - 1), first[1], min(first[1] + 1, n - 1)])
+        lo, hi = b.bounds(where[at])
         lo, hi = lo[0::2], hi[1::2]  # each percentile lies within [lo, hi]
         near = float(np.where((lo <= 0.0) & (hi >= 0.0), 0.0, np.minimum(np.abs(lo), np.abs(hi))).max())
         a = max(abs(self.min), abs(self.max))
@@ -427,12 +431,15 @@ class ValueOrder:
             pieces.append(scratch[:k].copy())
         return np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
 
-    def percentiles(self, n: int, percentiles, want: np.ndarray, picked: np.ndarray) -> list[float]:
-        """Exact percentiles from the bucket counts and the sorted values of the buckets at ``want``."""
+    def percentiles(self, n: int, percentiles, want: np.ndarray, picked: np.ndarray, located=None) -> list[float]:
+        """Exact percentiles from the bucket counts and the sorted values of the buckets at ``want``;
+        ``located``: the needed ranks and the positions of their buckets, when known."""
         before = np.zeros(self.counts.size + 1, dtype=np.int64)  # picked values in earlier wanted buckets
         before[want] = np.concatenate(([0], np.cumsum(self.counts[want])[:-1]))
-        ranks = np.array(needed_ranks(n, percentiles))
-        where = np.searchsorted(self.cum, ranks, side="right")
+        if located is None:
+            ranks = np.array(needed_ranks(n, percentiles))
+            located = ranks, np.searchsorted(self.cum, ranks, side="right")
+        ranks, where = located
         at = np.clip(before[where] + ranks - (self.cum[where] - self.counts[where]), 0, max(picked.size - 1, 0))
         values = np.where(where == self.n_odd, 0.0, picked[at] if picked.size else 0.0)
         return percentiles_from(dict(zip(ranks.tolist(), values.tolist())), n, percentiles)
@@ -466,12 +473,12 @@ class ValueOrder:
         The zeros count in their bin; values beyond the edges in the outer bins."""
         pos, _ = self._edge_positions(edges)
         bounds = np.concatenate(([0], pos[1:-1], [self.counts.size]))
-        cum = np.concatenate(([0], self.cum))
-        hist = cum[bounds[1:]] - cum[bounds[:-1]]
+        below = np.where(bounds > 0, self.cum[bounds - 1], 0)  # values in the buckets before each bound
+        hist = below[1:] - below[:-1]
         out = np.concatenate((leave_out, [self.n_odd])).astype(np.intp)
         out_bins = np.searchsorted(bounds[1:-1], out, side="right")
         hist -= np.bincount(out_bins, weights=self.counts[out], minlength=hist.size).astype(np.int64)
-        hist += hist_counts(np.zeros(1), edges) * int(self.counts[self.n_odd])
+        hist[np.searchsorted(edges[1:-1], 0.0, side="right")] += int(self.counts[self.n_odd])  # the zeros' bin
         return hist.astype(np.int64)
 
     def bounds(self, pos) -> tuple[np.ndarray, np.ndarray]:
@@ -493,6 +500,14 @@ class ValueOrder:
         """The middle of the buckets at ``pos``."""
         lo, hi = self.bounds(pos)
         return (lo + hi) / 2
+
+
+_NONE = np.zeros(0, dtype=np.intp)
+
+
+def _union(*positions: np.ndarray) -> np.ndarray:
+    """The sorted distinct positions of a few small arrays (np.union1d, without its overhead)."""
+    return np.array(sorted(set().union(*(p.tolist() for p in positions))), dtype=np.intp)
 
 
 def new_accumulator(dtype: np.dtype, numel: int, chunk_elems: int = CHUNK_ELEMS) -> Accumulator:
