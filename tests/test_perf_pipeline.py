@@ -59,6 +59,12 @@ def test_threads_give_the_same_bits(workers):
     big = next(r for r in rows1 if r["name"] == "big.weight")
     x = arrs["big.weight"].astype(np.float64)
     assert big["mean"] == pytest.approx(x.mean(), rel=1e-12) and big["std"] == pytest.approx(x.std(), rel=1e-10)
+    for name in ("big.weight", "wide.weight"):  # read in parts on the workers, then looked at again in parts
+        row, (edges, counts) = next(r for r in rows2 if r["name"] == name), hists2[name]
+        x = arrs[name].astype(np.float64).reshape(-1)
+        pct = (1, 5, 25, 50, 75, 95, 99)
+        assert [row[f"p{q:02d}"] for q in pct] == np.percentile(x, pct).tolist()
+        assert np.array_equal(counts, np.histogram(x, bins=edges)[0])  # no outliers: exact too
 
 
 def test_safetensors_ranges_match_arrays(tmp_path):

@@ -37,7 +37,7 @@ extremes, norms, percentiles and the histogram.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 
@@ -326,34 +326,46 @@ class BucketStats(Accumulator):
     def _look(self, readers, run, exact_hist: bool):
         """Percentiles and histogram from the bucket counts and the values of the buckets that matter:
         those holding the wanted ranks and, when the counts already fix the bin edges (no outliers) and
-        they are not too many, those straddling an edge."""
+        they are not too many, those straddling an edge (binned where they are read, see _pick)."""
         b = ValueOrder(self.klo, self.counts, self.zero, self.neg_zero, self.key_dtype)
         n = self.total.n
         ranks = np.array(needed_ranks(n, PERCENTILES))
         where = np.searchsorted(b.cum, ranks, side="right")  # value-order positions of their buckets
         want = _union(where[where != b.n_odd])
         edges = self._edges_before(b, ranks, where)
-        straddle = b.straddling(edges) if edges is not None else _NONE
+        straddle = np.setdiff1d(b.straddling(edges), want) if edges is not None else _NONE
+        binned = _NONE  # buckets whose values are binned as they are picked
         if straddle.size and (exact_hist or b.counts[straddle].sum() <= STRADDLE_MAX):
-            want, straddle = _union(want, straddle), _NONE
-        elif straddle.size:
-            straddle = np.setdiff1d(straddle, want)  # buckets of unknown values in more than one bin
-        picked = run(lambda rd: b.select(self._converted(rd), want), readers)
-        picked = np.sort(np.concatenate(picked)) if len(picked) != 1 else np.sort(picked[0])
-        if picked.size != b.counts[want].sum():
+            binned, straddle = straddle, _NONE
+        got = run(partial(self._pick, b, want, binned, edges), readers)
+        picked = np.sort(np.concatenate([g[1] for g in got]) if len(got) != 1 else got[0][1])
+        if sum(g[0] for g in got) != b.counts[want].sum() + b.counts[binned].sum():
             raise CorruptCheckpoint("a tensor's values changed between two reads of it; is the file being written?")
         pct = b.percentiles(n, PERCENTILES, want, picked, (ranks, where))
         final = hist_edges(self.min, self.max, pct, HIST_BINS)
-        if edges is None or not np.array_equal(edges, final):  # (when the counts fixed them, they are these)
+        binned_hist = sum(g[2] for g in got if g[2] is not None)
+        if edges is None or not np.array_equal(edges, final):  # (the edges the counts fixed are these)
             edges, straddle = final, np.setdiff1d(b.straddling(final), want)  # buckets of unknown values
-        hist = b.whole_hist(edges, _union(want, straddle)) + hist_counts(picked.astype(np.float64), edges)
+            straddle, binned_hist = _union(straddle, binned), 0
+        hist = b.whole_hist(edges, _union(want, binned, straddle)) + hist_counts(picked.astype(np.float64), edges)
+        hist += binned_hist
         if straddle.size == 0:
             return pct, (edges, hist)
         if exact_hist:
             values = np.concatenate([b.select(self._converted(rd), straddle) for rd in readers])
-        else:
-            values = np.repeat(b.mids(straddle), b.counts[straddle])
-        return pct, (edges, hist + hist_counts(values.astype(np.float64), edges))
+            return pct, (edges, hist + hist_counts(values.astype(np.float64), edges))
+        return pct, (edges, hist + hist_counts(b.mids(straddle), edges, b.counts[straddle]))
+
+    def _pick(self, b: "ValueOrder", want: np.ndarray, binned: np.ndarray, edges, reader) -> tuple:
+        """One reader's values of the buckets at ``want`` and ``binned``: (how many, those of ``want``
+        unsorted, the bin counts of those of ``binned`` or None). Runs on a worker when there are several."""
+        values = b.select(self._converted(reader), _union(want, binned) if binned.size else want)
+        if not binned.size:
+            return values.size, values, None
+        out = np.empty(values.size, dtype=values.dtype)
+        kept = kernels.select_buckets(values, kernels.bucket_bitmap(b.keys_at(want)), out)
+        rest = kernels.select_buckets(values, kernels.bucket_bitmap(b.keys_at(binned)), values)  # (in place)
+        return values.size, out[:kept], hist_counts(values[:rest].astype(np.float64), edges)
 
     def _edges_before(self, b: "ValueOrder", ranks: np.ndarray, where: np.ndarray) -> np.ndarray | None:
         """The histogram's edges when the bucket counts decide them already: when p01 and p99 cannot
