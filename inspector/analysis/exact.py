@@ -72,9 +72,9 @@ def hist_counts(vals: np.ndarray, edges: np.ndarray, weights: np.ndarray | None 
     bins = edges.size - 1
     a = edges[-1]
     if vals.size and (vals.min() < -a or vals.max() > a):
-        vals = np.clip(vals, -a, a)
+        vals = np.minimum(np.maximum(vals, -a), a)  # (np.clip, without its overhead on small arrays)
     idx = ((vals + a) * (bins / (2 * a))).astype(np.intp)
-    np.clip(idx, 0, bins - 1, out=idx)
+    idx = np.minimum(np.maximum(idx, 0), bins - 1)
     idx -= vals < edges[idx]
     idx += (vals >= edges[idx + 1]) & (idx < bins - 1)
     return np.bincount(idx, weights=weights, minlength=bins)[:bins].astype(np.int64)

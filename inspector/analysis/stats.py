@@ -337,7 +337,10 @@ class BucketStats(Accumulator):
         binned = _NONE  # buckets whose values are binned as they are picked
         if straddle.size and (exact_hist or b.counts[straddle].sum() <= STRADDLE_MAX):
             binned, straddle = straddle, _NONE
-        got = run(partial(self._pick, b, want, binned, edges), readers)
+        both = _union(want, binned) if binned.size else want
+        for which in (both, want, binned):
+            b.bitmap(which)  # (made here, once, rather than on each worker)
+        got = run(partial(self._pick, b, want, binned, both, edges), readers)
         picked = np.sort(np.concatenate([g[1] for g in got]) if len(got) != 1 else got[0][1])
         if sum(g[0] for g in got) != b.counts[want].sum() + b.counts[binned].sum():
             raise CorruptCheckpoint("a tensor's values changed between two reads of it; is the file being written?")
@@ -356,15 +359,16 @@ class BucketStats(Accumulator):
             return pct, (edges, hist + hist_counts(values.astype(np.float64), edges))
         return pct, (edges, hist + hist_counts(b.mids(straddle), edges, b.counts[straddle]))
 
-    def _pick(self, b: "ValueOrder", want: np.ndarray, binned: np.ndarray, edges, reader) -> tuple:
-        """One reader's values of the buckets at ``want`` and ``binned``: (how many, those of ``want``
-        unsorted, the bin counts of those of ``binned`` or None). Runs on a worker when there are several."""
-        values = b.select(self._converted(reader), _union(want, binned) if binned.size else want)
+    def _pick(self, b: "ValueOrder", want: np.ndarray, binned: np.ndarray, both: np.ndarray, edges, reader) -> tuple:
+        """One reader's values of the buckets at ``want`` and ``binned`` (``both``): (how many, those of
+        ``want`` unsorted, the bin counts of those of ``binned`` or None). Runs on a worker when there are
+        several readers."""
+        values = b.select(self._converted(reader), both)
         if not binned.size:
             return values.size, values, None
         out = np.empty(values.size, dtype=values.dtype)
-        kept = kernels.select_buckets(values, kernels.bucket_bitmap(b.keys_at(want)), out)
-        rest = kernels.select_buckets(values, kernels.bucket_bitmap(b.keys_at(binned)), values)  # (in place)
+        kept = kernels.select_buckets(values, b.bitmap(want), out)
+        rest = kernels.select_buckets(values, b.bitmap(binned), values)  # (in place)
         return values.size, out[:kept], hist_counts(values[:rest].astype(np.float64), edges)
 
     def _edges_before(self, b: "ValueOrder", ranks: np.ndarray, where: np.ndarray) -> np.ndarray | None:
@@ -407,6 +411,7 @@ class ValueOrder:
         self.cum = np.cumsum(self.counts)
         self.klo, self.size, self.key_dtype = klo, counts.size, key_dtype
         self._edges: dict = {}  # edges (as bytes) -> _find_edges' answer
+        self._bitmaps: dict = {}  # positions (as bytes) -> their bitmap
 
     def keys_at(self, pos: np.ndarray) -> np.ndarray:
         """Bucket keys at value-order positions (not the zero bucket's)."""
@@ -418,7 +423,7 @@ class ValueOrder:
         keys = kernels.bucket_keys(np.asarray(values, dtype=self.key_dtype))
         steps = np.maximum((keys - np.where(keys & 1, self.odd0, self.even0)) // 2, -1)  # -1: nearer zero than all
         pos = np.where(keys & 1, self.n_odd - 1 - steps, self.n_odd + 1 + steps)
-        return np.clip(pos, 0, self.counts.size)
+        return np.minimum(np.maximum(pos, 0), self.counts.size)
 
     def buckets_of(self, ranks) -> np.ndarray:
         """Positions of the nonzero buckets holding these ranks."""
@@ -431,7 +436,7 @@ class ValueOrder:
         want = int(self.counts[which].sum())
         if want == 0:
             return np.empty(0, dtype=self.key_dtype)
-        bitmap = kernels.bucket_bitmap(self.keys_at(which))
+        bitmap = self.bitmap(which)
         pieces, got, scratch = [], 0, np.empty(0, dtype=self.key_dtype)
         for c in chunks:
             if scratch.size < min(c.size, want):
@@ -443,6 +448,13 @@ class ValueOrder:
             pieces.append(scratch[:k].copy())
         return np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
 
+    def bitmap(self, which: np.ndarray) -> np.ndarray:
+        """``select_buckets``' bitmap of the buckets at ``which`` (made once, for every part's look)."""
+        key = which.tobytes()
+        if key not in self._bitmaps:
+            self._bitmaps[key] = kernels.bucket_bitmap(self.keys_at(which))
+        return self._bitmaps[key]
+
     def percentiles(self, n: int, percentiles, want: np.ndarray, picked: np.ndarray, located=None) -> list[float]:
         """Exact percentiles from the bucket counts and the sorted values of the buckets at ``want``;
         ``located``: the needed ranks and the positions of their buckets, when known."""
@@ -452,7 +464,8 @@ class ValueOrder:
             ranks = np.array(needed_ranks(n, percentiles))
             located = ranks, np.searchsorted(self.cum, ranks, side="right")
         ranks, where = located
-        at = np.clip(before[where] + ranks - (self.cum[where] - self.counts[where]), 0, max(picked.size - 1, 0))
+        at = np.minimum(np.maximum(before[where] + ranks - (self.cum[where] - self.counts[where]), 0),
+                        max(picked.size - 1, 0))
         values = np.where(where == self.n_odd, 0.0, picked[at] if picked.size else 0.0)
         return percentiles_from(dict(zip(ranks.tolist(), values.tolist())), n, percentiles)
 
