@@ -17,10 +17,18 @@ For each, in this process after import, the best of ``--repeat`` runs of
 the CPU time is the steadier figure). Then the whole command ``winspect bert --csv out``
 as a child process, against ``python -c "import numpy, safetensors"``; and the whole command
 ``winspect huge --csv out --quiet`` with one worker and one per CPU (wall, CPU, peak RSS)
-against one numpy.sum pass over the file.
+against one numpy.sum pass over the file, and (``huge`` in ``--only``) the same in-process
+measurement as for the others.
+
+With ``--stages``, where the in-process time of each file goes, one worker, CPU time (best
+of ``--repeat``): opening the file and making the records; reading every value once (no
+statistics); the statistics alone (``analysis.parallel.analyze_stream``); with the tensor
+table's reducers, per-unit signs (``table.rows.table_rows``); and the whole ``inspect``
+(data frames, summary). Each stage's cost is its difference from the one before.
 
 Run from the repository root: ``python benchmarks/models.py`` (about 2 GB of disk for a
-minute or two), or ``--only bert,small`` for a part.
+minute or two), or ``--only bert,small`` for a part. ``--dir D`` makes the files in ``D``
+once and reuses them.
 """
 
 from __future__ import annotations
@@ -149,6 +157,43 @@ def measure_in_process(label: str, path: Path, repeat: int) -> dict:
     return out
 
 
+def stage_costs(label: str, path: Path, repeat: int) -> dict:
+    """CPU seconds (best of ``repeat``, one worker) of the cumulative stages of an in-process inspection
+    (see the module docstring), and each stage's own cost."""
+    import inspector
+    from inspector.analysis.parallel import analyze_stream
+    from inspector.loaders import LoadOptions, open_source
+    from inspector.table.rows import table_rows
+
+    def records():
+        with open_source(str(path), LoadOptions()) as src:
+            return list(src.records())
+
+    def read_all():
+        for rec in records():
+            for _ in rec.chunks(1 << 20):
+                pass
+
+    def statistics():
+        for _ in analyze_stream(records(), workers=1):
+            pass
+
+    def rows():
+        with open_source(str(path), LoadOptions()) as src:
+            table_rows(src.records(), workers=1)
+
+    steps = {"open + records": records, "read": read_all, "statistics": statistics, "table reducers": rows,
+             "tables": lambda: inspector.inspect(str(path))}
+    os.environ["WINSPECT_THREADS"] = "1"
+    totals = {name: best_of(fn, repeat)[1] for name, fn in steps.items()}
+    os.environ.pop("WINSPECT_THREADS", None)
+    names = list(totals)
+    own = {n: totals[n] - (totals[names[i - 1]] if i else 0.0) for i, n in enumerate(names)}
+    print(f"{label:7s} stages (CPU, one worker): " + "  ".join(f"{n} {v * 1e3:.1f} ms" for n, v in own.items())
+          + f"  = {totals[names[-1]] * 1e3:.1f} ms", flush=True)
+    return {"cumulative_cpu_s": totals, "own_cpu_s": own}
+
+
 def child_seconds(args: list[str], repeat: int) -> float:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return best(lambda: subprocess.run(args, env=env, check=True, stdout=subprocess.DEVNULL), repeat)
@@ -198,6 +243,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="bert,resnet,small,command,huge", help="comma-separated subset")
     ap.add_argument("--dir", help="make the files here and keep them (default: a temporary directory)")
     ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--stages", action="store_true", help="also the CPU time of each stage, in process")
     a = ap.parse_args(argv)
     only = a.only.split(",")
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  {os.cpu_count()} CPUs  "
@@ -217,9 +263,12 @@ def main(argv=None) -> int:
             results["huge"] = measure_huge(files["huge"], tmp, max(2, a.repeat // 2))
         if "command" in only:
             results["command"] = measure_command(files["bert"], tmp, a.repeat)
-        for label in ("bert", "resnet", "small"):
+        for label in ("bert", "resnet", "small", "huge"):
             if label in only:
-                results[label] = measure_in_process(label, files[label], a.repeat)
+                repeat = max(2, a.repeat // 2) if label == "huge" else a.repeat
+                results[label if label != "huge" else "huge_in_process"] = measure_in_process(label, files[label], repeat)
+                if a.stages:
+                    results[f"{label}_stages"] = stage_costs(label, files[label], repeat)
     results["load_avg_after"] = os.getloadavg()
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))
