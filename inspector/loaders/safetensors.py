@@ -26,7 +26,7 @@ from ..errors import CorruptCheckpoint, UnsupportedSource
 from ..kinds import classify
 from ..records import TensorRecord
 from ..remote.path import as_path, open_at
-from . import Loader, LoadOptions, OpenedSource, register
+from . import Loader, LoadOptions, OpenedSource, buffers, register
 from .mapped import MappedRange
 from .shards import is_json_index, is_json_index_head, parse_json, shards_of_index
 
@@ -127,21 +127,33 @@ def file_reader(path: Path, begin: int, dtype: np.dtype, numel: int):
 
 def stream_chunks(f, dtype: np.dtype, numel: int, max_elems: int, ended: str) -> Iterator[np.ndarray]:
     """``numel`` values read from the open binary stream ``f`` in chunks of at most ``max_elems``,
-    through one reused buffer; CorruptCheckpoint(``ended``) when the stream ends first."""
-    buf = np.empty(max(1, min(max_elems, numel)), dtype=dtype)
+    through one buffer (reused from read to read, see :mod:`~inspector.loaders.buffers`);
+    CorruptCheckpoint(``ended``) when the stream ends first."""
+    size = max(1, min(max_elems, numel))
+    store = buffers.take(size * dtype.itemsize)
+    try:
+        yield from _fill(f, store[: size * dtype.itemsize].view(dtype), numel, ended)
+    finally:
+        buffers.give(store)
+
+
+def _fill(f, buf: np.ndarray, numel: int, ended: str) -> Iterator[np.ndarray]:
     raw = memoryview(buf.view(np.uint8))
-    done = 0
-    while done < numel:
-        k = min(buf.size, numel - done)
-        want = k * dtype.itemsize
-        got = 0
-        while got < want:  # short reads are allowed by the OS and by decompressors
-            more = f.readinto(raw[got:want])
-            if not more:
-                raise CorruptCheckpoint(ended)
-            got += more
-        yield buf[:k]
-        done += k
+    item, done = buf.dtype.itemsize, 0
+    try:
+        while done < numel:
+            k = min(buf.size, numel - done)
+            want = k * item
+            got = 0
+            while got < want:  # short reads are allowed by the OS and by decompressors
+                more = f.readinto(raw[got:want])
+                if not more:
+                    raise CorruptCheckpoint(ended)
+                got += more
+            yield buf[:k]
+            done += k
+    finally:
+        raw.release()
 
 
 @dataclass(frozen=True)
