@@ -425,11 +425,6 @@ class ValueOrder:
         pos = np.where(keys & 1, self.n_odd - 1 - steps, self.n_odd + 1 + steps)
         return np.minimum(np.maximum(pos, 0), self.counts.size)
 
-    def buckets_of(self, ranks) -> np.ndarray:
-        """Positions of the nonzero buckets holding these ranks."""
-        where = np.unique(np.searchsorted(self.cum, ranks, side="right"))
-        return where[where != self.n_odd]
-
     def select(self, chunks, which: np.ndarray) -> np.ndarray:
         """The values of the buckets at ``which`` among ``chunks``, unsorted. Memory: what is picked and
         one chunk's worth of scratch."""
@@ -455,17 +450,15 @@ class ValueOrder:
             self._bitmaps[key] = kernels.bucket_bitmap(self.keys_at(which))
         return self._bitmaps[key]
 
-    def percentiles(self, n: int, percentiles, want: np.ndarray, picked: np.ndarray, located=None) -> list[float]:
-        """Exact percentiles from the bucket counts and the sorted values of the buckets at ``want``;
-        ``located``: the needed ranks and the positions of their buckets, when known."""
-        before = np.zeros(self.counts.size + 1, dtype=np.int64)  # picked values in earlier wanted buckets
-        before[want] = np.concatenate(([0], np.cumsum(self.counts[want])[:-1]))
-        if located is None:
-            ranks = np.array(needed_ranks(n, percentiles))
-            located = ranks, np.searchsorted(self.cum, ranks, side="right")
+    def percentiles(self, n: int, percentiles, want: np.ndarray, picked: np.ndarray, located) -> list[float]:
+        """Exact percentiles from the bucket counts and the sorted values of the buckets at ``want``
+        (sorted positions); ``located``: the needed ranks and the positions of their buckets."""
         ranks, where = located
-        at = np.minimum(np.maximum(before[where] + ranks - (self.cum[where] - self.counts[where]), 0),
-                        max(picked.size - 1, 0))
+        if not want.size:  # every needed rank is a zero
+            return percentiles_from(dict.fromkeys(ranks.tolist(), 0.0), n, percentiles)
+        before = np.concatenate(([0], np.cumsum(self.counts[want])[:-1]))  # picked values in earlier buckets
+        first = before[np.minimum(np.searchsorted(want, where), want.size - 1)] - (self.cum[where] - self.counts[where])
+        at = np.minimum(np.maximum(first + ranks, 0), max(picked.size - 1, 0))
         values = np.where(where == self.n_odd, 0.0, picked[at] if picked.size else 0.0)
         return percentiles_from(dict(zip(ranks.tolist(), values.tolist())), n, percentiles)
 
