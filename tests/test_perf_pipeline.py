@@ -167,21 +167,6 @@ def test_torch_zip_pages_are_given_back_while_reading(tmp_path):
     assert 0 < peak <= 8192  # a chunk or two (huge-page granular) of the 32 MB, never the whole
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="page release is Linux only")
-def test_safetensors_pages_are_given_back_while_reading(tmp_path):
-    """A large safetensors tensor is read through a mapping: about one chunk of it resident at a time."""
-    path = tmp_path / "m.safetensors"
-    save_file({"w.weight": np.random.default_rng(0).standard_normal((4096, 2048)).astype(np.float32)}, str(path))
-    with open_source(str(path)) as src:
-        rec = next(iter(src.records()))
-        peak = 0
-        for i, chunk in enumerate(rec.chunks(1 << 18)):
-            chunk.sum()
-            if i:
-                peak = max(peak, _mapped_rss_kb(path))
-    assert 0 < peak <= 8192  # a chunk or two of the 32 MB, never the whole
-
-
 def test_progress_hidden_when_not_a_terminal_or_quiet():
     assert progress_for(io.StringIO()) is None
 
