@@ -337,8 +337,10 @@ class BucketStats(Accumulator):
         binned = _NONE  # buckets whose values are binned as they are picked
         if straddle.size and (exact_hist or b.counts[straddle].sum() <= STRADDLE_MAX):
             binned, straddle = straddle, _NONE
+        if len(readers) == 1:  # one reader: its few straddling values are sorted with the rest, not split off
+            want, binned = _union(want, binned), _NONE
         both = _union(want, binned) if binned.size else want
-        for which in (both, want, binned):
+        for which in (both, want, binned) if binned.size else (want,):
             b.bitmap(which)  # (made here, once, rather than on each worker)
         got = run(partial(self._pick, b, want, binned, both, edges), readers)
         picked = np.sort(np.concatenate([g[1] for g in got]) if len(got) != 1 else got[0][1])
