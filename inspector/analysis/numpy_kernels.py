@@ -131,8 +131,8 @@ def select_buckets(src: np.ndarray, bitmap: np.ndarray, out: np.ndarray) -> int:
     _check(out, (src.dtype,), "select_buckets: out must have src's type")
     bits = 8 * src.itemsize
     codes = src.view(np.uint32 if bits == 32 else np.uint64) >> (bits - 20)
-    hit = ((bitmap[codes >> 6] >> (codes & 63)) & 1).astype(bool)
-    picked = src[hit & (src != 0)]
+    flagged = np.unpackbits(bitmap[: CODES // 64].astype("<u8", copy=False).view(np.uint8), bitorder="little")
+    picked = src[flagged.view(bool)[codes] & (src != 0)]
     out[: min(picked.size, out.size)] = picked[: out.size]
     return int(picked.size)
 
