@@ -2,7 +2,9 @@
 
 Sections: counts by status, models per finding type, the distribution of weight negative fractions
 across models, the worst models per finding type, and the models that could not be read. Both
-renderers draw the same sections (:func:`zoo_sections`); nothing links outside the file.
+renderers draw the same sections (:func:`zoo_sections`); nothing links outside the file. Their input is
+a :class:`ZooTally`, filled from the model rows a batch at a time, so a zoo of any size is reported
+in bounded memory.
 """
 
 from __future__ import annotations
@@ -18,41 +20,80 @@ from .markdown import md
 WORST = 5  # models listed per finding type
 ERRORS_SHOWN = 50
 BINS = 10  # negative-fraction histogram bins over [0, 1]
+STATUSES = ("ok", "error", "skipped")
 
 
-def zoo_sections(models: pd.DataFrame) -> list[tuple[str, list[str], list[list]]]:
-    """(title, headers, rows) for every section of the scan report."""
-    status = [[s, int((models["status"] == s).sum())] for s in ("ok", "error", "skipped")]
-    sections = [("Models by status", ["status", "models"], status + [["total", len(models)]])]
-    per_type = [[t, int((models[f"findings_{t}"].fillna(0) > 0).sum()), int(models[f"findings_{t}"].fillna(0).sum()),
-                 FINDING_TYPES[t]] for t in FINDING_TYPES]
+class ZooTally:
+    """What the scan report shows, gathered from the model rows one batch at a time, in path order, in
+    memory bounded whatever the number of models: counts by status and finding type, the histogram of
+    weight negative fractions, the WORST models per finding type and the first ERRORS_SHOWN errors."""
+
+    def __init__(self):
+        self.models = 0
+        self.status = dict.fromkeys(STATUSES, 0)
+        self.with_finding = dict.fromkeys(FINDING_TYPES, 0)  # models with at least one finding of the type
+        self.findings = dict.fromkeys(FINDING_TYPES, 0)
+        self.neg_frac = np.zeros(BINS, dtype=np.int64)
+        self.worst: dict[str, list[list]] = {t: [] for t in FINDING_TYPES}  # [model, findings, format]
+        self.errors: list[list] = []  # [model, message]
+
+    def add(self, models: pd.DataFrame) -> "ZooTally":
+        """Count one batch of model rows (MODEL_COLUMNS); batches come in path order."""
+        self.models += len(models)
+        for s in STATUSES:
+            self.status[s] += int((models["status"] == s).sum())
+        for t in FINDING_TYPES:
+            col = models[f"findings_{t}"].fillna(0)
+            self.with_finding[t] += int((col > 0).sum())
+            self.findings[t] += int(col.sum())
+            self.worst[t] = _worst(self.worst[t], models[col > 0], f"findings_{t}")
+        fr = pd.to_numeric(models["weight_neg_frac"], errors="coerce").dropna().to_numpy(dtype=float)
+        self.neg_frac += np.histogram(fr, bins=BINS, range=(0.0, 1.0))[0]
+        errors = models[models["status"] == "error"].head(ERRORS_SHOWN - len(self.errors))
+        self.errors += [list(r) for r in zip(errors["path"], errors["message"])]
+        return self
+
+
+def _worst(kept: list[list], models: pd.DataFrame, col: str) -> list[list]:
+    """The WORST rows of ``kept`` and ``models`` together: most findings first, then by path."""
+    new = models.sort_values([col, "path"], ascending=[False, True]).head(WORST)
+    rows = kept + [[p, int(n), f if pd.notna(f) else ""] for p, n, f in zip(new["path"], new[col], new["format"])]
+    return sorted(rows, key=lambda r: (-r[1], r[0]))[:WORST]
+
+
+def tally_of(models) -> ZooTally:
+    """``models`` as a :class:`ZooTally` (a DataFrame of model rows is counted as one batch)."""
+    return models if isinstance(models, ZooTally) else ZooTally().add(models)
+
+
+def zoo_sections(models) -> list[tuple[str, list[str], list[list]]]:
+    """(title, headers, rows) for every section of the scan report, from a :class:`ZooTally` or the rows."""
+    tally = tally_of(models)
+    status = [[s, tally.status[s]] for s in STATUSES]
+    sections = [("Models by status", ["status", "models"], status + [["total", tally.models]])]
+    per_type = [[t, tally.with_finding[t], tally.findings[t], FINDING_TYPES[t]] for t in FINDING_TYPES]
     sections.append(("Findings", ["finding", "models", "findings", "meaning"], [r for r in per_type if r[1]]))
-    sections.append(("Weight negative fraction across models", ["range", "models", ""], neg_frac_bins(models)))
+    sections.append(("Weight negative fraction across models", ["range", "models", ""], neg_frac_bins(tally)))
     for t in FINDING_TYPES:
-        col = f"findings_{t}"
-        worst = models[models[col].fillna(0) > 0].sort_values([col, "path"], ascending=[False, True]).head(WORST)
-        if len(worst):
-            sections.append((f"Most {t} findings", ["model", "findings", "format"],
-                             [[r.path, int(getattr(r, col)), r.format if pd.notna(r.format) else ""]
-                              for r in worst.itertuples()]))
-    errors = models[models["status"] == "error"].head(ERRORS_SHOWN)
-    if len(errors):
-        sections.append(("Models that could not be read", ["model", "message"],
-                         [[r.path, r.message] for r in errors.itertuples()]))
+        if tally.worst[t]:
+            sections.append((f"Most {t} findings", ["model", "findings", "format"], tally.worst[t]))
+    if tally.errors:
+        sections.append(("Models that could not be read", ["model", "message"], tally.errors))
     return sections
 
 
-def neg_frac_bins(models: pd.DataFrame) -> list[list]:
+def neg_frac_bins(tally: ZooTally) -> list[list]:
     """[range, models, bar] rows: how many models have their weight negative fraction in each tenth."""
-    fr = pd.to_numeric(models["weight_neg_frac"], errors="coerce").dropna().to_numpy(dtype=float)
-    counts, edges = np.histogram(fr, bins=BINS, range=(0.0, 1.0))
+    counts, edges = tally.neg_frac, np.linspace(0.0, 1.0, BINS + 1)
     top = max(int(counts.max()) if len(counts) else 0, 1)
     return [[f"{edges[i]:.1f}–{edges[i + 1]:.1f}", int(c), "#" * round(30 * c / top)] for i, c in enumerate(counts)]
 
 
-def zoo_markdown(models: pd.DataFrame) -> str:
-    lines = ["# winspect scan", "", f"{len(models)} models", ""]
-    for title, headers, rows in zoo_sections(models):
+def zoo_markdown(models) -> str:
+    """The report in Markdown, from a :class:`ZooTally` or a DataFrame of model rows."""
+    tally = tally_of(models)
+    lines = ["# winspect scan", "", f"{tally.models} models", ""]
+    for title, headers, rows in zoo_sections(tally):
         lines += [f"## {md(title)}", ""]
         if not rows:
             lines += ["None.", ""]
@@ -67,10 +108,12 @@ STYLE = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}table{
          "td.n{text-align:right}.bar{font-family:monospace;color:#36c}")
 
 
-def zoo_html(models: pd.DataFrame) -> str:
+def zoo_html(models) -> str:
+    """The report as one self-contained HTML page, from a :class:`ZooTally` or a DataFrame of model rows."""
+    tally = tally_of(models)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>winspect scan</title><style>{STYLE}"
-             f"</style></head><body><h1>winspect scan</h1><p>{len(models)} models</p>"]
-    for title, headers, rows in zoo_sections(models):
+             f"</style></head><body><h1>winspect scan</h1><p>{tally.models} models</p>"]
+    for title, headers, rows in zoo_sections(tally):
         parts.append(f"<h2>{escape(title)}</h2>")
         if not rows:
             parts.append("<p>None.</p>")
