@@ -4,7 +4,8 @@ The loader registry decides what a file or directory is (:func:`inspector.loader
 a directory a loader reads (a Hugging Face folder) and a shard index are one model each, and the
 files they read are not models of their own. (see :func:`_is_model_dir`). A file reached twice (a symlink, a hard link) is one
 model: the second path is listed as ``skipped``. Files no loader reads (configs, READMEs) are not
-models and are left out.
+models and are left out. Models are held as text and numbers (paths, sizes, times), not Path objects:
+a scan's client keeps its list of models all along.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ..errors import InspectorError, SourceNotFound
 from ..loaders import LOADERS, choose_loader
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Model:
     path: str  # what is inspected: a file, a model directory or a shard index
     files: tuple[str, ...]  # every file reading it reads
@@ -58,14 +59,15 @@ def _list_file(name: str) -> list[str]:
 
 def discover(args) -> list[Model]:
     """Every model under ``args`` (paths, globs, ``@lists``), sorted by path."""
-    candidates: dict[str, list[Path]] = {}
+    candidates: dict[str, tuple[str, ...]] = {}  # text, not Path objects: a zoo's worth of them is held here
     for path in expand(args):
         for source in _walk(path):
             files = _files_of(source)
             if files is not None:
-                candidates[str(source)] = files
-    claimed = {_identity(f) for src, files in candidates.items() for f in files if f != Path(src)}
-    return _dedupe((src for src in sorted(candidates) if _identity(Path(src)) not in claimed), candidates)
+                src = str(source)
+                candidates[src] = tuple(src if f == source else str(f) for f in files)
+    claimed = {_identity(f) for src, files in candidates.items() for f in files if f != src}
+    return _dedupe((src for src in sorted(candidates) if _identity(src) not in claimed), candidates)
 
 
 def _walk(root: Path):
@@ -121,15 +123,15 @@ def _checkpoint_suffix(path: Path) -> bool:
     return any(name.endswith(s) for lo in LOADERS for s in lo.suffixes)
 
 
-def _identity(path: Path):
+def _identity(path: str):
     try:
-        st = path.stat()
+        st = os.stat(path)
     except OSError:
-        return str(path)
+        return path
     return (st.st_dev, st.st_ino)
 
 
-def _dedupe(sources, candidates: dict[str, list[Path]]) -> list[Model]:
+def _dedupe(sources, candidates: dict[str, tuple[str, ...]]) -> list[Model]:
     """Models in path order; a later source whose files are an earlier one's is a duplicate."""
     first: dict[tuple, str] = {}
     models = []
@@ -137,16 +139,16 @@ def _dedupe(sources, candidates: dict[str, list[Path]]) -> list[Model]:
         files = candidates[src]
         ident = tuple(sorted(map(str, (_identity(f) for f in files))))
         size, mtime = _size_mtime(files)
-        models.append(Model(src, tuple(map(str, files)), size, mtime, first.get(ident)))
+        models.append(Model(src, files, size, mtime, first.get(ident)))
         first.setdefault(ident, src)
     return models
 
 
-def _size_mtime(files: list[Path]) -> tuple[int, int]:
+def _size_mtime(files) -> tuple[int, int]:
     size = mtime = 0
     for f in files:
         try:
-            st = f.stat()
+            st = os.stat(f)
         except OSError:
             continue
         size += st.st_size
