@@ -10,10 +10,11 @@ directory, then runs, each in a fresh child process:
   between runs) local-1's scan time minus the sum of its tasks' own ``seconds``, per model;
 * ``dask-2``: ``scan`` on a ``LocalCluster`` of 2 worker processes on 127.0.0.1 (started and warmed
   before the clock starts), its rows compared with local-2's;
-* ``mem-100`` / ``mem-N``: the client's peak RSS (its own ``ru_maxrss``; pool processes are not in it)
-  scanning the first 100 models and all of them.
+* ``mem-M``: the client's peak RSS (its own ``ru_maxrss``; pool processes are not in it) scanning the
+  first M models on 2 local workers, for each M of ``--memory`` (default 100 and N), each twice.
 
     python benchmarks/bench_scan.py --models 1000
+    python benchmarks/bench_scan.py --models 3000 --memory 100,1000,3000 --memory-only
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from pathlib import Path
 mode, zoo, out, n = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
 from inspector import inspect
 from inspector.scan import scan, discover
-paths = [str(zoo / "first"), str(zoo / "rest")] if n > 100 else [str(zoo / "first")]
+paths = [str(zoo / f"g{g:04d}") for g in range(-(-n // 100))]  # the first n models, 100 a folder
 if mode == "single":
     models = discover(paths)
     t = time.perf_counter()
@@ -52,11 +53,11 @@ elif mode.startswith("dask"):
         c.run(lambda: __import__("inspector.scan.task"))
         t = time.perf_counter()
         r = scan(paths, out, scheduler=cluster.scheduler_address)
-        res = {"seconds": time.perf_counter() - t, "models": len(r.models)}
+        res = {"seconds": time.perf_counter() - t, "models": r.total}
 else:
     t = time.perf_counter()
     r = scan(paths, out, workers=int(mode.split("-")[1]))
-    res = {"seconds": time.perf_counter() - t, "models": len(r.models)}
+    res = {"seconds": time.perf_counter() - t, "models": r.total}
 res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(res))
 """
@@ -67,7 +68,7 @@ def make_zoo(root: Path, n: int) -> None:
 
     rng = np.random.default_rng(0)
     for i in range(n):
-        d = root / ("first" if i < 100 else "rest")
+        d = root / f"g{i // 100:04d}"
         d.mkdir(parents=True, exist_ok=True)
         save_file({"fc1.weight": rng.standard_normal((32, 64), dtype=np.float32),
                    "fc1.bias": rng.standard_normal(32, dtype=np.float32),
@@ -85,19 +86,36 @@ def child(mode: str, zoo: Path, out: Path, n: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--models", type=int, default=1000)
+    ap.add_argument("--memory", help="model counts for the client memory runs (default: 100 and --models)")
+    ap.add_argument("--memory-only", action="store_true", help="only the client memory runs")
     args = ap.parse_args()
+    sizes = [int(m) for m in (args.memory or f"100,{args.models}").split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="winspect-bench-scan-"))
     try:
-        make_zoo(tmp / "zoo", args.models)
+        make_zoo(tmp / "zoo", max([args.models, *sizes]))
         res = {"load_avg_before": os.getloadavg(), "nproc": os.cpu_count(), "models": args.models}
-        for mode in ("single", "local-1", "local-2", "dask-2"):
+        for mode in () if args.memory_only else ("single", "local-1", "local-2", "dask-2"):
             res[mode] = child(mode, tmp / "zoo", tmp / mode, args.models)
             print(mode, res[mode], "load", os.getloadavg(), flush=True)
-        res["mem-100"] = child("local-2", tmp / "zoo", tmp / "mem100", 100)
+        res["client_peak_rss_mb"] = memory(tmp, sizes)
         res["load_avg_after"] = os.getloadavg()
-        report(res, tmp, args.models)
+        if not args.memory_only:
+            report(res, tmp, args.models)
+        print(json.dumps(res, indent=1))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def memory(tmp: Path, sizes: list[int]) -> dict[str, list[float]]:
+    """Model count -> the client's peak RSS in MB scanning that many models, twice, runs interleaved."""
+    peaks: dict[str, list[float]] = {str(n): [] for n in sizes}
+    for _ in range(2):
+        for n in sizes:
+            shutil.rmtree(tmp / f"mem-{n}", ignore_errors=True)
+            r = child("local-2", tmp / "zoo", tmp / f"mem-{n}", n)
+            peaks[str(n)].append(round(r["peak_rss_mb"], 1))
+            print(f"mem-{n}", r, "load", os.getloadavg(), flush=True)
+    return peaks
 
 
 def report(res: dict, tmp: Path, n: int) -> None:
@@ -112,8 +130,6 @@ def report(res: dict, tmp: Path, n: int) -> None:
     # within one run, so not moved by load changing between runs: wall time minus the tasks' own time
     res["overhead_ms_per_model_in_run"] = 1000 * (res["local-1"]["seconds"] - rows1["seconds"].sum()) / n
     res["dask_vs_local_throughput"] = res["local-2"]["seconds"] / res["dask-2"]["seconds"]
-    res["client_peak_rss_mb"] = {"100": res["mem-100"]["peak_rss_mb"], str(n): res["local-2"]["peak_rss_mb"]}
-    print(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

@@ -518,5 +518,5 @@ def scan_cmd(paths, out_dir, scheduler, workers, fail_on, resume, quiet, debug):
         result = scan(paths, out_dir, scheduler=scheduler, workers=workers, resume=resume, progress=progress)
     if not quiet:
         counts = ", ".join(f"{n} {s}" for s, n in result.counts().items())
-        click.echo(f"{len(result.models)} models ({counts}); wrote {out_dir}")
+        click.echo(f"{result.total} models ({counts}); wrote {out_dir}")
     result.check(gate)

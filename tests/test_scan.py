@@ -1,6 +1,7 @@
 """``scan``: a generated zoo of every format, broken files and hostile pickles, scanned on a local
 process pool and on a real Dask cluster on 127.0.0.1; a worker killed mid-scan; an interrupted scan
-resumed. Figures are checked against ``inspect`` of the same files and against numpy."""
+resumed; the client keeping no row per model. Figures are checked against ``inspect`` of the same
+files and against numpy."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from .helpers import run_cli
 from .zoo import make_zoo
 
 from inspector import inspect
-from inspector.scan import MODEL_COLUMNS, TENSOR_TABLE_COLUMNS, discover, scan
+from inspector.scan import MODEL_COLUMNS, TENSOR_TABLE_COLUMNS, Model, discover, scan
 from inspector.table.schema import TENSOR_COLUMNS
 
 
@@ -237,3 +238,86 @@ def test_cli_scan(tmp_path):
     assert proc.returncode == 0 and proc.stdout == ""
     proc = run_cli("scan", str(tmp_path / "nope"), "--out", str(tmp_path / "o2"))
     assert proc.returncode == 1 and proc.stderr.startswith("error: ") and "nope" in proc.stderr
+
+
+def test_resume_journal_holds_each_model_once(tmp_path):
+    d = small_zoo(tmp_path)
+    out = tmp_path / "out"
+    scan([d], out, workers=1)
+    (d / "m001.safetensors").unlink()
+    target = d / "m000.safetensors"
+    os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 10**9))
+    result = scan([d], out, workers=1, resume=True)
+    lines = [json.loads(line)["path"] for line in (out / "models.jsonl").open()]
+    assert sorted(lines) == sorted(result.models["path"]) == sorted(str(p) for p in d.iterdir())
+    assert result.resumed == 15 and result.total == 16
+    parts = {p.name for p in (out / "tensors.parquet").iterdir()}
+    assert len(parts) == 15  # the deleted model's tensor file went with its row
+
+
+@pytest.mark.parametrize("batch", [1, 7, 10_000])
+def test_report_figures_gathered_in_batches(local, batch):
+    from inspector.finding import FINDING_TYPES
+    from inspector.report.zoo import BINS, ERRORS_SHOWN, WORST, ZooTally, zoo_markdown
+
+    df = local.models
+    tally = ZooTally()
+    for i in range(0, len(df), batch):
+        tally.add(df.iloc[i:i + batch])
+    assert zoo_markdown(tally) == (local.out / "report.md").read_text()
+    assert tally.status == {s: int((df["status"] == s).sum()) for s in ("ok", "error", "skipped")}
+    fr = df["weight_neg_frac"].dropna().to_numpy(float)
+    assert tally.neg_frac.tolist() == np.histogram(fr, bins=BINS, range=(0.0, 1.0))[0].tolist()
+    for t in FINDING_TYPES:
+        counts = df[f"findings_{t}"].fillna(0).astype(int)
+        worst = sorted(((-n, p) for p, n in zip(df["path"], counts) if n > 0))[:WORST]
+        assert [(r[0], r[1]) for r in tally.worst[t]] == [(p, -n) for n, p in worst]
+        assert (tally.with_finding[t], tally.findings[t]) == (int((counts > 0).sum()), int(counts.sum()))
+    errors = df[df["status"] == "error"]
+    assert tally.errors == [[p, m] for p, m in zip(errors["path"], errors["message"])][:ERRORS_SHOWN]
+
+
+def test_the_client_keeps_no_row_per_model(local, monkeypatch, tmp_path):
+    """What a finished model leaves in the client's memory: its journal offset, not its row."""
+    import tracemalloc
+
+    from inspector.scan import store
+
+    monkeypatch.setattr(store, "FLUSH_SECONDS", 1e9)
+    line = (local.out / "models.jsonl").read_text().splitlines()[0]
+    models = [Model(f"/zoo/m{i:06d}.safetensors", (f"/zoo/m{i:06d}.safetensors",), 100 + i, 10**18 + i)
+              for i in range(3000)]
+    s = store.ScanStore(tmp_path / "out")
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for m in models:  # a row arrives as a new object each time (unpickled from a worker)
+        s.add(m, {**json.loads(line), "path": m.path, "size": m.size}, None)
+    kept = (tracemalloc.get_traced_memory()[0] - before) / len(models)
+    tracemalloc.stop()
+    assert kept < 200, f"{kept:.0f} bytes kept per model"  # its row would be about 1 KB more
+    s.flush()
+    s.close()
+    table = pd.read_parquet(tmp_path / "out" / "models.parquet")
+    assert list(table["path"]) == [m.path for m in models] and list(table["size"]) == [m.size for m in models]
+
+
+def test_tables_streamed_in_row_groups_equal_the_rows(local, monkeypatch, tmp_path):
+    import pyarrow.parquet as pq
+
+    from inspector.scan import store
+    from inspector.scan.task import model_frame
+
+    monkeypatch.setattr(store, "BATCH", 3)
+    monkeypatch.setattr(store, "ROW_GROUP", 8)
+    rows = [json.loads(line) for line in (local.out / "models.jsonl").open()]
+    s = store.ScanStore(tmp_path / "out")
+    for row in rows[::-1]:
+        s.add(Model(row["path"], (row["path"],), row["size"], row["mtime_ns"]), row, None)
+    s.flush()
+    s.close()
+    want = model_frame(sorted(rows, key=lambda r: r["path"]))
+    got = pd.read_parquet(tmp_path / "out" / "models.parquet")
+    pd.testing.assert_frame_equal(got, want)
+    assert pq.ParquetFile(tmp_path / "out" / "models.parquet").num_row_groups == -(-len(rows) // 9)
+    buf = want.to_csv(index=False)
+    assert (tmp_path / "out" / "models.csv").read_text() == buf

@@ -14,6 +14,7 @@ import os
 import sys
 import types
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +24,7 @@ from ..finding import FINDING_TYPES
 from ..report.bundle import report_dir
 from ..report.export import write_text
 from ..report.outdir import locked
-from ..report.zoo import zoo_html, zoo_markdown
+from ..report.zoo import ZooTally, zoo_html, zoo_markdown
 from .discover import Model, discover
 from .executors import SchedulerUnavailable, dask_client, dask_results, default_workers, local_results
 from .store import JOURNAL, TENSORS, ScanStore
@@ -34,15 +35,26 @@ SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 
 @dataclass
 class ScanResult:
-    """A finished scan: its directory and ``models`` (one row per model, MODEL_COLUMNS)."""
+    """A finished scan: its directory, the figures its report shows (``tally``), and the model rows
+    (``models``, read from models.parquet when first asked for)."""
 
     out: Path
-    models: pd.DataFrame
+    tally: ZooTally
     resumed: int = 0  # rows kept from an earlier run (--resume)
+
+    @cached_property
+    def models(self) -> pd.DataFrame:
+        """One row per model (MODEL_COLUMNS), in path order: models.parquet, read whole."""
+        return pd.read_parquet(self.out / "models.parquet")
+
+    @property
+    def total(self) -> int:
+        """How many models the scan has rows for."""
+        return self.tally.models
 
     def failed_on(self, fail_on) -> list[str]:
         """The finding types some model has that are listed in ``fail_on``, in FINDING_TYPES order."""
-        return [t for t in FINDING_TYPES if t in fail_on and (self.models[f"findings_{t}"].fillna(0) > 0).any()]
+        return [t for t in FINDING_TYPES if t in fail_on and self.tally.with_finding[t] > 0]
 
     def check(self, fail_on) -> None:
         failed = self.failed_on(fail_on)
@@ -50,7 +62,7 @@ class ScanResult:
             raise FindingsFound(f"found {', '.join(failed)} (--fail-on {', '.join(fail_on) or 'nothing'})")
 
     def counts(self) -> dict[str, int]:
-        return {s: int((self.models["status"] == s).sum()) for s in ("ok", "error", "skipped")}
+        return dict(self.tally.status)
 
     def tensors(self):
         """The tensors.parquet dataset (pyarrow.dataset; read it in batches, or ``.to_table()`` when small)."""
@@ -81,6 +93,7 @@ def scan(paths, out, *, scheduler: str | None = None, workers: int | None = None
 
 def _scan_into(models: list[Model], out, client, workers: int | None, resume: bool, progress) -> ScanResult:
     store = ScanStore(out, resume)
+    tally = ZooTally()
     try:
         store.keep_only(models)
         todo = [m for m in models if not store.done(m)]
@@ -89,25 +102,24 @@ def _scan_into(models: list[Model], out, client, workers: int | None, resume: bo
             progress.begin(len(todo), sum(m.size for m in todo))
         _run(store, todo, client, workers, progress)
     finally:
-        store.flush()
+        store.flush(tally)
         store.close()
-    result = ScanResult(store.out, store.frame(), kept)
-    write_text(zoo_html(result.models), store.out / "report.html")
-    write_text(zoo_markdown(result.models), store.out / "report.md")
-    return result
+    write_text(zoo_html(tally), store.out / "report.html")
+    write_text(zoo_markdown(tally), store.out / "report.md")
+    return ScanResult(store.out, tally, kept)
 
 
 def _run(store: ScanStore, todo: list[Model], client, workers: int | None, progress) -> None:
     for model in [m for m in todo if m.duplicate_of]:
-        _record(store, base_row(model, "skipped", f"same files as {model.duplicate_of}"), None, progress)
+        _record(store, model, base_row(model, "skipped", f"same files as {model.duplicate_of}"), None, progress)
     todo = [m for m in todo if not m.duplicate_of]
     results = dask_results(todo, client) if client else local_results(todo, workers or default_workers())
-    for _, (row, data) in results:
-        _record(store, row, data, progress)
+    for model, (row, data) in results:
+        _record(store, model, row, data, progress)
 
 
-def _record(store: ScanStore, row: dict, data, progress) -> None:
-    store.add(row, data)
+def _record(store: ScanStore, model: Model, row: dict, data, progress) -> None:
+    store.add(model, row, data)
     if progress is not None:
         progress.done(row)
 
