@@ -500,9 +500,11 @@ def experiment_cmd(names, out_dir, seeds, epochs, quick, quiet, debug):
 @click.option("--fail-on", default=",".join(DEFAULT_FAIL_ON), show_default=True,
               help="Finding types that make the command exit 3 when any model has one (as for audit).")
 @click.option("--resume", is_flag=True, help="Keep the rows of an earlier scan into --out for unchanged models.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=3600, show_default=True,
+              help="Seconds one model may take; one still running then is stopped and is an error row (0: no limit).")
 @common_options
 @handle_errors
-def scan_cmd(paths, out_dir, scheduler, workers, fail_on, resume, quiet, debug):
+def scan_cmd(paths, out_dir, scheduler, workers, fail_on, resume, timeout, quiet, debug):
     """Inspect every model under PATHS (files, folders, globs, @FILE with one path a line), locally or on Dask.
     Exit 3 when a model has a finding listed in --fail-on; failing models are rows, not errors."""
     from .audit import UnknownFinding, parse_fail_on
@@ -515,7 +517,8 @@ def scan_cmd(paths, out_dir, scheduler, workers, fail_on, resume, quiet, debug):
         raise click.BadParameter(str(e).removeprefix("--fail-on: "), param_hint="--fail-on") from None
     progress = scan_progress_for(quiet=quiet)
     with progress_shown(progress, delay=0.0):
-        result = scan(paths, out_dir, scheduler=scheduler, workers=workers, resume=resume, progress=progress)
+        result = scan(paths, out_dir, scheduler=scheduler, workers=workers, resume=resume, timeout=timeout,
+                      progress=progress)
     if not quiet:
         counts = ", ".join(f"{n} {s}" for s, n in result.counts().items())
         click.echo(f"{result.total} models ({counts}); wrote {out_dir}")

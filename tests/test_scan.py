@@ -1,13 +1,15 @@
 """``scan``: a generated zoo of every format, broken files and hostile pickles, scanned on a local
 process pool and on a real Dask cluster on 127.0.0.1; a worker killed mid-scan; an interrupted scan
-resumed; the client keeping no row per model. Figures are checked against ``inspect`` of the same
-files and against numpy."""
+resumed; models whose inspection really hangs (their weights are a named pipe) stopped by the timeout;
+the client keeping no row per model. Figures are checked against ``inspect`` of the same files and
+against numpy."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from .helpers import run_cli
-from .zoo import make_zoo
+from .zoo import hanging_model, make_zoo, release
 
 from inspector import inspect
 from inspector.scan import MODEL_COLUMNS, TENSOR_TABLE_COLUMNS, Model, discover, scan
@@ -321,3 +323,62 @@ def test_tables_streamed_in_row_groups_equal_the_rows(local, monkeypatch, tmp_pa
     assert pq.ParquetFile(tmp_path / "out" / "models.parquet").num_row_groups == -(-len(rows) // 9)
     buf = want.to_csv(index=False)
     assert (tmp_path / "out" / "models.csv").read_text() == buf
+
+
+def bounded(fn, seconds: float = 180):
+    """``fn()``, failing the test if it has not returned after ``seconds`` (a scan that hangs)."""
+    box: list = []
+
+    def run():
+        try:
+            box.append((True, fn()))
+        except BaseException as e:  # handed to the test's thread
+            box.append((False, e))
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert box, f"still running after {seconds} s"
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
+
+
+@pytest.fixture
+def hanging(tmp_path):
+    """The small zoo and three models that hang, sorted first (so they are the first tasks)."""
+    d = small_zoo(tmp_path)
+    folders = [hanging_model(d, f"a{i}-streaming") for i in range(3)]
+    yield d, folders
+    for folder in folders:  # an inspection abandoned on a Dask worker reads end of file and ends
+        release(folder)
+
+
+def assert_timed_out(rows: pd.DataFrame, d: Path, folders: list[Path]) -> None:
+    rows = rows.set_index("path")
+    assert sorted(rows.index) == sorted(str(p) for p in d.iterdir())
+    hung = rows.loc[[str(f) for f in folders]]
+    assert (hung["status"] == "error").all() and (hung["message"] == "timed out after 2 s").all()
+    assert (hung["seconds"] >= 2).all()
+    assert set(rows.index[rows["status"] == "error"]) == {str(f) for f in folders} | {str(d / "broken.pth")}
+    assert not rows["message"].str.contains("died").any()  # a kill for a timeout is no other model's try
+
+
+def test_hanging_models_time_out_on_the_local_pool(hanging):
+    d, folders = hanging
+    out = d.parent / "out"
+    # one process: the hanging models come first and the others wait behind them, in flight when
+    # each hanging one's process is killed; they are run again, without counting it as a try
+    proc = run_cli("scan", str(d), "--out", str(out), "--workers", "1", "--timeout", "2", "--fail-on", "none",
+                   timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert_timed_out(pd.read_parquet(out / "models.parquet"), d, folders)
+    assert not any(release(f) for f in folders)  # their processes were killed: nobody waits on a pipe
+
+
+def test_hanging_models_time_out_on_dask(hanging, cluster):
+    d, folders = hanging
+    result = bounded(lambda: scan([d], d.parent / "out", scheduler=cluster.scheduler_address, timeout=2))
+    assert_timed_out(result.models, d, folders)
+    assert all(release(f) for f in folders)  # each abandoned inspection still waits on its pipe

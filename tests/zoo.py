@@ -1,11 +1,14 @@
 """A small generated model zoo for the scan tests: every registered format, broken files, hostile
 pickles, a Hugging Face folder, a shard index, a NaN model, a duplicate by symlink and files that are
-not models. :func:`make_zoo` returns the zoo's root and the model paths a scan must report."""
+not models. :func:`make_zoo` returns the zoo's root and the model paths a scan must report.
+:func:`hanging_model` makes a model whose inspection really hangs (its weights are a named pipe)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import time
 from pathlib import Path
 
 from .helpers import FORMATS, hostile_files, make_safetensors
@@ -62,3 +65,27 @@ def _broken(d: Path) -> dict[str, str]:
     (d / "bad.onnx").write_bytes(b"\xff" * 40)
     (d / "cut.npy").write_bytes(b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (1")
     return {str(d / n): "error" for n in ("empty.pth", "garbage.pt", "truncated.safetensors", "bad.onnx", "cut.npy")}
+
+
+def hanging_model(d: Path, name: str = "streaming") -> Path:
+    """A Hugging Face folder whose weights file is a named pipe nobody writes: opening it for reading
+    waits for a writer, so inspecting the folder hangs until :func:`release` opens the other end."""
+    folder = d / name
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    os.mkfifo(folder / "model.safetensors")
+    return folder
+
+
+def release(folder: Path, wait: float = 0.0) -> bool:
+    """Let a reader blocked on opening ``folder``'s pipe go on (it then reads end of file), waiting up to
+    ``wait`` seconds for one to be there; whether one was."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            os.close(os.open(folder / "model.safetensors", os.O_WRONLY | os.O_NONBLOCK))
+            return True
+        except OSError as e:  # ENXIO: no reader has it open (yet)
+            if e.errno != errno.ENXIO or time.monotonic() > deadline:
+                return False
+        time.sleep(0.05)

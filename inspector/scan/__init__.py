@@ -10,6 +10,7 @@ task itself in :mod:`.task`), and writes rows as they arrive (:mod:`.store`): ``
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import types
@@ -72,12 +73,13 @@ class ScanResult:
 
 
 def scan(paths, out, *, scheduler: str | None = None, workers: int | None = None, resume: bool = False,
-         progress=None) -> ScanResult:
+         timeout: float | None = None, progress=None) -> ScanResult:
     """Inspect every model under ``paths`` (files, directories, globs, ``@LIST`` files) into ``out``.
 
     Runs on a local pool of ``workers`` processes (default: the core count), or on the Dask cluster at
     ``scheduler`` (or $DASK_SCHEDULER_ADDRESS). ``resume`` keeps the rows of an earlier scan into ``out``
-    whose model is unchanged. ``progress``, if given, has ``begin(models, bytes)`` and ``done(row)``."""
+    whose model is unchanged. ``timeout``: seconds one model may take, after which it is an error row
+    (None or 0: no limit). ``progress``, if given, has ``begin(models, bytes)`` and ``done(row)``."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     models = discover(paths)
@@ -85,13 +87,22 @@ def scan(paths, out, *, scheduler: str | None = None, workers: int | None = None
     client = dask_client(address) if address else None  # an unreachable cluster fails before any file is written
     try:
         with locked(report_dir(out, "scan")):  # one scan at a time writes a directory
-            return _scan_into(models, out, client, workers, resume, progress)
+            plan = Plan(workers, timeout if timeout and math.isfinite(timeout) else None)
+            return _scan_into(models, out, client, plan, resume, progress)
     finally:
         if client is not None:
             client.close()
 
 
-def _scan_into(models: list[Model], out, client, workers: int | None, resume: bool, progress) -> ScanResult:
+@dataclass(frozen=True)
+class Plan:
+    """How tasks run: ``workers`` local processes (None: the core count), ``timeout`` seconds per model."""
+
+    workers: int | None = None
+    timeout: float | None = None
+
+
+def _scan_into(models: list[Model], out, client, plan: Plan, resume: bool, progress) -> ScanResult:
     store = ScanStore(out, resume)
     tally = ZooTally()
     try:
@@ -100,7 +111,7 @@ def _scan_into(models: list[Model], out, client, workers: int | None, resume: bo
         kept = len(models) - len(todo)
         if progress is not None:
             progress.begin(len(todo), sum(m.size for m in todo))
-        _run(store, todo, client, workers, progress)
+        _run(store, todo, client, plan, progress)
     finally:
         store.flush(tally)
         store.close()
@@ -109,11 +120,14 @@ def _scan_into(models: list[Model], out, client, workers: int | None, resume: bo
     return ScanResult(store.out, tally, kept)
 
 
-def _run(store: ScanStore, todo: list[Model], client, workers: int | None, progress) -> None:
+def _run(store: ScanStore, todo: list[Model], client, plan: Plan, progress) -> None:
     for model in [m for m in todo if m.duplicate_of]:
         _record(store, model, base_row(model, "skipped", f"same files as {model.duplicate_of}"), None, progress)
     todo = [m for m in todo if not m.duplicate_of]
-    results = dask_results(todo, client) if client else local_results(todo, workers or default_workers())
+    if client is not None:
+        results = dask_results(todo, client, plan.timeout)
+    else:
+        results = local_results(todo, plan.workers or default_workers(), plan.timeout)
     for model, (row, data) in results:
         _record(store, model, row, data, progress)
 

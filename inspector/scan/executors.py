@@ -7,19 +7,22 @@ Both yield ``(model, (row, tensor bytes))`` as tasks finish, keep at most a wind
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import sys
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Iterable, Iterator
 
 from ..errors import InspectorError
 from .discover import Model
-from .task import base_row, inspect_model
+from .task import base_row, inspect_model, timed_inspect, timeout_row
 
 ATTEMPTS = 3  # tries for a model whose worker process dies under it
+POLL_SECONDS = 0.25  # how often the local pool looks for models over their time, when there is a timeout
 WINDOW_PER_WORKER = 4
 PRELOAD = ["inspector.scan.task"]  # imported once by the fork server: every pool process starts with it
 
@@ -41,59 +44,124 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def local_results(models: Iterable[Model], workers: int) -> Iterator[tuple[Model, tuple]]:
-    """Run each model in a pool of ``workers`` processes; a pool broken by a dead process is replaced and
-    the models it held are tried again (at most ATTEMPTS times each)."""
+def local_results(models: Iterable[Model], workers: int, timeout: float | None = None) -> Iterator[tuple[Model, tuple]]:
+    """Run each model in a pool of ``workers`` processes. A model still running after ``timeout`` seconds
+    has its process killed and is an error row; a pool broken by a dead process is replaced and the
+    models it held are run again (those that had started at most ATTEMPTS times each, unless the pool
+    was broken by a timeout's kill)."""
     todo = list(models)[::-1]
     tries: dict[str, int] = {}
     while todo:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(PRELOAD + [m for m in ("torch",) if m in sys.modules])
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_ignore_interrupts)
+        pool = LocalPool(workers, timeout)
         try:
-            broken = yield from _drain(pool, todo, workers * WINDOW_PER_WORKER)
+            yield from pool.drain(todo, workers * WINDOW_PER_WORKER)
         finally:  # on Ctrl-C or an early stop: drop what has not started, do not wait
-            pool.shutdown(wait=False, cancel_futures=True)
-        for model in broken:
-            tries[model.path] = tries.get(model.path, 0) + 1
-            if tries[model.path] >= ATTEMPTS:
-                yield model, died_row(model, tries[model.path])
+            pool.shutdown()
+        for model in pool.lost:
+            if model.path in pool.killed:
+                yield model, timeout_row(model, timeout, pool.killed[model.path])
+            elif pool.killed or model.path not in pool.started:
+                todo.append(model)  # it did not break the pool
             else:
-                todo.append(model)
+                tries[model.path] = tries.get(model.path, 0) + 1
+                if tries[model.path] >= ATTEMPTS:
+                    yield model, died_row(model, tries[model.path])
+                else:
+                    todo.append(model)
 
 
 # torch (for pickles) is preloaded only when this process has imported it already: a scan of a zoo of
 # pickles then does not import it again in every pool process, and other scans do not pay for it.
 
+_started = None  # in a pool process: where each task says that it starts (LocalPool.starts)
 
-def _ignore_interrupts() -> None:
+
+def _init_pool_process(starts) -> None:
     """Pool processes leave Ctrl-C to the client, which stops the scan and keeps what is finished."""
+    global _started
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _started = starts
 
 
-def _drain(pool, todo: list[Model], window: int):
-    """Submit from ``todo`` keeping ``window`` in flight, yield results; return the models a broken pool lost."""
-    running: dict = {}
-    while todo or running:
-        while todo and len(running) < window:
-            model = todo.pop()
-            running[pool.submit(inspect_model, model)] = model
-        finished, _ = wait(running, return_when=FIRST_COMPLETED)
-        for fut in finished:
-            try:
-                result = fut.result()
-            except BrokenProcessPool:  # every model not yet yielded goes back to the caller
-                return list(running.values())
-            yield running.pop(fut), result
-    return []
+def started_task(model: Model):
+    """A pool task: say which process runs ``model`` since when (before anything can hang), inspect it."""
+    _started.put((model.path, os.getpid(), time.monotonic()))
+    return inspect_model(model)
 
 
-def dask_results(models: Iterable[Model], client) -> Iterator[tuple[Model, tuple]]:
+class LocalPool:
+    """One process pool, and what the client knows of its tasks: ``started`` (path -> (pid, start) of the
+    models running), ``killed`` (path -> seconds it ran) and, once broken, ``lost`` (the models it held)."""
+
+    def __init__(self, workers: int, timeout: float | None):
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD + [m for m in ("torch",) if m in sys.modules])
+        self.starts = ctx.SimpleQueue()  # written whole before a task runs (no feeder thread)
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_pool_process,
+                                        initargs=(self.starts,))
+        self.timeout = timeout
+        self.started: dict[str, tuple[int, float]] = {}
+        self.killed: dict[str, float] = {}
+        self.lost: list[Model] = []
+
+    def drain(self, todo: list[Model], window: int):
+        """Submit from ``todo`` keeping ``window`` in flight and yield results, until ``todo`` is empty or
+        the pool breaks (then ``lost`` holds the models not yielded)."""
+        running: dict = {}
+        while todo or running:
+            while todo and len(running) < window:
+                model = todo.pop()
+                running[self.pool.submit(started_task, model)] = model
+            finished, _ = wait(running, timeout=POLL_SECONDS if self.timeout else None, return_when=FIRST_COMPLETED)
+            self._note_starts()  # before the results: a finished task's start is already in the queue
+            for fut in finished:
+                model = running.pop(fut)
+                try:
+                    result = fut.result()
+                except BrokenProcessPool:
+                    self.lost.append(model)
+                    continue
+                self.started.pop(model.path, None)
+                yield model, result
+            if self.lost:
+                yield from self._finished_before_break(running)
+                return
+            self._kill_overdue()
+
+    def _finished_before_break(self, running: dict):
+        """Yield the results the broken pool delivered; the other models are ``lost``."""
+        for fut, model in running.items():
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                yield model, fut.result()
+            else:
+                self.lost.append(model)
+
+    def _note_starts(self) -> None:
+        while not self.starts.empty():
+            path, pid, since = self.starts.get()
+            self.started[path] = (pid, since)
+
+    def _kill_overdue(self) -> None:
+        """Kill the process of each model running for longer than ``timeout`` (the pool breaks)."""
+        now = time.monotonic()
+        for path, (pid, since) in self.started.items():
+            if self.timeout and now - since > self.timeout and path not in self.killed:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self.killed[path] = now - since
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.starts.close()
+
+
+def dask_results(models: Iterable[Model], client, timeout: float | None = None) -> Iterator[tuple[Model, tuple]]:
     """Run each model as one task on the Dask cluster of ``client`` (:func:`dask_client`), results taken
     as they complete. A worker that dies mid-task has its task rescheduled by Dask; a task whose workers
-    keep dying is an error row. Closes the client."""
+    keep dying is an error row. A task still inspecting after ``timeout`` seconds returns an error row
+    and leaves its inspection behind in the worker (:func:`.task.timed_inspect`). Closes the client."""
     try:
-        yield from _dask_drain(client, list(models)[::-1])
+        yield from _dask_drain(client, list(models)[::-1], timeout)
     finally:
         client.close()
 
@@ -109,7 +177,7 @@ def dask_client(address: str):
         raise SchedulerUnavailable(f"{address}: cannot reach the Dask scheduler ({e})") from None
 
 
-def _dask_drain(client, todo: list[Model]):
+def _dask_drain(client, todo: list[Model], timeout: float | None):
     from distributed import as_completed
 
     window = max(1, sum(client.nthreads().values())) * WINDOW_PER_WORKER
@@ -118,7 +186,7 @@ def _dask_drain(client, todo: list[Model]):
     while todo or owner:
         while todo and len(owner) < window:
             model = todo.pop()
-            fut = client.submit(inspect_model, model, pure=False)
+            fut = client.submit(timed_inspect, model, timeout, pure=False)
             owner[fut.key] = model
             pending.add(fut)
         fut = next(pending)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 import time
 
 import pandas as pd
@@ -66,6 +67,29 @@ def inspect_model(model: Model) -> tuple[dict, bytes | None]:
     row["seconds"] = time.perf_counter() - start
     data = tensor_parquet(model.path, inspection.tensors) if inspection is not None else None
     return row, data
+
+
+def timed_inspect(model: Model, timeout: float | None) -> tuple[dict, bytes | None]:
+    """:func:`inspect_model`, or an error row when it takes more than ``timeout`` seconds (None: no limit).
+    For a Dask worker, where a task cannot be stopped from outside: the inspection runs in a daemon
+    thread, which is left behind when it times out (blocked or running until it ends on its own or the
+    worker process exits); the task itself returns at the deadline."""
+    if not timeout:
+        return inspect_model(model)
+    done: list = []
+    start = time.perf_counter()
+    worker = threading.Thread(target=lambda: done.append(inspect_model(model)), daemon=True,
+                              name=f"winspect inspecting {model.path}")
+    worker.start()
+    worker.join(timeout)
+    return done[0] if done else timeout_row(model, timeout, time.perf_counter() - start)
+
+
+def timeout_row(model: Model, timeout: float, seconds: float | None = None) -> tuple[dict, None]:
+    """The row of a model whose inspection was stopped (or abandoned) after ``timeout`` seconds."""
+    row = base_row(model, "error", f"timed out after {timeout:g} s")
+    row["seconds"] = timeout if seconds is None else seconds
+    return row, None
 
 
 def summary_figures(summary: dict | None, findings) -> dict:
