@@ -1,15 +1,19 @@
 """``scan``: a generated zoo of every format, broken files and hostile pickles, scanned on a local
 process pool and on a real Dask cluster on 127.0.0.1; a worker killed mid-scan; an interrupted scan
 resumed; models whose inspection really hangs (their weights are a named pipe) stopped by the timeout;
-the client keeping no row per model. Figures are checked against ``inspect`` of the same files and
-against numpy."""
+a second scan into the same directory refused; the client keeping no row per model. Figures are
+checked against ``inspect`` of the same files and against numpy."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
-from .helpers import run_cli
+from .helpers import ROOT, assert_clean_error, run_cli
 from .zoo import hanging_model, make_zoo, release
 
 from inspector import inspect
@@ -382,3 +386,59 @@ def test_hanging_models_time_out_on_dask(hanging, cluster):
     result = bounded(lambda: scan([d], d.parent / "out", scheduler=cluster.scheduler_address, timeout=2))
     assert_timed_out(result.models, d, folders)
     assert all(release(f) for f in folders)  # each abandoned inspection still waits on its pipe
+
+
+def test_scan_refuses_a_directory_another_run_holds(tmp_path):
+    from inspector.errors import OutputError
+    from inspector.report.outdir import locked
+
+    d = small_zoo(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "theirs.txt").write_text("being written")
+    with locked(out):
+        with pytest.raises(OutputError, match="another winspect run is writing this directory"):
+            bounded(lambda: scan([d], out, workers=1), 60)
+    assert [p.name for p in out.iterdir()] == ["theirs.txt"]
+
+
+def wait_until_locked(out: Path, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if out.is_dir():
+            fd = os.open(out, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            finally:
+                os.close(fd)  # releases the lock if it was taken here
+        time.sleep(0.05)
+    raise AssertionError(f"{out} was never locked")
+
+
+def test_second_scan_into_the_same_out_fails_at_once(tmp_path):
+    d = small_zoo(tmp_path)
+    folder = hanging_model(d, "a-streaming")  # holds the first scan open until released
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WINSPECT_OFFLINE": "1"}
+    first = subprocess.Popen([sys.executable, "-c", "from inspector.cli import main; main()", "scan", str(d),
+                              "--out", str(out), "--workers", "1", "--fail-on", "none", "-q"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until_locked(out)
+        second = run_cli("scan", str(d), "--out", str(out), "--workers", "1", timeout=60)  # waiting = timeout
+        assert_clean_error(second, str(out))
+        assert "another winspect run is writing this directory" in second.stderr
+        assert release(folder, wait=60)
+        _, err = first.communicate(timeout=120)
+        assert first.returncode == 0, err[-2000:]
+    finally:
+        release(folder)
+        if first.poll() is None:
+            first.kill()
+    rows = pd.read_parquet(out / "models.parquet")  # the first scan's outputs, whole
+    assert sorted(rows["path"]) == sorted(str(p) for p in d.iterdir())
+    assert rows.loc[rows["path"] == str(folder), "status"].tolist() == ["error"]  # it read end of file
+    lines = [json.loads(line)["path"] for line in (out / "models.jsonl").open()]
+    assert sorted(lines) == sorted(rows["path"])

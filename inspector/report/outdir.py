@@ -2,6 +2,7 @@
 
 - :func:`locked`: an exclusive lock on the directory itself (``flock``) while a report is written, so two
   runs writing the same ``--out`` at once take turns; the directory ends with one run's complete set.
+  A run that cannot take turns (``scan``, which may run for hours) asks not to wait and fails at once.
 - A manifest (``.winspect-report.json``) lists the files a run wrote, with their size and modification
   time. A later run removes a file of the earlier set that it does not write again (a plot page that no
   longer exists) only if the manifest lists it, it is unchanged since, and it is not protected (an input,
@@ -27,8 +28,9 @@ except ImportError:  # pragma: no cover - not POSIX: no lock
 
 
 @contextlib.contextmanager
-def locked(out: Path):
-    """Hold an exclusive lock on directory ``out`` (waiting for another run's lock to be released)."""
+def locked(out: Path, wait: bool = True):
+    """Hold an exclusive lock on directory ``out``: wait for another run's lock to be released, or, when
+    not ``wait``, raise OutputError at once if another run holds it."""
     if fcntl is None:
         yield
         return
@@ -37,7 +39,11 @@ def locked(out: Path):
     except OSError as e:
         raise OutputError(f"{out}: cannot open the report directory ({e.strerror or e})") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise OutputError(f"{out}: another winspect run is writing this directory; wait for it to end "
+                              "or choose another output directory") from None
         yield
     finally:
         os.close(fd)

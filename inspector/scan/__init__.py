@@ -79,14 +79,15 @@ def scan(paths, out, *, scheduler: str | None = None, workers: int | None = None
     Runs on a local pool of ``workers`` processes (default: the core count), or on the Dask cluster at
     ``scheduler`` (or $DASK_SCHEDULER_ADDRESS). ``resume`` keeps the rows of an earlier scan into ``out``
     whose model is unchanged. ``timeout``: seconds one model may take, after which it is an error row
-    (None or 0: no limit). ``progress``, if given, has ``begin(models, bytes)`` and ``done(row)``."""
+    (None or 0: no limit). ``progress``, if given, has ``begin(models, bytes)`` and ``done(row)``.
+    Raises OutputError at once when another scan is writing ``out``."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     models = discover(paths)
     address = scheduler or os.environ.get(SCHEDULER_ENV)
     client = dask_client(address) if address else None  # an unreachable cluster fails before any file is written
     try:
-        with locked(report_dir(out, "scan")):  # one scan at a time writes a directory
+        with locked(report_dir(out, "scan"), wait=False):  # one scan at a time writes a directory
             plan = Plan(workers, timeout if timeout and math.isfinite(timeout) else None)
             return _scan_into(models, out, client, plan, resume, progress)
     finally:
