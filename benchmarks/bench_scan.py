@@ -78,8 +78,8 @@ def make_zoo(root: Path, n: int) -> None:
 def child(mode: str, zoo: Path, out: Path, n: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("DASK_SCHEDULER_ADDRESS", None)
-    proc = subprocess.run([sys.executable, "-c", CHILD, mode, str(zoo), str(out), str(n)], env=env,
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run([sys.executable, "-c", CHILD, mode, str(zoo), str(out), str(n)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, check=True)  # cwd: "-c" imports from it first
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -43,10 +43,13 @@ class ZooTally:
         for s in STATUSES:
             self.status[s] += int((models["status"] == s).sum())
         for t in FINDING_TYPES:
-            col = models[f"findings_{t}"].fillna(0)
-            self.with_finding[t] += int((col > 0).sum())
-            self.findings[t] += int(col.sum())
-            self.worst[t] = _worst(self.worst[t], models[col > 0], f"findings_{t}")
+            name = f"findings_{t}"
+            col = models[name].fillna(0)
+            hit = col > 0
+            if hit.any():
+                self.with_finding[t] += int(hit.sum())
+                self.findings[t] += int(col.sum())
+                self.worst[t] = _worst(self.worst[t], models.loc[hit, ["path", "format", name]], name)
         fr = pd.to_numeric(models["weight_neg_frac"], errors="coerce").dropna().to_numpy(dtype=float)
         self.neg_frac += np.histogram(fr, bins=BINS, range=(0.0, 1.0))[0]
         errors = models[models["status"] == "error"].head(ERRORS_SHOWN - len(self.errors))
