@@ -31,7 +31,7 @@ JOURNAL = "models.jsonl"
 TENSORS = "tensors.parquet"
 OUTPUT_FILES = (JOURNAL, "models.parquet", "models.csv", "report.html", "report.md")
 FLUSH_SECONDS = 2.0  # the tables are rewritten at most this often...
-FLUSH_SHARE = 10  # ...and at most once every FLUSH_SHARE times the last rewrite's duration
+FLUSH_SHARE = 20  # ...and at most once every FLUSH_SHARE times the last rewrite's duration
 BATCH = 128  # journal lines read back and converted at a time
 ROW_GROUP = 1024  # rows per row group of models.parquet
 
