@@ -153,6 +153,30 @@ class Trigger:
             self.action()
 
 
+def _fails_on_m002(model, timeout):
+    from inspector.scan.task import timed_inspect
+
+    if model.path.endswith("m002.safetensors"):
+        raise RuntimeError("the task was lost")
+    return timed_inspect(model, timeout)
+
+
+def test_dask_task_error_is_a_row_that_says_so(tmp_path, monkeypatch):
+    """A task that ends in an error other than its worker dying is an error row naming that error."""
+    distributed = pytest.importorskip("distributed")
+    import inspector.scan.executors as executors
+
+    monkeypatch.setattr(executors, "timed_inspect", _fails_on_m002)
+    d = small_zoo(tmp_path)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as c:
+        result = scan([d], tmp_path / "out", scheduler=c.scheduler_address)
+    rows = result.models.set_index("path")
+    assert rows.loc[str(d / "m002.safetensors"), "message"] == \
+        "the Dask task failed: RuntimeError: the task was lost"
+    assert rows.loc[str(d / "m001.safetensors"), "status"] == "ok"
+
+
 def test_dask_worker_killed_mid_scan(tmp_path, cluster):
     import distributed
 
@@ -442,3 +466,27 @@ def test_second_scan_into_the_same_out_fails_at_once(tmp_path):
     assert rows.loc[rows["path"] == str(folder), "status"].tolist() == ["error"]  # it read end of file
     lines = [json.loads(line)["path"] for line in (out / "models.jsonl").open()]
     assert sorted(lines) == sorted(rows["path"])
+
+
+def test_a_pool_broken_between_looks_gives_its_models_back(tmp_path):
+    """A pool process that dies after one look and before the next hand-out: the next ``submit`` finds the
+    pool broken; the model goes back to the models to do (a new pool runs it), nothing is raised."""
+    from inspector.scan.executors import LocalPool, local_results
+
+    d = small_zoo(tmp_path)
+    models = discover([d])
+    pool = LocalPool(1, None)
+    try:
+        assert [m.path for m, _ in pool.drain([models[0]], 4)] == [models[0].path]
+        for proc in list(pool.pool._processes.values()):
+            os.kill(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not pool.pool._broken and time.monotonic() < deadline:  # the pool notices in its own thread
+            time.sleep(0.05)
+        todo = list(models[1:3])
+        assert list(pool.drain(todo, 4)) == [] and todo == models[1:3] and pool.lost == []
+    finally:
+        pool.shutdown()
+    done = dict(local_results(models[1:3], 1))
+    assert sorted(m.path for m in done) == sorted(m.path for m in models[1:3])
+    assert all(row["status"] == "ok" for row, _ in done.values())

@@ -17,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Iterable, Iterator
 
-from ..errors import InspectorError
+from ..errors import InspectorError, first_line
 from .discover import Model
 from .task import base_row, inspect_model, timed_inspect, timeout_row
 
@@ -33,6 +33,13 @@ class SchedulerUnavailable(InspectorError):
 
 def died_row(model: Model, attempts: int) -> tuple[dict, None]:
     row = base_row(model, "error", f"the worker inspecting it died {attempts} times (out of memory or a crash)")
+    row["seconds"] = float("nan")
+    return row, None
+
+
+def lost_row(model: Model, error: BaseException) -> tuple[dict, None]:
+    """The row of a model whose Dask task ended in an error other than its worker dying."""
+    row = base_row(model, "error", f"the Dask task failed: {type(error).__name__}: {first_line(error)}")
     row["seconds"] = float("nan")
     return row, None
 
@@ -109,9 +116,8 @@ class LocalPool:
         the pool breaks (then ``lost`` holds the models not yielded)."""
         running: dict = {}
         while todo or running:
-            while todo and len(running) < window:
-                model = todo.pop()
-                running[self.pool.submit(started_task, model)] = model
+            if not self._submit(todo, running, window) and not running:
+                return  # broken before anything was handed to it: a new pool takes ``todo``
             finished, _ = wait(running, timeout=POLL_SECONDS if self.timeout else None, return_when=FIRST_COMPLETED)
             self._note_starts()  # before the results: a finished task's start is already in the queue
             for fut in finished:
@@ -127,6 +133,18 @@ class LocalPool:
                 yield from self._finished_before_break(running)
                 return
             self._kill_overdue()
+
+    def _submit(self, todo: list[Model], running: dict, window: int) -> bool:
+        """Hand models from ``todo`` to the pool until ``window`` are in flight; False when the pool turns
+        out to be broken (a process died since the last look), the model it refused back on ``todo``."""
+        while todo and len(running) < window:
+            model = todo.pop()
+            try:
+                running[self.pool.submit(started_task, model)] = model
+            except BrokenProcessPool:
+                todo.append(model)
+                return False
+        return True
 
     def _finished_before_break(self, running: dict):
         """Yield the results the broken pool delivered; the other models are ``lost``."""
@@ -178,7 +196,7 @@ def dask_client(address: str):
 
 
 def _dask_drain(client, todo: list[Model], timeout: float | None):
-    from distributed import as_completed
+    from distributed import KilledWorker, as_completed
 
     window = max(1, sum(client.nthreads().values())) * WINDOW_PER_WORKER
     pending = as_completed(loop=client.loop)  # the loop of this client, not of the default one
@@ -193,7 +211,9 @@ def _dask_drain(client, todo: list[Model], timeout: float | None):
         model = owner.pop(fut.key)
         try:
             result = fut.result()
-        except Exception:  # KilledWorker: the scheduler gave up after its allowed failures
+        except KilledWorker:  # the scheduler gave up after its allowed failures
             result = died_row(model, ATTEMPTS)
+        except Exception as e:  # the task did not come back (cancelled, lost): say what happened, go on
+            result = lost_row(model, e)
         fut.release()
         yield model, result
