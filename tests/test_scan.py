@@ -490,3 +490,17 @@ def test_a_pool_broken_between_looks_gives_its_models_back(tmp_path):
     done = dict(local_results(models[1:3], 1))
     assert sorted(m.path for m in done) == sorted(m.path for m in models[1:3])
     assert all(row["status"] == "ok" for row, _ in done.values())
+
+
+def test_a_pool_whose_processes_cannot_start_is_an_error_not_a_loop(tmp_path):
+    """A script that calls scan without a ``__main__`` guard: every pool process re-runs the script and dies
+    in its bootstrap. The scan stops after a few pools with an error that says why, instead of retrying."""
+    d = small_zoo(tmp_path)
+    script = tmp_path / "unguarded.py"
+    script.write_text("import sys\nfrom inspector.scan import scan\n"
+                      f"scan([{str(d)!r}], {str(tmp_path / 'out')!r}, workers=1)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1
+    assert "PoolUnavailable: the scan's worker processes exit before running a model (3 pools in a row)" in proc.stderr
+    assert '`if __name__ == "__main__":`' in proc.stderr

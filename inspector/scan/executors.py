@@ -31,6 +31,10 @@ class SchedulerUnavailable(InspectorError):
     """The Dask scheduler cannot be reached, or the ``distributed`` package is missing."""
 
 
+class PoolUnavailable(InspectorError):
+    """The local pool's processes die before they run anything, pool after pool."""
+
+
 def died_row(model: Model, attempts: int) -> tuple[dict, None]:
     row = base_row(model, "error", f"the worker inspecting it died {attempts} times (out of memory or a crash)")
     row["seconds"] = float("nan")
@@ -58,12 +62,18 @@ def local_results(models: Iterable[Model], workers: int, timeout: float | None =
     was broken by a timeout's kill)."""
     todo = list(models)[::-1]
     tries: dict[str, int] = {}
+    idle = 0  # pools in a row that broke before running anything
     while todo:
         pool = LocalPool(workers, timeout)
         try:
             yield from pool.drain(todo, workers * WINDOW_PER_WORKER)
         finally:  # on Ctrl-C or an early stop: drop what has not started, do not wait
             pool.shutdown()
+        idle = 0 if pool.ran else idle + 1
+        if idle >= ATTEMPTS:
+            raise PoolUnavailable(
+                f"the scan's worker processes exit before running a model ({idle} pools in a row); from a Python "
+                "script, call inspector.scan under `if __name__ == \"__main__\":`, as multiprocessing requires")
         for model in pool.lost:
             if model.path in pool.killed:
                 yield model, timeout_row(model, timeout, pool.killed[model.path])
@@ -110,6 +120,7 @@ class LocalPool:
         self.started: dict[str, tuple[int, float]] = {}
         self.killed: dict[str, float] = {}
         self.lost: list[Model] = []
+        self.ran = False  # whether a model started or finished in this pool
 
     def drain(self, todo: list[Model], window: int):
         """Submit from ``todo`` keeping ``window`` in flight and yield results, until ``todo`` is empty or
@@ -128,6 +139,7 @@ class LocalPool:
                     self.lost.append(model)
                     continue
                 self.started.pop(model.path, None)
+                self.ran = True
                 yield model, result
             if self.lost:
                 yield from self._finished_before_break(running)
@@ -150,6 +162,7 @@ class LocalPool:
         """Yield the results the broken pool delivered; the other models are ``lost``."""
         for fut, model in running.items():
             if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.ran = True
                 yield model, fut.result()
             else:
                 self.lost.append(model)
@@ -158,6 +171,7 @@ class LocalPool:
         while not self.starts.empty():
             path, pid, since = self.starts.get()
             self.started[path] = (pid, since)
+            self.ran = True
 
     def _kill_overdue(self) -> None:
         """Kill the process of each model running for longer than ``timeout`` (the pool breaks)."""
