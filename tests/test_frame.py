@@ -69,8 +69,6 @@ def test_to_pandas_equals_the_dataframe_of_the_rows():
     reference = pd.DataFrame(rows, columns=COLUMNS)
     reference["maybe_int"] = reference["maybe_int"].astype("Int64")
     pd.testing.assert_frame_equal(frame.to_pandas(), reference, check_exact=True)
-    back = Frame.from_pandas(reference).to_pandas()
-    pd.testing.assert_frame_equal(back, reference, check_exact=True)
 
 
 def test_records_are_python_values_as_pandas_gives_them():

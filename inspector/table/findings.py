@@ -14,7 +14,7 @@ from ..finding import (
 
 def tensor_findings(tensors: Frame) -> list[Finding]:
     """NaN/Inf values, all-zero tensors and tied tensors, from the tensor table (its rows with a finding only)."""
-    nan, inf = np.nan_to_num(tensors["nan_count"].astype(np.float64)), np.nan_to_num(tensors["inf_count"].astype(np.float64))
+    nan, inf = tensors["nan_count"], tensors["inf_count"]  # int64 columns (see schema.finish_tensor_frame)
     numel, kind = tensors["numel"], tensors["kind"]
     zero = (numel > 0) & (tensors["zero_count"] == numel) & (kind != "buffer")
     tied = np.fromiter((isinstance(t, str) for t in tensors["tied_to"]), bool, len(tensors))
@@ -22,9 +22,9 @@ def tensor_findings(tensors: Frame) -> list[Finding]:
     for i in np.flatnonzero((nan > 0) | (inf > 0) | zero | tied).tolist():
         name = tensors["name"][i]
         if nan[i]:
-            out.append(nan_finding(name, tensors.value("nan_count", i)))
+            out.append(nan_finding(name, int(nan[i])))
         if inf[i]:
-            out.append(inf_finding(name, tensors.value("inf_count", i)))
+            out.append(inf_finding(name, int(inf[i])))
         if zero[i]:
             out.append(zero_finding(name, kind[i]))
         if tied[i]:

@@ -186,10 +186,6 @@ class Frame:
     def select(self, columns: list[str]) -> "Frame":
         return Frame({c: self._column(c) for c in columns}, {c: self._types[c] for c in columns})
 
-    def value(self, name: str, i: int):
-        """Row ``i``'s value of a column as a Python value (None when missing)."""
-        return _python(self._column(name)[i], self._types[name])
-
     def records(self) -> list[dict]:
         """The rows as dicts of Python values, as ``DataFrame.to_dict("records")`` gives them: NaN for a
         missing number, None for missing text or a missing nullable integer."""
@@ -209,17 +205,6 @@ class Frame:
             else:
                 data[c] = v
         return pd.DataFrame(data, columns=list(self._types), index=pd.RangeIndex(self._length))
-
-    @classmethod
-    def from_pandas(cls, df) -> "Frame":
-        """A Frame of a DataFrame's columns (nullable integers kept as ``Int64``)."""
-        data, types = {}, {}
-        for c in df.columns:
-            s = df[c]
-            kind = "Int64" if str(s.dtype) == "Int64" else _array_type(s.to_numpy())
-            data[c] = s.to_numpy(dtype=np.float64, na_value=np.nan) if kind == "Int64" else s.to_numpy()
-            types[c] = kind
-        return cls(data, types)
 
     def write_csv(self, f) -> None:
         """The table as CSV, as ``DataFrame.to_csv(f, index=False)`` writes it."""
