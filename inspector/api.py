@@ -22,6 +22,8 @@ from .table.rows import (
 )
 from .table.schema import tensor_frame
 
+SMALL_MODEL_BYTES = 1 << 20  # models of at most this many bytes of tensor data are reduced on one thread
+
 
 class TableExports:
     """What the results that hold ``tables`` (tensor and layer tables as Frames) and ``summary`` share:
@@ -121,11 +123,14 @@ def inspect(
     spectral: bool = False,
     no_download: bool = False,
     cache=None,
+    threads: int | None = None,
 ) -> Inspection:
     """Inspect a torchvision model name, a checkpoint file, a model directory, or a remote source (an
     http(s) URL, ``hf://ORG/REPO[@REVISION][/FILE]``, an fsspec URL; see docs/remote.md).
 
-    ``spectral=True`` adds the spectral columns (docs/spectral.md) to the weight matrices."""
+    ``spectral=True`` adds the spectral columns (docs/spectral.md) to the weight matrices. ``threads``: how
+    many threads reduce the tensors (default: ``WINSPECT_THREADS``, else one per CPU; a model of at most
+    ``SMALL_MODEL_BYTES`` takes one, as starting threads would cost more than its work)."""
     options = LoadOptions(weights=weights, no_download=no_download,
                           cache=str(Path(cache).expanduser()) if cache else None)
     with open_source(str(source), options) as src, blas_threads(spectral):
@@ -135,7 +140,8 @@ def inspect(
         if src.network is not None and hasattr(progress, "network"):
             progress.network(src.network)
         # a server that ignores Range sends each file whole: one reader, front to back, in one pass
-        workers = 1 if getattr(src.network, "ranges_ignored", False) else None
+        small = totals is not None and totals[1] <= SMALL_MODEL_BYTES
+        workers = 1 if small or getattr(src.network, "ranges_ignored", False) else threads
         tensors, hists, spectra = table_frame(src.records(), chunk_elems, progress, spectral, workers)
         meta = dict(src.meta)
     note = complex_note([{"name": n, "dtype": d} for n, d in zip(tensors["name"], tensors["dtype"])

@@ -67,10 +67,11 @@ def audit(source, weights: str = "DEFAULT", spectral: bool = False) -> Audit:
     return audited(source, weights, spectral)[1]
 
 
-def audited(source, weights: str = "DEFAULT", spectral: bool = False) -> tuple[Inspection | None, Audit]:
-    """The inspection of a source (None when its pickle was refused) and its audit."""
+def audited(source, weights: str = "DEFAULT", spectral: bool = False,
+            threads: int | None = None) -> tuple[Inspection | None, Audit]:
+    """The inspection of a source (None when its pickle was refused) and its audit (``threads``: see inspect)."""
     try:
-        result = inspect(source, weights=weights, spectral=spectral)
+        result = inspect(source, weights=weights, spectral=spectral, threads=threads)
     except UnsafePickle as e:
         return None, Audit(str(source), e.scan.findings(), refused=str(e))
     return result, Audit(str(source), list(result.summary["findings"]))

@@ -335,3 +335,39 @@ def test_small_tensors_are_batched_with_the_same_rows_in_order(workers):
                 assert got == pytest.approx(v, rel=1e-12, abs=1e-300), (name, k)
             else:
                 assert v == got or (v != v and got != got), (name, k, v, got)
+
+
+def _thread_pools(monkeypatch) -> list[int]:
+    """Record the size of every thread pool the analyzer starts."""
+    from inspector.analysis import parallel
+
+    sizes: list[int] = []
+
+    class Counted(parallel.ThreadPoolExecutor):
+        def __init__(self, workers, **kwargs):
+            sizes.append(workers)
+            super().__init__(workers, **kwargs)
+
+    monkeypatch.setattr(parallel, "ThreadPoolExecutor", Counted)
+    return sizes
+
+
+def test_small_models_run_on_the_calling_thread_and_threads_can_be_set(tmp_path, monkeypatch):
+    """A model of at most SMALL_MODEL_BYTES starts no thread (that would cost more than its work);
+    a larger one takes ``threads`` (or WINSPECT_THREADS), with the same rows whatever the number."""
+    from inspector.api import SMALL_MODEL_BYTES
+
+    monkeypatch.setenv("WINSPECT_THREADS", "2")
+    sizes = _thread_pools(monkeypatch)
+    rng = np.random.default_rng(5)
+    small, large = tmp_path / "small.safetensors", tmp_path / "large.safetensors"
+    save_file({"a": rng.standard_normal(SMALL_MODEL_BYTES // 8, dtype=np.float32),
+               "b": rng.standard_normal(SMALL_MODEL_BYTES // 8, dtype=np.float32)}, str(small))
+    save_file({"a": rng.standard_normal(SMALL_MODEL_BYTES // 4, dtype=np.float32),
+               "b": rng.standard_normal(8, dtype=np.float32)}, str(large))
+    inspect(small)
+    assert sizes == []
+    runs = {n: inspect(large, threads=n).tables.tensors.records() for n in (None, 1, 3)}
+    assert sizes == [2, 3]  # None: WINSPECT_THREADS; 1: no pool
+    same_rows(runs[None], runs[1])
+    same_rows(runs[3], runs[1])

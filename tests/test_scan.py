@@ -125,6 +125,11 @@ def test_dask_cluster_gives_the_same_rows(zoo, local, cluster):
     root, path, _ = zoo
     result = scan([path], root / "dask", scheduler=cluster.scheduler_address)
     pd.testing.assert_frame_equal(comparable(result.models), comparable(local.models))
+    # the local pool's tasks write their tensor tables themselves; Dask's come back to the client
+    by_model = [("model", "ascending"), ("name", "ascending")]
+    tables = [ds.dataset(out / "tensors.parquet", format="parquet").to_table().sort_by(by_model)
+              for out in (local.out, result.out)]
+    assert tables[0].num_rows > 0 and tables[0].equals(tables[1])
 
 
 def small_zoo(root: Path) -> Path:
@@ -504,3 +509,77 @@ def test_a_pool_whose_processes_cannot_start_is_an_error_not_a_loop(tmp_path):
     assert proc.returncode == 1
     assert "PoolUnavailable: the scan's worker processes exit before running a model (3 pools in a row)" in proc.stderr
     assert '`if __name__ == "__main__":`' in proc.stderr
+
+
+def test_pool_tasks_write_their_tables_and_use_a_share_of_the_cpus(tmp_path, monkeypatch):
+    """On the local pool the client writes no tensor table (the tasks do, atomically, beside the others),
+    and each task's inspection takes the CPUs divided among the pool's processes."""
+    from inspector.scan import executors, store
+
+    def refuse(*args):
+        raise AssertionError("the client wrote a tensor table")
+
+    monkeypatch.setattr(store, "write_bytes", refuse)  # the client's; pool processes import their own
+    d = small_zoo(tmp_path)
+    result = scan([d], tmp_path / "out", workers=2)
+    ok = result.models[result.models["status"] == "ok"]
+    parts = sorted(p.name for p in (tmp_path / "out" / "tensors.parquet").iterdir())
+    assert parts == sorted(store.part_name(p) for p in ok["path"]) and len(parts) == 16
+    table = result.tensors().to_table().to_pandas()
+    assert table.groupby("model").size().to_dict() == dict(zip(ok["path"], ok["tensors"]))
+    monkeypatch.setattr(executors, "default_workers", lambda: 8)
+    assert [executors.pool_threads(w) for w in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+
+
+def test_tensor_tables_small_plain_large_compressed(tmp_path):
+    """A tensor table of at most PLAIN_ROWS rows is written without compression or dictionaries (they
+    cost more than they save there), a larger one with both; either reads back as the Arrow table."""
+    import pyarrow.parquet as pq
+
+    from inspector.scan.task import PLAIN_ROWS, tensor_arrow, tensor_parquet
+    from inspector.table.frame import Frame
+
+    for rows in (3, PLAIN_ROWS, PLAIN_ROWS + 1):
+        frame = Frame.from_columns({"name": [f"t{i}" for i in range(rows)], "numel": np.arange(rows),
+                                    "std": np.linspace(0, 1, rows)})
+        path = tmp_path / f"{rows}.parquet"
+        path.write_bytes(tensor_parquet("m", frame))
+        column = pq.ParquetFile(path).metadata.row_group(0).column(1)
+        assert column.compression == ("UNCOMPRESSED" if rows <= PLAIN_ROWS else "ZSTD")
+        assert ("RLE_DICTIONARY" in column.encodings) == (rows > PLAIN_ROWS)
+        assert pq.read_table(path).equals(tensor_arrow("m", frame))
+
+
+def test_tensor_arrow_equals_the_pandas_conversion():
+    """tensor_arrow reads the Frame's arrays: the same table as converting its DataFrame with pandas'
+    rules (NaN and None are nulls), for every column type a tensor table can have, missing values in each."""
+    import pyarrow as pa
+
+    from inspector.scan.task import tensor_arrow, tensor_schema
+    from inspector.table.frame import Frame
+
+    def by_pandas(model, df):
+        arrays = []
+        for field in tensor_schema():
+            if field.name == "model":
+                arrays.append(pa.array([model] * len(df), pa.string()))
+            elif field.name not in df:
+                arrays.append(pa.nulls(len(df), field.type))
+            elif field.type == pa.string():
+                arrays.append(pa.array([None if v is None or v != v else str(v) for v in df[field.name]], pa.string()))
+            else:
+                arrays.append(pa.array(df[field.name], type=field.type, from_pandas=True))
+        return pa.Table.from_arrays(arrays, schema=tensor_schema())
+
+    frame = Frame.from_rows([
+        {"name": "a", "layer": None, "numel": 3, "mean": float("nan"), "units": 4, "ndim": 2, "tied_to": None,
+         "dead_relu_candidates": None, "fan_in": 7, "unit_neg_frac_min": None},
+        {"name": "b", "layer": "l", "numel": 0, "mean": -0.0, "units": None, "ndim": 0, "tied_to": "a",
+         "dead_relu_candidates": None, "fan_in": None, "unit_neg_frac_min": 0.5},
+        {"name": "c", "layer": "l", "numel": 5, "mean": float("inf"), "ndim": 1, "dead_relu_candidates": None},
+    ], ["name", "layer", "numel", "mean", "units", "ndim", "tied_to", "dead_relu_candidates", "fan_in",
+        "unit_neg_frac_min"])
+    for fixture in (frame, inspect(ROOT / "fixtures" / "digits_cnn.pth").tables.tensors,
+                    inspect(ROOT / "fixtures" / "tiny_llama.gguf", spectral=True).tables.tensors):
+        for rows in (fixture, fixture[np.arange(len(fixture))[::-2]]):
+            assert tensor_arrow("m", rows).equals(by_pandas("m", rows.to_pandas()))

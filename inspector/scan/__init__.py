@@ -128,7 +128,7 @@ def _run(store: ScanStore, todo: list[Model], client, plan: Plan, progress) -> N
     if client is not None:
         results = dask_results(todo, client, plan.timeout)
     else:
-        results = local_results(todo, plan.workers or default_workers(), plan.timeout)
+        results = local_results(todo, plan.workers or default_workers(), plan.timeout, store.parts)
     for model, (row, data) in results:
         _record(store, model, row, data, progress)
 

@@ -15,10 +15,13 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..errors import InspectorError, first_line
+from ..report.export import write_bytes
 from .discover import Model
+from .store import part_name
 from .task import base_row, inspect_model, timed_inspect, timeout_row
 
 ATTEMPTS = 3  # tries for a model whose worker process dies under it
@@ -55,16 +58,18 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def local_results(models: Iterable[Model], workers: int, timeout: float | None = None) -> Iterator[tuple[Model, tuple]]:
+def local_results(models: Iterable[Model], workers: int, timeout: float | None = None,
+                  parts: Path | None = None) -> Iterator[tuple[Model, tuple]]:
     """Run each model in a pool of ``workers`` processes. A model still running after ``timeout`` seconds
     has its process killed and is an error row; a pool broken by a dead process is replaced and the
     models it held are run again (those that had started at most ATTEMPTS times each, unless the pool
-    was broken by a timeout's kill)."""
+    was broken by a timeout's kill). With ``parts`` (a directory), each task writes its model's tensor
+    table there itself (see :func:`started_task`) and gives back ``(row, True)`` for it."""
     todo = list(models)[::-1]
     tries: dict[str, int] = {}
     idle = 0  # pools in a row that broke before running anything
     while todo:
-        pool = LocalPool(workers, timeout)
+        pool = LocalPool(workers, timeout, parts)
         try:
             yield from pool.drain(todo, workers * WINDOW_PER_WORKER)
         finally:  # on Ctrl-C or an early stop: drop what has not started, do not wait
@@ -91,32 +96,44 @@ def local_results(models: Iterable[Model], workers: int, timeout: float | None =
 # pickles then does not import it again in every pool process, and other scans do not pay for it.
 
 _started = None  # in a pool process: where each task says that it starts (LocalPool.starts)
+_threads = 1  # in a pool process: threads per inspection
 
 
-def _init_pool_process(starts) -> None:
+def _init_pool_process(starts, threads: int) -> None:
     """Pool processes leave Ctrl-C to the client, which stops the scan and keeps what is finished."""
-    global _started
+    global _started, _threads
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _started = starts
+    _started, _threads = starts, threads
 
 
-def started_task(model: Model):
-    """A pool task: say which process runs ``model`` since when (before anything can hang), inspect it."""
+def started_task(model: Model, parts: Path | None = None):
+    """A pool task: say which process runs ``model`` since when (before anything can hang), inspect it.
+    With ``parts``, write its tensor table there (atomically, as the client would) and give back
+    ``(row, True)``: the client then only writes the row, and the file work is spread over the pool."""
     _started.put((model.path, os.getpid(), time.monotonic()))
-    return inspect_model(model)
+    row, data = inspect_model(model, _threads)
+    if parts is None or data is None:
+        return row, data
+    write_bytes(data, parts / part_name(model.path))
+    return row, True
+
+
+def pool_threads(workers: int) -> int:
+    """Threads per inspection in a pool of ``workers`` processes: the CPUs shared out among them."""
+    return max(1, default_workers() // max(1, workers))
 
 
 class LocalPool:
     """One process pool, and what the client knows of its tasks: ``started`` (path -> (pid, start) of the
     models running), ``killed`` (path -> seconds it ran) and, once broken, ``lost`` (the models it held)."""
 
-    def __init__(self, workers: int, timeout: float | None):
+    def __init__(self, workers: int, timeout: float | None, parts: Path | None = None):
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD + [m for m in ("torch",) if m in sys.modules])
         self.starts = ctx.SimpleQueue()  # written whole before a task runs (no feeder thread)
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_pool_process,
-                                        initargs=(self.starts,))
-        self.timeout = timeout
+                                        initargs=(self.starts, pool_threads(workers)))
+        self.timeout, self.parts = timeout, parts
         self.started: dict[str, tuple[int, float]] = {}
         self.killed: dict[str, float] = {}
         self.lost: list[Model] = []
@@ -152,7 +169,7 @@ class LocalPool:
         while todo and len(running) < window:
             model = todo.pop()
             try:
-                running[self.pool.submit(started_task, model)] = model
+                running[self.pool.submit(started_task, model, self.parts)] = model
             except BrokenProcessPool:
                 todo.append(model)
                 return False

@@ -70,13 +70,18 @@ class ScanStore:
         """Whether a row for this model, as it is now, is already written (:meth:`keep_only` first)."""
         return model.path in self.index
 
-    def add(self, model: Model, row: dict, tensors: bytes | None) -> None:
-        """Record one finished model: its tensor table first, then its journal line."""
-        part = self.out / TENSORS / part_name(model.path)
-        if tensors is not None:
-            write_bytes(tensors, part)
-        else:
-            part.unlink(missing_ok=True)
+    @property
+    def parts(self) -> Path:
+        """The directory of the tensor tables (``part_name`` of each model's path)."""
+        return self.out / TENSORS
+
+    def add(self, model: Model, row: dict, tensors: bytes | bool | None) -> None:
+        """Record one finished model: its tensor table first (Parquet bytes to write; True: written there
+        already by the task; None: it has none), then its journal line."""
+        if isinstance(tensors, bytes):
+            write_bytes(tensors, self.parts / part_name(model.path))
+        elif tensors is None:
+            (self.parts / part_name(model.path)).unlink(missing_ok=True)
         line = (json.dumps(row, default=_plain) + "\n").encode("ascii")  # JSON escapes the rest
         self._journal.write(line)
         self._journal.flush()
