@@ -125,7 +125,7 @@ def test_dask_cluster_gives_the_same_rows(zoo, local, cluster):
     root, path, _ = zoo
     result = scan([path], root / "dask", scheduler=cluster.scheduler_address)
     pd.testing.assert_frame_equal(comparable(result.models), comparable(local.models))
-    # the local pool's tasks write their tensor tables themselves; Dask's come back to the client
+    # tensor tables written by the pool's tasks, by Dask's (which see the directory) and by the client
     by_model = [("model", "ascending"), ("name", "ascending")]
     tables = [ds.dataset(out / "tensors.parquet", format="parquet").to_table().sort_by(by_model)
               for out in (local.out, result.out)]
@@ -158,12 +158,12 @@ class Trigger:
             self.action()
 
 
-def _fails_on_m002(model, timeout):
+def _fails_on_m002(model, timeout, place):
     from inspector.scan.task import timed_inspect
 
     if model.path.endswith("m002.safetensors"):
         raise RuntimeError("the task was lost")
-    return timed_inspect(model, timeout)
+    return timed_inspect(model, timeout, place)
 
 
 def test_dask_task_error_is_a_row_that_says_so(tmp_path, monkeypatch):
@@ -511,15 +511,55 @@ def test_a_pool_whose_processes_cannot_start_is_an_error_not_a_loop(tmp_path):
     assert '`if __name__ == "__main__":`' in proc.stderr
 
 
+def refuse_tables(monkeypatch) -> None:
+    """Make the client's writing of a tensor table fail the test (pool and Dask processes import their own)."""
+    from inspector.scan import store
+
+    write = store.write_bytes
+
+    def refuse(data, path):
+        assert not Path(path).name.startswith("part-"), "the client wrote a tensor table"
+        return write(data, path)
+
+    monkeypatch.setattr(store, "write_bytes", refuse)
+
+
+def test_dask_workers_that_see_the_directory_write_the_tables(tmp_path, cluster, monkeypatch):
+    refuse_tables(monkeypatch)
+    d = small_zoo(tmp_path)
+    result = scan([d], tmp_path / "out", scheduler=cluster.scheduler_address)
+    ok = result.models[result.models["status"] == "ok"]
+    table = result.tensors().to_table().to_pandas()
+    assert len(ok) == 16 and table.groupby("model").size().to_dict() == dict(zip(ok["path"], ok["tensors"]))
+    assert sorted(p.name for p in (tmp_path / "out" / "tensors.parquet").iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_task_writes_its_table_only_where_it_reads_the_scans_token(tmp_path):
+    """``delivered`` writes the table when the directory holds the scan's token; anywhere else (another
+    token, no such directory, a write that fails) it gives the bytes back for the client to write."""
+    from inspector.scan.task import PLACE_MARK, delivered, part_name
+
+    parts = tmp_path / "tensors.parquet"
+    parts.mkdir()
+    (parts / PLACE_MARK).write_text("abc")
+    model = Model(path="/models/a.safetensors", files=(), size=1, mtime_ns=1)
+    result = ({"path": model.path}, b"PAR1 table")
+    assert delivered(model, result, (str(parts), "abc")) == ({"path": model.path}, True)
+    assert (parts / part_name(model.path)).read_bytes() == b"PAR1 table"
+    for place in ((str(parts), "another"), (str(tmp_path / "elsewhere"), "abc"), None):
+        assert delivered(model, result, place) is result
+    assert delivered(model, ({"path": model.path}, None), (str(parts), "abc")) == ({"path": model.path}, None)
+    other = Model(path="/models/b.safetensors", files=(), size=1, mtime_ns=1)
+    (parts / part_name(other.path)).mkdir()  # the write fails: "is a directory"
+    assert delivered(other, result, (str(parts), "abc")) is result
+
+
 def test_pool_tasks_write_their_tables_and_use_a_share_of_the_cpus(tmp_path, monkeypatch):
     """On the local pool the client writes no tensor table (the tasks do, atomically, beside the others),
     and each task's inspection takes the CPUs divided among the pool's processes."""
     from inspector.scan import executors, store
 
-    def refuse(*args):
-        raise AssertionError("the client wrote a tensor table")
-
-    monkeypatch.setattr(store, "write_bytes", refuse)  # the client's; pool processes import their own
+    refuse_tables(monkeypatch)
     d = small_zoo(tmp_path)
     result = scan([d], tmp_path / "out", workers=2)
     ok = result.models[result.models["status"] == "ok"]

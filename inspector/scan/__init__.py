@@ -126,9 +126,9 @@ def _run(store: ScanStore, todo: list[Model], client, plan: Plan, progress) -> N
         _record(store, model, base_row(model, "skipped", f"same files as {model.duplicate_of}"), None, progress)
     todo = [m for m in todo if not m.duplicate_of]
     if client is not None:
-        results = dask_results(todo, client, plan.timeout)
+        results = dask_results(todo, client, plan.timeout, store.place)
     else:
-        results = local_results(todo, plan.workers or default_workers(), plan.timeout, store.parts)
+        results = local_results(todo, plan.workers or default_workers(), plan.timeout, store.place)
     for model, (row, data) in results:
         _record(store, model, row, data, progress)
 

@@ -15,14 +15,11 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..errors import InspectorError, first_line
-from ..report.export import write_bytes
 from .discover import Model
-from .store import part_name
-from .task import base_row, inspect_model, timed_inspect, timeout_row
+from .task import base_row, delivered, inspect_model, timed_inspect, timeout_row
 
 ATTEMPTS = 3  # tries for a model whose worker process dies under it
 POLL_SECONDS = 0.25  # how often the local pool looks for models over their time, when there is a timeout
@@ -59,17 +56,17 @@ def default_workers() -> int:
 
 
 def local_results(models: Iterable[Model], workers: int, timeout: float | None = None,
-                  parts: Path | None = None) -> Iterator[tuple[Model, tuple]]:
+                  place: tuple[str, str] | None = None) -> Iterator[tuple[Model, tuple]]:
     """Run each model in a pool of ``workers`` processes. A model still running after ``timeout`` seconds
     has its process killed and is an error row; a pool broken by a dead process is replaced and the
     models it held are run again (those that had started at most ATTEMPTS times each, unless the pool
-    was broken by a timeout's kill). With ``parts`` (a directory), each task writes its model's tensor
-    table there itself (see :func:`started_task`) and gives back ``(row, True)`` for it."""
+    was broken by a timeout's kill). With ``place`` (the scan's tensor directory and token), each task
+    writes its model's tensor table there itself and gives back ``(row, True)`` (:func:`.task.delivered`)."""
     todo = list(models)[::-1]
     tries: dict[str, int] = {}
     idle = 0  # pools in a row that broke before running anything
     while todo:
-        pool = LocalPool(workers, timeout, parts)
+        pool = LocalPool(workers, timeout, place)
         try:
             yield from pool.drain(todo, workers * WINDOW_PER_WORKER)
         finally:  # on Ctrl-C or an early stop: drop what has not started, do not wait
@@ -106,16 +103,12 @@ def _init_pool_process(starts, threads: int) -> None:
     _started, _threads = starts, threads
 
 
-def started_task(model: Model, parts: Path | None = None):
-    """A pool task: say which process runs ``model`` since when (before anything can hang), inspect it.
-    With ``parts``, write its tensor table there (atomically, as the client would) and give back
-    ``(row, True)``: the client then only writes the row, and the file work is spread over the pool."""
+def started_task(model: Model, place: tuple[str, str] | None = None):
+    """A pool task: say which process runs ``model`` since when (before anything can hang), inspect it,
+    and write its tensor table into ``place`` (see :func:`.task.delivered`): the client then only writes
+    the row, and the file work is spread over the pool."""
     _started.put((model.path, os.getpid(), time.monotonic()))
-    row, data = inspect_model(model, _threads)
-    if parts is None or data is None:
-        return row, data
-    write_bytes(data, parts / part_name(model.path))
-    return row, True
+    return delivered(model, inspect_model(model, _threads), place)
 
 
 def pool_threads(workers: int) -> int:
@@ -127,13 +120,13 @@ class LocalPool:
     """One process pool, and what the client knows of its tasks: ``started`` (path -> (pid, start) of the
     models running), ``killed`` (path -> seconds it ran) and, once broken, ``lost`` (the models it held)."""
 
-    def __init__(self, workers: int, timeout: float | None, parts: Path | None = None):
+    def __init__(self, workers: int, timeout: float | None, place: tuple[str, str] | None = None):
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD + [m for m in ("torch",) if m in sys.modules])
         self.starts = ctx.SimpleQueue()  # written whole before a task runs (no feeder thread)
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_pool_process,
                                         initargs=(self.starts, pool_threads(workers)))
-        self.timeout, self.parts = timeout, parts
+        self.timeout, self.place = timeout, place
         self.started: dict[str, tuple[int, float]] = {}
         self.killed: dict[str, float] = {}
         self.lost: list[Model] = []
@@ -169,7 +162,7 @@ class LocalPool:
         while todo and len(running) < window:
             model = todo.pop()
             try:
-                running[self.pool.submit(started_task, model, self.parts)] = model
+                running[self.pool.submit(started_task, model, self.place)] = model
             except BrokenProcessPool:
                 todo.append(model)
                 return False
@@ -204,13 +197,15 @@ class LocalPool:
         self.starts.close()
 
 
-def dask_results(models: Iterable[Model], client, timeout: float | None = None) -> Iterator[tuple[Model, tuple]]:
+def dask_results(models: Iterable[Model], client, timeout: float | None = None,
+                 place: tuple[str, str] | None = None) -> Iterator[tuple[Model, tuple]]:
     """Run each model as one task on the Dask cluster of ``client`` (:func:`dask_client`), results taken
     as they complete. A worker that dies mid-task has its task rescheduled by Dask; a task whose workers
     keep dying is an error row. A task still inspecting after ``timeout`` seconds returns an error row
-    and leaves its inspection behind in the worker (:func:`.task.timed_inspect`). Closes the client."""
+    and leaves its inspection behind in the worker (:func:`.task.timed_inspect`). A worker that sees
+    ``place`` writes the model's tensor table there. Closes the client."""
     try:
-        yield from _dask_drain(client, list(models)[::-1], timeout)
+        yield from _dask_drain(client, list(models)[::-1], timeout, place)
     finally:
         client.close()
 
@@ -226,7 +221,7 @@ def dask_client(address: str):
         raise SchedulerUnavailable(f"{address}: cannot reach the Dask scheduler ({e})") from None
 
 
-def _dask_drain(client, todo: list[Model], timeout: float | None):
+def _dask_drain(client, todo: list[Model], timeout: float | None, place: tuple[str, str] | None):
     from distributed import KilledWorker, as_completed
 
     window = max(1, sum(client.nthreads().values())) * WINDOW_PER_WORKER
@@ -235,7 +230,7 @@ def _dask_drain(client, todo: list[Model], timeout: float | None):
     while todo or owner:
         while todo and len(owner) < window:
             model = todo.pop()
-            fut = client.submit(timed_inspect, model, timeout, pure=False)
+            fut = client.submit(timed_inspect, model, timeout, place, pure=False)
             owner[fut.key] = model
             pending.add(fut)
         fut = next(pending)

@@ -15,7 +15,7 @@ most ROW_GROUP rows and a CSV written as it goes; the report's figures are gathe
 
 from __future__ import annotations
 
-import hashlib
+import secrets
 import json
 import math
 import time
@@ -25,7 +25,7 @@ from ..errors import OutputError
 from ..report.export import atomic_write, write_bytes
 from ..report.zoo import ZooTally
 from .discover import Model
-from .task import model_frame
+from .task import PLACE_MARK, model_frame, part_name
 
 JOURNAL = "models.jsonl"
 TENSORS = "tensors.parquet"
@@ -34,10 +34,6 @@ FLUSH_SECONDS = 2.0  # the tables are rewritten at most this often...
 FLUSH_SHARE = 20  # ...and at most once every FLUSH_SHARE times the last rewrite's duration
 BATCH = 128  # journal lines read back and converted at a time
 ROW_GROUP = 1024  # rows per row group of models.parquet
-
-
-def part_name(path: str) -> str:
-    return f"part-{hashlib.sha1(path.encode('utf-8', 'surrogateescape')).hexdigest()[:20]}.parquet"
 
 
 class ScanStore:
@@ -53,6 +49,7 @@ class ScanStore:
             raise OutputError(f"{self.out}: cannot create the output directory ({e.strerror or e})") from None
         if not resume:
             self._clear()
+        self.place = self._mark()
         self.index: dict[str, int] = read_index(self.out / JOURNAL)
         self._journal = open(self.out / JOURNAL, "ab")
         self._end = self._journal.seek(0, 2)
@@ -70,14 +67,21 @@ class ScanStore:
         """Whether a row for this model, as it is now, is already written (:meth:`keep_only` first)."""
         return model.path in self.index
 
+    def _mark(self) -> tuple[str, str]:
+        """(the tensor tables' directory, a token written in it, hidden from datasets): a task that reads
+        the same token there sees this directory, and writes its model's table itself (task.delivered)."""
+        token = secrets.token_hex(16)
+        write_bytes(token.encode("ascii"), self.parts / PLACE_MARK)
+        return str(self.parts), token
+
     @property
     def parts(self) -> Path:
         """The directory of the tensor tables (``part_name`` of each model's path)."""
         return self.out / TENSORS
 
     def add(self, model: Model, row: dict, tensors: bytes | bool | None) -> None:
-        """Record one finished model: its tensor table first (Parquet bytes to write; True: written there
-        already by the task; None: it has none), then its journal line."""
+        """Record one finished model: its tensor table first (Parquet bytes to write; True: the task wrote
+        it, see ``place``; None: it has none), then its journal line."""
         if isinstance(tensors, bytes):
             write_bytes(tensors, self.parts / part_name(model.path))
         elif tensors is None:
@@ -151,6 +155,7 @@ class ScanStore:
 
     def close(self) -> None:
         self._journal.close()
+        (self.parts / PLACE_MARK).unlink(missing_ok=True)
 
 
 def write_tables(frames, parquet_file, csv_file, tally: ZooTally | None = None) -> None:

@@ -6,16 +6,19 @@ read is a row with ``status="error"`` and the message, so one bad file never sto
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InspectorError, first_line
 from ..finding import FINDING_TYPES
+from ..report.export import write_bytes
 from ..table.frame import Frame
 from ..table.schema import TENSOR_ANALYSIS_COLUMNS, TENSOR_COLUMNS, TENSOR_EXTRA_COLUMNS
 from .discover import Model
@@ -73,11 +76,49 @@ def inspect_model(model: Model, threads: int | None = 1) -> tuple[dict, bytes | 
     return row, data
 
 
-def timed_inspect(model: Model, timeout: float | None) -> tuple[dict, bytes | None]:
-    """:func:`inspect_model`, or an error row when it takes more than ``timeout`` seconds (None: no limit).
-    For a Dask worker, where a task cannot be stopped from outside: the inspection runs in a daemon
-    thread, which is left behind when it times out (blocked or running until it ends on its own or the
-    worker process exits); the task itself returns at the deadline."""
+def part_name(path: str) -> str:
+    """The file name of a model's tensor table in the scan's tensors.parquet directory."""
+    return f"part-{hashlib.sha1(path.encode('utf-8', 'surrogateescape')).hexdigest()[:20]}.parquet"
+
+
+PLACE_MARK = ".winspect-scan"  # in the tensor tables' directory, for the length of a scan: its token
+_seen: dict[tuple[str, str], bool] = {}  # (directory, token) -> whether this process sees that directory
+
+
+def delivered(model: Model, result: tuple, place: tuple[str, str] | None) -> tuple:
+    """``result`` (row, Parquet bytes or None), its table written by this process when it sees the scan's
+    directory (``place``: the directory and the token the client wrote there): then ``(row, True)``.
+    A worker on another machine, one that reads another token there, or a write that fails gives the
+    bytes back for the client to write."""
+    row, data = result
+    if place is None or not isinstance(data, bytes) or not _sees(place):
+        return result
+    try:
+        write_bytes(data, Path(place[0]) / part_name(model.path))
+    except InspectorError:
+        return result
+    return row, True
+
+
+def _sees(place: tuple[str, str]) -> bool:
+    if place not in _seen:
+        try:
+            _seen[place] = (Path(place[0]) / PLACE_MARK).read_bytes() == place[1].encode("ascii")
+        except OSError:
+            _seen[place] = False
+    return _seen[place]
+
+
+def timed_inspect(model: Model, timeout: float | None, place: tuple[str, str] | None = None) -> tuple:
+    """:func:`inspect_model` (its table written here when this process sees ``place``, see :func:`delivered`),
+    or an error row when it takes more than ``timeout`` seconds (None: no limit). For a Dask worker, where
+    a task cannot be stopped from outside: the inspection runs in a daemon thread, which is left behind
+    when it times out (blocked or running until it ends on its own or the worker process exits); the task
+    itself returns at the deadline."""
+    return delivered(model, _inspect_within(model, timeout), place)
+
+
+def _inspect_within(model: Model, timeout: float | None) -> tuple[dict, bytes | None]:
     if not timeout:
         return inspect_model(model)
     done: list = []
