@@ -222,24 +222,36 @@ def dask_client(address: str):
 
 
 def _dask_drain(client, todo: list[Model], timeout: float | None, place: tuple[str, str] | None):
-    from distributed import KilledWorker, as_completed
-
     window = max(1, sum(client.nthreads().values())) * WINDOW_PER_WORKER
-    pending = as_completed(loop=client.loop)  # the loop of this client, not of the default one
+    # results come with the futures, fetched on the client's own loop (not the default client's)
+    pending = _as_completed(client)
     owner: dict = {}
     while todo or owner:
-        while todo and len(owner) < window:
-            model = todo.pop()
-            fut = client.submit(timed_inspect, model, timeout, place, pure=False)
-            owner[fut.key] = model
-            pending.add(fut)
-        fut = next(pending)
+        if todo and len(owner) <= window // 2:  # hand out tasks in groups: one message, not one each
+            models = [todo.pop() for _ in range(min(len(todo), window - len(owner)))]
+            futures = client.map(timed_inspect, models, timeout=timeout, place=place, pure=False)
+            owner.update((f.key, m) for f, m in zip(futures, models))
+            pending.update(futures)
+        fut, result = next(pending)
         model = owner.pop(fut.key)
-        try:
-            result = fut.result()
-        except KilledWorker:  # the scheduler gave up after its allowed failures
-            result = died_row(model, ATTEMPTS)
-        except Exception as e:  # the task did not come back (cancelled, lost): say what happened, go on
-            result = lost_row(model, e)
+        if fut.status == "error":  # (its result here is not the exception itself)
+            result = fut.exception()
         fut.release()
-        yield model, result
+        yield model, _dask_result(model, result)
+
+
+def _as_completed(client):
+    from distributed import as_completed
+
+    return as_completed(loop=client.loop, with_results=True, raise_errors=False)
+
+
+def _dask_result(model: Model, result) -> tuple:
+    """A task's result; for a task that failed (its exception, or CancelledError): the row saying how."""
+    from distributed import KilledWorker
+
+    if isinstance(result, KilledWorker):  # the scheduler gave up after its allowed failures
+        return died_row(model, ATTEMPTS)
+    if isinstance(result, BaseException):  # the task did not come back (cancelled, lost): say so, go on
+        return lost_row(model, result)
+    return result
