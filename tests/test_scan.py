@@ -312,8 +312,8 @@ def test_report_figures_gathered_in_batches(local, batch):
     assert tally.errors == [[p, m] for p, m in zip(errors["path"], errors["message"])][:ERRORS_SHOWN]
 
 
-def test_the_client_keeps_no_row_per_model(local, monkeypatch, tmp_path):
-    """What a finished model leaves in the client's memory: its journal offset, not its row."""
+def test_the_client_keeps_nothing_per_model(local, monkeypatch, tmp_path):
+    """What a finished model leaves in the client's memory: nothing (its row is in the journal only)."""
     import tracemalloc
 
     from inspector.scan import store
@@ -323,17 +323,93 @@ def test_the_client_keeps_no_row_per_model(local, monkeypatch, tmp_path):
     models = [Model(f"/zoo/m{i:06d}.safetensors", (f"/zoo/m{i:06d}.safetensors",), 100 + i, 10**18 + i)
               for i in range(3000)]
     s = store.ScanStore(tmp_path / "out")
+    s.add(models[0], {**json.loads(line), "path": models[0].path, "size": models[0].size}, None)
     tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    for m in models:  # a row arrives as a new object each time (unpickled from a worker)
-        s.add(m, {**json.loads(line), "path": m.path, "size": m.size}, None)
-    kept = (tracemalloc.get_traced_memory()[0] - before) / len(models)
-    tracemalloc.stop()
-    assert kept < 200, f"{kept:.0f} bytes kept per model"  # its row would be about 1 KB more
+    before = tracemalloc.take_snapshot()
+    for m in models[1:]:  # a row arrives as a new object each time (unpickled from a worker)
+        s.add(m, {**json.loads(line), "path": m.path, "size": m.size}, b"PAR1")
+    ours = [tracemalloc.Filter(True, store.__file__.replace("store.py", "*")), tracemalloc.Filter(True, "*pathlib*")]
+    grew = tracemalloc.take_snapshot().filter_traces(ours).compare_to(before.filter_traces(ours), "filename")
+    tracemalloc.stop()  # (allocations of this package only: not those of a Dask cluster's threads)
+    kept = sum(d.size_diff for d in grew) / len(models)
+    assert kept < 4, f"{kept:.0f} bytes kept per model"  # a journal offset in a dict would be 60-70
     s.flush()
     s.close()
     table = pd.read_parquet(tmp_path / "out" / "models.parquet")
     assert list(table["path"]) == [m.path for m in models] and list(table["size"]) == [m.size for m in models]
+
+
+CLIENT = r"""
+import json, sys
+if __name__ == "__main__":
+    from inspector.scan import scan
+    r = scan([sys.argv[1]], sys.argv[2], workers=1)
+    print(json.dumps({"total": r.total, "parquet": "pyarrow.parquet" in sys.modules}))
+"""
+
+
+def test_the_tables_are_written_by_a_process_of_their_own(tmp_path):
+    """The client never imports pyarrow.parquet: the Parquet writer's memory is not the client's."""
+    d = small_zoo(tmp_path)
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT)
+    proc = subprocess.run([sys.executable, str(script), str(d), str(tmp_path / "out")], capture_output=True,
+                          text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.splitlines()[-1]) == {"total": 17, "parquet": False}
+    assert len(pd.read_parquet(tmp_path / "out" / "models.parquet")) == 17
+
+
+def journal_store(local, out: Path):
+    """A ScanStore in ``out`` with every row of the ``local`` scan added, and those rows in path order."""
+    from inspector.scan import store
+
+    rows = [json.loads(line) for line in (local.out / "models.jsonl").open()]
+    s = store.ScanStore(out)
+    for row in rows:
+        s.add(Model(row["path"], (row["path"],), row["size"], row["mtime_ns"]), row, None)
+    return s, sorted(rows, key=lambda r: r["path"])
+
+
+@pytest.mark.parametrize("how", ["killed", "interrupted", "cannot start"])
+def test_the_client_writes_the_tables_when_the_writer_process_is_lost(local, monkeypatch, tmp_path, how):
+    from inspector.scan import writer
+    from inspector.scan.task import model_frame
+
+    if how == "cannot start":
+        monkeypatch.setattr(writer.sys, "executable", str(tmp_path / "no-python"))
+    s, rows = journal_store(local, tmp_path / "out")
+    proc = s._writer.proc
+    assert (proc is None) == (how == "cannot start")
+    if how == "killed":
+        proc.kill()
+        proc.wait()
+    elif how == "interrupted":  # Ctrl-C while the client waits for the writer's reply
+        monkeypatch.setattr(writer, "receive", lambda f: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            s.flush()
+        assert proc.poll() is not None  # stopped: no rename of its can come after the client's
+        monkeypatch.undo()
+    tally = s.flush(count=True)  # written by the client, from the journal
+    s.close()
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "models.parquet"), model_frame(rows))
+    assert tally.models == len(rows)
+    assert not [f for f in (tmp_path / "out").iterdir() if f.name.endswith(".tmp")]
+
+
+def test_a_table_that_cannot_be_written_is_one_line_error(local, tmp_path):
+    from inspector.errors import OutputError
+
+    s, rows = journal_store(local, tmp_path / "out")
+    (tmp_path / "out" / "models.csv").mkdir()
+    with pytest.raises(OutputError) as e:
+        s.flush()
+    assert "models.csv" in str(e.value) and "\n" not in str(e.value)
+    assert s._writer.proc.poll() is None  # the writer goes on: the next flush may succeed
+    (tmp_path / "out" / "models.csv").rmdir()
+    s.flush()
+    s.close()
+    assert len(pd.read_parquet(tmp_path / "out" / "models.parquet")) == len(rows)
 
 
 def test_tables_streamed_in_row_groups_equal_the_rows(local, monkeypatch, tmp_path):

@@ -57,7 +57,20 @@ def atomic_write(path, write, binary: bool = False) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    replace_file(str(path), write, binary)
+    return path
+
+
+def replace_file(path: str, write, binary: bool = True) -> str:
+    """Call ``write(file)`` on a hidden temporary file beside ``path`` (a regular file or none, in a folder
+    that exists), then rename it over ``path``. With os.path only, so that it costs no memory that grows
+    with the files written: pathlib interns every name it parses (the interpreter's table of interned
+    strings grows by a step once thousands of new names went through it, as a scan's tensor files do)."""
+    folder, name = os.path.split(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder or ".")
     except OSError as e:
         raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
     try:

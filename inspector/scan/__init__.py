@@ -105,17 +105,17 @@ class Plan:
 
 def _scan_into(models: list[Model], out, client, plan: Plan, resume: bool, progress) -> ScanResult:
     store = ScanStore(out, resume)
-    tally = ZooTally()
     try:
-        store.keep_only(models)
-        todo = [m for m in models if not store.done(m)]
+        todo = store.keep_only(models)
         kept = len(models) - len(todo)
         if progress is not None:
             progress.begin(len(todo), sum(m.size for m in todo))
         _run(store, todo, client, plan, progress)
     finally:
-        store.flush(tally)
-        store.close()
+        try:
+            tally = store.flush(count=True)
+        finally:
+            store.close()
     write_text(zoo_html(tally), store.out / "report.html")
     write_text(zoo_markdown(tally), store.out / "report.md")
     return ScanResult(store.out, tally, kept)

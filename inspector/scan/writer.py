@@ -1,0 +1,239 @@
+"""A scan's tables (``models.parquet``, ``models.csv``) and its report's figures, written from the journal
+by a process of their own, so that the client's memory does not grow with them.
+
+Writing them in the client made its peak memory grow with the number of models: the Parquet writer's
+buffers reach the size of a row group (1,024 rows) only once there are that many models (about 3 MB
+more from 100 to 1,000 models), and its metadata grows with the row groups. The client now only says
+how far the journal goes (:class:`TableJob`) to a :class:`TableWriter`: one Python process started with
+the scan (its imports done while the scan starts), which reads the journal back, writes the tables
+atomically, and replies with the figures or a one-line error; the client never writes Parquet.
+
+The journal is the source of truth: when the writer process cannot start, dies, or is stopped by a
+second Ctrl-C, the client writes the tables itself from then on (the same files, by the same code).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InspectorError, OutputError, first_line
+from ..report.export import atomic_write
+from ..report.zoo import ZooTally
+from .task import model_frame
+
+JOURNAL = "models.jsonl"
+TABLES = ("models.parquet", "models.csv")
+ROOT = str(Path(__file__).resolve().parents[2])  # where this ``inspector`` package is imported from
+SERVE = "import sys; sys.path.insert(0, sys.argv[1]); from inspector.scan.writer import serve; serve()"
+
+
+@dataclass(frozen=True)
+class TableJob:
+    """Rewrite the tables of the scan in ``out`` from the first ``end`` bytes of its journal: rows in path
+    order (the last complete line of each path), read back ``batch`` at a time, into Parquet row groups
+    of at least ``row_group`` rows; with ``count``, gather the report's figures on the same pass."""
+
+    out: str
+    end: int
+    batch: int
+    row_group: int
+    count: bool = False
+
+    def run(self) -> ZooTally | None:
+        out = Path(self.out)
+        tally = ZooTally() if self.count else None
+        with open(out / JOURNAL, "rb") as journal:
+            frames = journal_frames(journal, self.end, self.batch)
+            atomic_write(out / TABLES[0], lambda pf: atomic_write(
+                out / TABLES[1], lambda cf: write_tables(frames, pf, cf, tally, self.row_group)), binary=True)
+        return tally
+
+
+class TableWriter:
+    """Runs :class:`TableJob` s, one at a time, in a Python process started at once (or in this process
+    when that one cannot start or dies). ``write`` raises OutputError with the job's error."""
+
+    def __init__(self):
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-c", SERVE, ROOT],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        except OSError:
+            self.proc = None
+        self.out: str | None = None  # the directory of the last job (leftovers are removed there)
+
+    def write(self, job: TableJob) -> ZooTally | None:
+        self.out = job.out
+        reply = self._ask(job) if self.proc is not None else None
+        if reply is None:
+            return job.run()
+        ok, value = reply
+        if not ok:
+            raise OutputError(value)
+        return value
+
+    def _ask(self, job: TableJob):
+        """(True, the job's result) or (False, its error) from the process; None when it died."""
+        try:
+            send(self.proc.stdin, job)
+            return receive(self.proc.stdout)
+        except (OSError, EOFError, pickle.UnpicklingError):
+            self._stop()
+            return None
+        except BaseException:  # Ctrl-C while waiting: its reply would be owed; stop it, write here
+            self._stop()
+            raise
+
+    def _stop(self) -> None:
+        """Kill the process (once it is dead, no rename of its can come after ours) and remove what it
+        left half-written."""
+        proc, self.proc = self.proc, None
+        proc.kill()
+        proc.wait()
+        for f in (proc.stdin, proc.stdout):
+            with contextlib.suppress(OSError):  # a request it did not read: a broken pipe
+                f.close()
+        if self.out is not None:
+            remove_leftovers(Path(self.out))
+
+    def close(self) -> None:
+        """Let the process end (it ends when its requests end), killing it after a few seconds."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+def serve() -> None:
+    """The writer process: run each job read from standard input, reply on standard output, until the
+    input ends. Ctrl-C is the client's (it waits for these tables); stray prints go to standard error."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    import pyarrow.parquet  # noqa: F401  (imported while the scan starts, not at the first job)
+
+    while True:
+        try:
+            job = receive(sys.stdin.buffer)
+        except EOFError:
+            return
+        try:
+            send(replies, run_job(job))
+        except OSError:  # the client is gone
+            return
+
+
+def run_job(job: TableJob) -> tuple[bool, object]:
+    try:
+        return True, job.run()
+    except InspectorError as e:
+        return False, first_line(e)
+    except Exception as e:  # a bug: said in one line, the scan's outputs stay as they were
+        return False, f"{job.out}: cannot write {' and '.join(TABLES)} (unexpected {type(e).__name__}: {first_line(e)})"
+
+
+def send(f, obj) -> None:
+    data = pickle.dumps(obj)
+    f.write(len(data).to_bytes(8, "little") + data)
+    f.flush()
+
+
+def receive(f):
+    head = f.read(8)
+    if len(head) < 8:
+        raise EOFError
+    size = int.from_bytes(head, "little")
+    data = f.read(size)
+    if len(data) < size:
+        raise EOFError
+    return pickle.loads(data)
+
+
+def remove_leftovers(out: Path) -> None:
+    """The hidden temporary files of the tables (``atomic_write``'s) left by a writer that was killed."""
+    for name in TABLES:
+        for f in out.glob(f".{name}.*.tmp"):
+            f.unlink(missing_ok=True)
+
+
+def journal_offsets(journal, end: int | None = None) -> dict[str, int]:
+    """path -> the offset of the last complete row for it among the journal's lines that start before
+    ``end`` (all of them when None); lines cut short, or not rows, are skipped."""
+    index: dict[str, int] = {}
+    offset = 0
+    journal.seek(0)
+    for line in journal:
+        if end is not None and offset >= end:
+            break
+        row = parse_row(line)
+        if row is not None:
+            index[row["path"]] = offset
+        offset += len(line)
+    return index
+
+
+def journal_frames(journal, end: int, batch: int):
+    """The journal's rows (up to ``end``) in path order, as DataFrames (MODEL_COLUMNS) of at most
+    ``batch`` rows; one empty frame when there is none."""
+    index = journal_offsets(journal, end)
+    rows: list[dict] = []
+    for path in sorted(index):
+        rows.append(row_at(journal, index[path]))
+        if len(rows) == batch:
+            yield model_frame(rows)
+            rows = []
+    if rows or not index:
+        yield model_frame(rows)
+
+
+def write_tables(frames, parquet_file, csv_file, tally: ZooTally | None = None, row_group: int = 1024) -> None:
+    """Write model-row DataFrames to a Parquet file (row groups of ``row_group`` rows, rounded up to
+    whole frames) and a CSV file, and count them into ``tally``. No dictionary encoding: its hash tables
+    grow the writer's memory with the rows, and the columns it would shrink are short."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer, group, rows = None, [], 0
+    for i, df in enumerate(frames):
+        df.to_csv(csv_file, index=False, header=(i == 0))
+        if tally is not None:
+            tally.add(df)
+        group.append(pa.Table.from_pandas(df, preserve_index=False))
+        writer = writer or pq.ParquetWriter(parquet_file, group[0].schema, use_dictionary=False)
+        rows += len(df)
+        if rows >= row_group:
+            writer.write_table(pa.concat_tables(group))
+            group, rows = [], 0
+    if group:
+        writer.write_table(pa.concat_tables(group))
+    writer.close()
+
+
+def parse_row(line: bytes) -> dict | None:
+    """A journal line's row, or None for a line cut short (no newline) or not a row."""
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        row = json.loads(line.decode("utf-8", "replace"))
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) and isinstance(row.get("path"), str) else None
+
+
+def row_at(journal, offset: int) -> dict:
+    journal.seek(offset)
+    return json.loads(journal.readline().decode("utf-8", "replace"))
