@@ -9,16 +9,16 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InspectorError, first_line
 from ..finding import FINDING_TYPES
-from ..report.export import write_bytes
+from ..report.export import replace_file
 from ..table.frame import Frame
 from ..table.schema import TENSOR_ANALYSIS_COLUMNS, TENSOR_COLUMNS, TENSOR_EXTRA_COLUMNS
 from .discover import Model
@@ -93,8 +93,8 @@ def delivered(model: Model, result: tuple, place: tuple[str, str] | None) -> tup
     row, data = result
     if place is None or not isinstance(data, bytes) or not _sees(place):
         return result
-    try:
-        write_bytes(data, Path(place[0]) / part_name(model.path))
+    try:  # (os.path, not pathlib: see replace_file)
+        replace_file(os.path.join(place[0], part_name(model.path)), lambda f: f.write(data))
     except InspectorError:
         return result
     return row, True
@@ -103,7 +103,8 @@ def delivered(model: Model, result: tuple, place: tuple[str, str] | None) -> tup
 def _sees(place: tuple[str, str]) -> bool:
     if place not in _seen:
         try:
-            _seen[place] = (Path(place[0]) / PLACE_MARK).read_bytes() == place[1].encode("ascii")
+            with open(os.path.join(place[0], PLACE_MARK), "rb") as f:
+                _seen[place] = f.read() == place[1].encode("ascii")
         except OSError:
             _seen[place] = False
     return _seen[place]
