@@ -208,6 +208,73 @@ def test_select_buckets_of_one_bucket_each_side_of_zero(impl, dtype):
     assert impl.select_buckets(x, np.zeros(1 << 14, dtype=np.uint64), out) == 0
 
 
+def bucket_table(x: np.ndarray) -> tuple:
+    """(counts of keys klo.., klo, zero, neg_zero) of a tensor's values, as moments_buckets counts them."""
+    counts = np.zeros(numpy_kernels.BUCKETS, dtype=np.int64)
+    r = numpy_kernels.moments_buckets(x, counts, 1000)
+    klo, khi = (r[10], r[11]) if r[11] >= r[10] else (0, -1)
+    return counts[klo : khi + 1].copy(), klo, r[8], r[9]
+
+
+def some_edges(x: np.ndarray, rng) -> np.ndarray:
+    """Edges as the histogram has them, around zero, and awkward ones: ±0, ±Inf, beyond float32, subnormal."""
+    finite = x[np.isfinite(x)]
+    a = float(np.abs(finite).max()) if finite.size and np.abs(finite).max() > 0 else 1.0
+    odd = [0.0, -0.0, np.inf, -np.inf, 1e39, -1e39, 3.4028235e38, -3.4028236e38, 5e-324, -1e-45, 1e-46]
+    return np.concatenate((np.linspace(-a, a, 65), rng.normal(0, a, 20), odd))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 100, 5000, 70000])
+def test_locate_finds_the_buckets_of_ranks_and_edges(impl, dtype, n):
+    """Against the sorted values: each rank's value lies in the bucket found for it (the zeros' for a
+    zero), with the counts before and of that bucket around the rank; the negative count; and the
+    compiled walk and numpy's cumulative sums agree on everything, edges included."""
+    rng = np.random.default_rng(n)
+    x = awkward(dtype, n, seed=n)
+    x[: n // 3] = np.abs(x[: n // 3]) * 1e-30 if n > 100 else x[: n // 3]  # (keys far apart)
+    counts, klo, zero, neg_zero = bucket_table(x)
+    finite = np.sort(x[np.isfinite(x)])
+    ranks = np.unique(rng.integers(0, max(finite.size, 1), 30)) if finite.size else np.zeros(0, dtype=np.int64)
+    edges = some_edges(x, rng)
+    for width in (4, 8) if dtype == np.float32 else (8,):
+        got = impl.locate(counts, klo, zero, neg_zero, ranks, edges, width)
+        assert got == numpy_kernels.locate(counts, klo, zero, neg_zero, ranks, edges, width)
+    where, before, count, pos, straddled, below, neg = impl.locate(counts, klo, zero, neg_zero, ranks, edges,
+                                                                  x.itemsize)
+    assert neg == int(np.count_nonzero(finite < 0))
+    order, n_odd = numpy_kernels.value_order(counts, klo, zero, neg_zero)
+    for r, p, b, c in zip(ranks.tolist(), where, before, count):
+        v = finite[r]
+        assert (p == n_odd) if v == 0 else (numpy_kernels.bucket_keys(finite[r : r + 1])[0] ==
+                                           (klo | 1) + 2 * (n_odd - 1 - p) if p < n_odd else
+                                           klo + (klo & 1) + 2 * (p - n_odd - 1))
+        assert b <= r < b + c and c == order[p] and b == order[:p].sum()
+    assert below == [int(order[:p].sum()) for p in pos]
+    assert all(s in (0, order[p]) for p, s in zip(pos, straddled) if p < order.size)
+
+
+def test_locate_of_counts_spanning_runs(impl):
+    """Long tables of sparse counts, ranks and edges at run boundaries, either parity of klo."""
+    rng = np.random.default_rng(3)
+    for klo in (0, 1, 2, 3, 1000, 1001):
+        counts = rng.integers(0, 3, 4099).astype(np.int64) * (rng.random(4099) < 0.3)
+        zero = neg_zero = 0
+        if klo <= 1:
+            neg_zero = 2 if klo == 1 else 1
+            zero = neg_zero + (3 if klo == 0 else 0)
+            counts[:2] += [zero - neg_zero, neg_zero] if klo == 0 else [neg_zero, 0]
+        total = int(counts.sum())
+        ranks = np.array(sorted({0, 31, 32, 33, 63, 64, 65, total // 2, total - 1}), dtype=np.int64)
+        keys = klo + np.arange(0, 4099, 7)
+        width = 4
+        bits = ((keys >> 1) << 12).astype(np.uint32).view(np.float32).astype(np.float64)
+        edges = np.sort(np.concatenate(([0.0], np.where(keys & 1, -bits, bits), bits * 1.0000001)))
+        got = impl.locate(counts, klo, zero, neg_zero, ranks, edges, width)
+        assert got == numpy_kernels.locate(counts, klo, zero, neg_zero, ranks, edges, width)
+        assert got[-1] == int(counts[(klo | 1) - klo :: 2].sum()) - neg_zero
+
+
 def test_kernels_refuse_bad_buffers(impl):
     counts = np.zeros(1 << 20, dtype=np.int64)
     with pytest.raises(TypeError):
@@ -235,6 +302,18 @@ def test_kernels_refuse_bad_buffers(impl):
         impl.select_buckets(np.zeros(4, dtype=np.float32), bitmap.view(np.int64), np.zeros(4, np.float32))
     with pytest.raises(ValueError):
         impl.select_buckets(np.zeros(4, dtype=np.float32), bitmap[:100], np.zeros(4, np.float32))
+    table, ranks, edges = np.ones(10, dtype=np.int64), np.array([0, 3], dtype=np.int64), np.zeros(3)
+    with pytest.raises(TypeError):
+        impl.locate(table.view(np.float64), 5, 0, 0, ranks, edges, 4)
+    with pytest.raises(TypeError):
+        impl.locate(table, 5, 0, 0, ranks.astype(np.int32), edges, 4)
+    with pytest.raises(TypeError):
+        impl.locate(table, 5, 0, 0, ranks, edges.astype(np.float32), 4)
+    for bad in (dict(width=2), dict(ranks=ranks[::-1].copy()), dict(ranks=np.array([10], dtype=np.int64)),
+                dict(edges=np.array([0.0, np.nan]))):
+        args = {"ranks": ranks, "edges": edges, "width": 4, **bad}
+        with pytest.raises(ValueError):
+            impl.locate(table, 5, 0, 0, args["ranks"], args["edges"], args["width"])
     neg = np.empty(2, dtype=np.int64)
     with pytest.raises(ValueError):
         impl.row_signs(np.zeros(5, dtype=np.float32), "f", 2, neg, neg)  # not whole rows

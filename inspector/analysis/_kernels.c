@@ -13,10 +13,15 @@
  *                                         and the range of keys they touched
  *   select_buckets(src, bitmap, out)      the nonzero values of flagged buckets
  *   row_signs(src, code, inner, neg, pos) negative and positive values of each run of `inner`
+ *   locate(counts, klo, zero, neg_zero, ranks, edges, width)
+ *                                         one walk over bucket counts in value order: the buckets of
+ *                                         sorted ranks, those of histogram edges, the negative count
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <float.h>
 #include <math.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -193,6 +198,8 @@ merge_moments(Summary *s, int64_t n, double mean, double m2, double abs_sum)
 #define EXP_MASK 0x7f800000u
 #define SHIFT 12
 #define FN(name) CAT(name, f32)
+#define NEXT nextafterf
+#define TOP FLT_MAX
 #include "_reduce.h"
 
 #define T double
@@ -201,6 +208,8 @@ merge_moments(Summary *s, int64_t n, double mean, double m2, double abs_sum)
 #define EXP_MASK 0x7ff0000000000000ull
 #define SHIFT 44
 #define FN(name) CAT(name, f64)
+#define NEXT nextafter
+#define TOP DBL_MAX
 #include "_reduce.h"
 
 static PyObject *
@@ -271,6 +280,313 @@ select_buckets(PyObject *self, PyObject *args)
     PyBuffer_Release(&bits);
     PyBuffer_Release(&out);
     return PyLong_FromSsize_t(got);
+}
+
+
+/* ---- locate ----------------------------------------------------------------------------- */
+
+/* Bucket counts of keys klo.. in value order (numpy_kernels.value_order): the odd (negative) keys by
+ * falling magnitude, then the zeros (+0.0 and -0.0) as one bucket, then the even keys by rising
+ * magnitude. The zeros leave keys 1 (-0.0) and 0 (+0.0). Positions are grouped in runs of RUN
+ * buckets counted from the zeros outwards, so that a run's keys lie within 2 * RUN keys. */
+#define RUN 64
+
+typedef struct {
+    const int64_t *c;
+    Py_ssize_t klo, len, odd0, even0, n_odd, size;
+    int64_t zero, neg_zero;
+    int64_t *odd_runs, *even_runs; /* the sum of each run of each sign */
+} Order;
+
+/* One pass over the counts: the sum of each run of odd and of even keys. */
+CLONES static void
+run_sums(const int64_t *c, Py_ssize_t len, int64_t *par0, int64_t *par1)
+{
+    Py_ssize_t m = 0;
+    for (; (m + 1) * 2 * RUN <= len; m++) {
+        const int64_t *b = c + m * 2 * RUN;
+        int64_t s0 = 0, s1 = 0;
+        for (int i = 0; i < RUN; i++) {
+            s0 += b[2 * i];
+            s1 += b[2 * i + 1];
+        }
+        par0[m] = s0;
+        par1[m] = s1;
+    }
+    par0[m] = par1[m] = 0;
+    for (Py_ssize_t i = m * 2 * RUN; i < len; i++)
+        (i & 1 ? par1 : par0)[m] += c[i];
+}
+
+/* The order of these counts, and the sums of its runs; -1 when memory ran out. */
+static int
+order_init(Order *o, const int64_t *c, Py_ssize_t len, Py_ssize_t klo, int64_t zero, int64_t neg_zero)
+{
+    o->c = c;
+    o->klo = klo;
+    o->len = len;
+    o->zero = zero;
+    o->neg_zero = neg_zero;
+    o->odd0 = klo | 1;
+    o->even0 = klo + (klo & 1);
+    o->n_odd = o->odd0 - klo < len ? (len - 1 - (o->odd0 - klo)) / 2 + 1 : 0;
+    Py_ssize_t n_even = o->even0 - klo < len ? (len - 1 - (o->even0 - klo)) / 2 + 1 : 0;
+    o->size = o->n_odd + 1 + n_even;
+    Py_ssize_t runs = len / (2 * RUN) + 1;
+    int64_t *par = PyMem_RawMalloc(sizeof(int64_t) * (size_t)(2 * runs));
+    if (par == NULL)
+        return -1;
+    run_sums(c, len, par, par + runs); /* (keys of even index from klo, then those of odd index) */
+    o->odd_runs = klo & 1 ? par : par + runs;
+    o->even_runs = klo & 1 ? par + runs : par;
+    if (o->odd0 == 1 && o->n_odd)
+        o->odd_runs[0] -= neg_zero;
+    if (o->even0 == 0 && n_even)
+        o->even_runs[0] -= zero - neg_zero;
+    return 0;
+}
+
+static void
+order_free(Order *o)
+{
+    PyMem_RawFree(o->odd_runs < o->even_runs ? o->odd_runs : o->even_runs);
+}
+
+/* The key of the bucket at position p (not the zeros'). */
+static Py_ssize_t
+order_key(const Order *o, Py_ssize_t p)
+{
+    return p < o->n_odd ? o->odd0 + 2 * (o->n_odd - 1 - p) : o->even0 + 2 * (p - o->n_odd - 1);
+}
+
+static int64_t
+order_count(const Order *o, Py_ssize_t p)
+{
+    if (p == o->n_odd)
+        return o->zero;
+    Py_ssize_t key = order_key(o, p);
+    int64_t c = o->c[key - o->klo];
+    return key == 1 ? c - o->neg_zero : key == 0 ? c - (o->zero - o->neg_zero) : c;
+}
+
+/* The value-order position of the bucket of key k: 0 below all buckets, size above them all. */
+static Py_ssize_t
+order_position(const Order *o, Py_ssize_t k)
+{
+    Py_ssize_t steps = (k - ((k & 1) ? o->odd0 : o->even0)) / 2; /* (an even difference) */
+    steps = steps < -1 ? -1 : steps;
+    Py_ssize_t p = (k & 1) ? o->n_odd - 1 - steps : o->n_odd + 1 + steps;
+    return p < 0 ? 0 : p > o->size ? o->size : p;
+}
+
+typedef struct {
+    Py_ssize_t pos, index;
+} Stop;
+
+static int
+stop_cmp(const void *a, const void *b)
+{
+    Py_ssize_t x = ((const Stop *)a)->pos, y = ((const Stop *)b)->pos;
+    return x < y ? -1 : x > y;
+}
+
+/* The state of a walk: the ranks (sorted) and stops (sorted by position) still ahead, what is
+ * found for them, and the count so far. */
+typedef struct {
+    const int64_t *ranks;
+    Py_ssize_t nr, ir;
+    int64_t *where, *before, *count;
+    const Stop *stops;
+    Py_ssize_t ns, is;
+    int64_t *below;
+    int64_t cum;
+} Walk;
+
+/* Positions [lo, hi), whose counts sum to `sum`: passed whole when no rank or stop is among them. */
+static void
+walk_run(const Order *o, Walk *w, Py_ssize_t lo, Py_ssize_t hi, int64_t sum)
+{
+    if ((w->ir == w->nr || w->cum + sum <= w->ranks[w->ir]) && (w->is == w->ns || w->stops[w->is].pos >= hi)) {
+        w->cum += sum;
+        return;
+    }
+    /* (a run without the zeros or keys 0 and 1 is read two keys apart, down or up) */
+    int plain = hi < o->n_odd || lo > o->n_odd + 1;
+    Py_ssize_t at = plain ? order_key(o, lo) - o->klo : 0, step = lo < o->n_odd ? -2 : 2;
+    int64_t start = w->cum;
+    for (Py_ssize_t p = lo; p < hi; p++, at += step) {
+        for (; w->is < w->ns && w->stops[w->is].pos == p; w->is++)
+            w->below[w->stops[w->is].index] = w->cum;
+        if (w->ir == w->nr && w->is == w->ns) { /* nothing more to find */
+            w->cum = start + sum;
+            return;
+        }
+        int64_t c = plain ? o->c[at] : order_count(o, p);
+        for (; w->ir < w->nr && w->cum + c > w->ranks[w->ir]; w->ir++) {
+            w->where[w->ir] = p;
+            w->before[w->ir] = w->cum;
+            w->count[w->ir] = c;
+        }
+        w->cum += c;
+    }
+}
+
+/* One walk in value order, run by run: for each rank (sorted), the position of its bucket (the first
+ * whose cumulative count exceeds it), the count before it and its count; for each stop, the count
+ * before its position; and the count before the zeros (the negative values). */
+static void
+order_walk(const Order *o, Walk *w, int64_t *neg)
+{
+    Py_ssize_t n_even = o->size - o->n_odd - 1;
+    for (Py_ssize_t m = (o->n_odd + RUN - 1) / RUN - 1; m >= 0; m--) {
+        Py_ssize_t lo = o->n_odd - RUN * (m + 1);
+        walk_run(o, w, lo < 0 ? 0 : lo, o->n_odd - RUN * m, o->odd_runs[m]);
+    }
+    *neg = w->cum;
+    walk_run(o, w, o->n_odd, o->n_odd + 1, o->zero);
+    for (Py_ssize_t m = 0; m * RUN < n_even && (w->ir < w->nr || w->is < w->ns); m++) {
+        Py_ssize_t lo = o->n_odd + 1 + RUN * m, hi = lo + RUN;
+        walk_run(o, w, lo, hi < o->size ? hi : o->size, o->even_runs[m]);
+    }
+    for (; w->is < w->ns; w->is++) /* (stops at the end) */
+        w->below[w->stops[w->is].index] = w->cum;
+}
+
+static PyObject *
+int64_list(const int64_t *v, Py_ssize_t n)
+{
+    PyObject *list = PyList_New(n);
+    for (Py_ssize_t i = 0; list && i < n; i++) {
+        PyObject *x = PyLong_FromLongLong((long long)v[i]);
+        if (x == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, x);
+    }
+    return list;
+}
+
+/* The ranks must be sorted (and, checked by the walk, below the number of values); edges not NaN. */
+static int
+locate_check(const int64_t *ranks, Py_ssize_t nr, const double *edges, Py_ssize_t ne)
+{
+    for (Py_ssize_t i = 1; i < nr; i++)
+        if (ranks[i] < ranks[i - 1]) {
+            PyErr_SetString(PyExc_ValueError, "locate: ranks must be sorted");
+            return -1;
+        }
+    for (Py_ssize_t i = 0; i < ne; i++)
+        if (isnan(edges[i])) {
+            PyErr_SetString(PyExc_ValueError, "locate: edges must not be NaN");
+            return -1;
+        }
+    return 0;
+}
+
+/* The edges' stops (the positions of their buckets, sorted), and for each whether a bucket straddles
+ * it (of values below and above it), as that bucket's count. */
+static void
+locate_edges(const Order *o, const double *edges, Py_ssize_t ne, int width, Stop *stops, int64_t *pos,
+             int64_t *straddled)
+{
+    for (Py_ssize_t i = 0; i < ne; i++) {
+        Py_ssize_t key, p;
+        int same;
+        if (width == 4)
+            edge_f32(edges[i], &key, &same);
+        else
+            edge_f64(edges[i], &key, &same);
+        p = order_position(o, key);
+        pos[i] = p;
+        straddled[i] = same && p < o->size && p != o->n_odd ? order_count(o, p) : 0;
+        stops[i].pos = p;
+        stops[i].index = i;
+    }
+    qsort(stops, (size_t)ne, sizeof *stops, stop_cmp);
+}
+
+/* v: where, before, count (nr each), pos, straddled, below (ne each): as a tuple of lists and neg. */
+static PyObject *
+locate_result(const int64_t *v, Py_ssize_t nr, Py_ssize_t ne, int64_t neg)
+{
+    PyObject *lists[6] = {NULL};
+    Py_ssize_t off = 0;
+    int ok = 1;
+    for (int i = 0; i < 6; i++) {
+        lists[i] = int64_list(v + off, i < 3 ? nr : ne);
+        ok = ok && lists[i];
+        off += i < 3 ? nr : ne;
+    }
+    PyObject *out = ok ? Py_BuildValue("OOOOOOL", lists[0], lists[1], lists[2], lists[3], lists[4], lists[5],
+                                       (long long)neg)
+                       : NULL;
+    for (int i = 0; i < 6; i++)
+        Py_XDECREF(lists[i]);
+    return out;
+}
+
+static PyObject *
+locate_run(const Py_buffer *counts, Py_ssize_t klo, int64_t zero, int64_t neg_zero, const Py_buffer *ranks,
+           const Py_buffer *edges, int width)
+{
+    Py_ssize_t nr = ranks->len / 8, ne = edges->len / 8;
+    if (locate_check((const int64_t *)ranks->buf, nr, (const double *)edges->buf, ne) < 0)
+        return NULL;
+    int64_t *v = PyMem_Malloc(sizeof(int64_t) * (size_t)(3 * nr + 3 * ne + 1)), neg;
+    Stop *stops = PyMem_Malloc(sizeof(Stop) * (size_t)(ne + 1));
+    Order o;
+    int failed = v == NULL || stops == NULL;
+    Py_BEGIN_ALLOW_THREADS
+    failed = failed || order_init(&o, (const int64_t *)counts->buf, counts->len / 8, klo, zero, neg_zero) < 0;
+    if (!failed) {
+        Walk w = {(const int64_t *)ranks->buf, nr, 0, v, v + nr, v + 2 * nr, stops, ne, 0, v + 3 * nr + 2 * ne, 0};
+        locate_edges(&o, (const double *)edges->buf, ne, width, stops, v + 3 * nr, v + 3 * nr + ne);
+        order_walk(&o, &w, &neg);
+        order_free(&o);
+        failed = w.ir < nr ? 2 : 0;
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *out = failed ? NULL : locate_result(v, nr, ne, neg);
+    if (failed == 1)
+        PyErr_NoMemory();
+    else if (failed == 2)
+        PyErr_SetString(PyExc_ValueError, "locate: ranks must be below the number of values counted");
+    PyMem_Free(v);
+    PyMem_Free(stops);
+    return out;
+}
+
+static PyObject *
+locate(PyObject *self, PyObject *args)
+{
+    PyObject *counts_obj, *ranks_obj, *edges_obj;
+    Py_ssize_t klo;
+    long long zero, neg_zero;
+    int width;
+    Py_buffer counts, ranks, edges;
+    if (!PyArg_ParseTuple(args, "OnLLOOi", &counts_obj, &klo, &zero, &neg_zero, &ranks_obj, &edges_obj, &width))
+        return NULL;
+    if (width != 4 && width != 8) {
+        PyErr_SetString(PyExc_ValueError, "locate: width must be 4 or 8");
+        return NULL;
+    }
+    if (get_typed(counts_obj, &counts, 0, "q", "locate: counts must be int64") < 0)
+        return NULL;
+    if (get_typed(ranks_obj, &ranks, 0, "q", "locate: ranks must be int64") < 0) {
+        PyBuffer_Release(&counts);
+        return NULL;
+    }
+    if (get_typed(edges_obj, &edges, 0, "d", "locate: edges must be float64") < 0) {
+        PyBuffer_Release(&counts);
+        PyBuffer_Release(&ranks);
+        return NULL;
+    }
+    PyObject *out = locate_run(&counts, klo, zero, neg_zero, &ranks, &edges, width);
+    PyBuffer_Release(&counts);
+    PyBuffer_Release(&ranks);
+    PyBuffer_Release(&edges);
+    return out;
 }
 
 /* ---- row_signs ----------------------------------------------------------------------- */
@@ -356,6 +672,9 @@ static PyMethodDef methods[] = {
      "select_buckets(src, bitmap, out) -> number of nonzero values whose bucket's bit is set in bitmap."},
     {"row_signs", row_signs, METH_VARARGS,
      "row_signs(src, code, inner, neg, pos): negative / positive values of each run of inner values."},
+    {"locate", locate, METH_VARARGS,
+     "locate(counts, klo, zero, neg_zero, ranks, edges, width) -> (where, before, count, pos, straddled, below, "
+     "neg)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -8,6 +8,8 @@
  *   EXP_MASK  the exponent bits (all set: Inf or NaN)
  *   SHIFT     the low mantissa bits a bucket key drops (12 for float32, 44 for float64)
  *   FN(name)  the name with the type's suffix (name_f32, name_f64)
+ *   NEXT      the type's nextafter (nextafterf, nextafter)
+ *   TOP       the type's largest finite value (FLT_MAX, DBL_MAX)
  * This file undefines them at its end. Each function is plain code a debugger steps through.
  *
  * A bucket key is magnitude-major: (leading magnitude bits << 1) | sign, so that the values of
@@ -258,9 +260,29 @@ FN(row_signs)(const T *p, Py_ssize_t rows, Py_ssize_t inner, int64_t *neg, int64
     }
 }
 
+/* For a histogram edge e (not NaN): the bucket key of the least value of type T >= e, and whether the
+ * greatest value < e has the same key (then that bucket straddles the edge): what numpy gives for
+ * e.astype(T), moved up by one step when it rounded down, and nextafter(that, -inf). */
+static void
+FN(edge)(double e, Py_ssize_t *key, int *same)
+{
+    /* (beyond the type's range, the least value >= e is +Inf, or -TOP, or -Inf for e = -Inf) */
+    T above = e > TOP ? (T)INFINITY : e == -INFINITY ? (T)-INFINITY : e < -TOP ? (T)-TOP : (T)e;
+    if ((double)above < e)
+        above = NEXT(above, (T)INFINITY);
+    T below = NEXT(above, (T)-INFINITY);
+    U ua, ub;
+    memcpy(&ua, &above, sizeof ua);
+    memcpy(&ub, &below, sizeof ub);
+    *key = FN(key)(ua);
+    *same = *key == FN(key)(ub);
+}
+
 #undef T
 #undef U
 #undef BITS
 #undef EXP_MASK
 #undef SHIFT
 #undef FN
+#undef NEXT
+#undef TOP

@@ -16,7 +16,11 @@ it is built and ``WINSPECT_NO_KERNELS`` is unset (or ``0``); callers never ask w
   ``bitmap`` (``bucket_bitmap(keys)``: 2^20 bits, one per sign and leading magnitude bits), into
   ``out``; returns how many there were;
 * ``row_signs(values, code, inner, neg, pos)``: negative and positive counts of each run of
-  ``inner`` values (bf16 ``b`` and f16 ``e`` as uint16 bits, float32 ``f``, float64 ``d``).
+  ``inner`` values (bf16 ``b`` and f16 ``e`` as uint16 bits, float32 ``f``, float64 ``d``);
+* ``locate(counts, klo, zero, neg_zero, ranks, edges, width)``: one walk over the bucket counts of
+  keys klo.. in value order (``numpy_kernels.value_order``): the buckets of sorted ranks and the
+  counts before them, the buckets of histogram edges (and whether one straddles each edge) and the
+  counts before them, and the negative count.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ count_codes = impl.count_codes
 moments_buckets = impl.moments_buckets
 select_buckets = impl.select_buckets
 row_signs = impl.row_signs
+locate = impl.locate
 
 _ROW_CODES = {
     np.dtype(ml_dtypes.bfloat16): "b",
@@ -76,9 +81,9 @@ def raw(values: np.ndarray) -> np.ndarray:
 def use(module) -> object:
     """Make ``module`` (``numpy_kernels`` or the compiled one) the implementation; returns the previous
     one. For tests that compare the two; callers look the functions up here at each call."""
-    global impl, count_codes, moments_buckets, select_buckets, row_signs
+    global impl, count_codes, moments_buckets, select_buckets, row_signs, locate
     previous = impl
     impl = module
     count_codes, moments_buckets = module.count_codes, module.moments_buckets
-    select_buckets, row_signs = module.select_buckets, module.row_signs
+    select_buckets, row_signs, locate = module.select_buckets, module.row_signs, module.locate
     return previous

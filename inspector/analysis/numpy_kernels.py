@@ -156,3 +156,62 @@ def row_signs(src: np.ndarray, code: str, inner: int, neg: np.ndarray, pos: np.n
     with np.errstate(invalid="ignore"):
         neg[:rows] = np.count_nonzero(grid < 0, axis=1)
         pos[:rows] = np.count_nonzero(grid > 0, axis=1)
+
+
+def value_order(counts: np.ndarray, klo: int, zero: int, neg_zero: int) -> tuple[np.ndarray, int]:
+    """The bucket counts of keys klo.. in value order: the odd (negative) keys by falling magnitude, the
+    zeros (+0.0 and -0.0, which leave keys 1 and 0) as one bucket, the even keys by rising magnitude;
+    and the number of odd keys (the position of the zeros)."""
+    odd0, even0 = klo | 1, klo + (klo & 1)
+    odd, even = counts[odd0 - klo :: 2], counts[even0 - klo :: 2]
+    order = np.concatenate((odd[::-1], [zero], even)).astype(np.int64)
+    if odd0 == 1:
+        order[odd.size - 1] -= neg_zero
+    if even0 == 0 and even.size:
+        order[odd.size + 1] -= zero - neg_zero
+    return order, odd.size
+
+
+def edge_keys(edges: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each edge: the bucket key of the least value (float32 for width 4, else float64) >= it, and
+    whether the greatest value below it has the same key (then that bucket straddles the edge)."""
+    kind = np.dtype(np.float32 if width == 4 else np.float64)
+    with np.errstate(over="ignore"):
+        above = edges.astype(kind)
+        above = np.where(above.astype(np.float64) < edges, np.nextafter(above, kind.type(np.inf)), above)
+        below = np.nextafter(above, kind.type(-np.inf))
+    keys = bucket_keys(above)
+    return keys, keys == bucket_keys(below)
+
+
+def locate(counts: np.ndarray, klo: int, zero: int, neg_zero: int, ranks: np.ndarray, edges: np.ndarray,
+           width: int) -> tuple:
+    """One look at bucket counts of keys klo.. in value order (see :func:`value_order`): for each rank
+    (sorted) the position of its bucket, the count before that bucket and its count; for each edge the
+    position of the bucket of the least value >= it (0 below all buckets, their number above them all),
+    the count of the bucket straddling it (see :func:`edge_keys`; 0 when none does, or it is the
+    zeros'), and the count before that position; and the count of negative values. Lists of ints:
+    (where, before, count, pos, straddled, below, neg)."""
+    _check(counts, (np.dtype(np.int64),), "locate: counts must be int64")
+    _check(ranks, (np.dtype(np.int64),), "locate: ranks must be int64")
+    _check(edges, (np.dtype(np.float64),), "locate: edges must be float64")
+    if width not in (4, 8):
+        raise ValueError("locate: width must be 4 or 8")
+    if np.any(ranks[1:] < ranks[:-1]):
+        raise ValueError("locate: ranks must be sorted")
+    if np.isnan(edges).any():
+        raise ValueError("locate: edges must not be NaN")
+    order, n_odd = value_order(counts, klo, zero, neg_zero)
+    cum = np.cumsum(order)
+    if ranks.size and ranks[-1] >= cum[-1]:
+        raise ValueError("locate: ranks must be below the number of values counted")
+    where = np.searchsorted(cum, ranks, side="right")
+    keys, same = edge_keys(edges, width)
+    odd0, even0 = klo | 1, klo + (klo & 1)
+    steps = np.maximum((keys - np.where(keys & 1, odd0, even0)) // 2, -1)  # -1: nearer zero than all
+    pos = np.clip(np.where(keys & 1, n_odd - 1 - steps, n_odd + 1 + steps), 0, order.size)
+    straddled = np.where(same & (pos < order.size) & (pos != n_odd), order[np.minimum(pos, order.size - 1)], 0)
+    below = np.where(pos > 0, cum[pos - 1], 0)
+    neg = int(cum[n_odd - 1]) if n_odd else 0
+    return (where.tolist(), (cum[where] - order[where]).tolist(), order[where].tolist(), pos.tolist(),
+            straddled.tolist(), below.tolist(), neg)

@@ -37,6 +37,8 @@ extremes, norms, percentiles and the histogram.
 from __future__ import annotations
 
 import math
+import struct
+from bisect import bisect_right
 from functools import lru_cache, partial
 
 import numpy as np
@@ -269,7 +271,6 @@ class BucketStats(Accumulator):
             self.counts = self._table[self.klo : self.khi + 1] if self.khi >= self.klo else self.counts
             if self.total.n:
                 self._dist = self._look([lambda: iter((src,))], lambda fn, xs: [fn(x) for x in xs], exact_hist=True)
-            self._count_negatives()
             self.counts = np.zeros(0, dtype=np.int64)
             self._release()
 
@@ -308,15 +309,8 @@ class BucketStats(Accumulator):
         self._fold()
         self._dist = self._look(readers, run or (lambda fn, xs: [fn(x) for x in xs]), exact_hist=False)
 
-    def _count_negatives(self) -> None:
-        """Odd magnitude-major keys are the negative values; -0.0 is zero."""
-        first_odd = (self.klo + 1) % 2 if self.counts.size else 0
-        self.neg = int(self.counts[first_odd::2].sum()) - self.neg_zero
-
     def _finish(self) -> None:
         self.end_pass()
-        if self.counts.size or self._dist is None:  # (a tensor of one chunk has counted them)
-            self._count_negatives()
         if self.needs_look():
             raise RuntimeError("BucketStats.result() before second_look()")
 
@@ -326,67 +320,72 @@ class BucketStats(Accumulator):
     def _look(self, readers, run, exact_hist: bool):
         """Percentiles and histogram from the bucket counts and the values of the buckets that matter:
         those holding the wanted ranks and, when the counts already fix the bin edges (no outliers) and
-        they are not too many, those straddling an edge (binned where they are read, see _pick)."""
+        they are not too many, those straddling an edge (binned where they are read, see _pick). Counts
+        the negative values too (the walk over the counts that finds the ranks' buckets passes them)."""
         b = ValueOrder(self.klo, self.counts, self.zero, self.neg_zero, self.key_dtype)
         n = self.total.n
-        ranks = np.array(needed_ranks(n, PERCENTILES))
-        where = np.searchsorted(b.cum, ranks, side="right")  # value-order positions of their buckets
-        want = _union(where[where != b.n_odd])
-        edges = self._edges_before(b, ranks, where)
-        straddle = np.setdiff1d(b.straddling(edges), want) if edges is not None else _NONE
-        binned = _NONE  # buckets whose values are binned as they are picked
-        if straddle.size and (exact_hist or b.counts[straddle].sum() <= STRADDLE_MAX):
-            binned, straddle = straddle, _NONE
+        ranks = needed_ranks(n, PERCENTILES)
+        guess = hist_edges(self.min, self.max, [0.0, 0.0], HIST_BINS)
+        where, before = b.locate(ranks, guess)
+        self.neg = b.neg
+        want = _union([w for w in where if w != b.n_odd])
+        edges = guess if self._edges_fixed(b, ranks, where) else None
+        straddle = _minus(b.straddling(edges), want) if edges is not None else ()
+        binned = ()  # buckets whose values are binned as they are picked
+        if straddle and (exact_hist or b.total(straddle) <= STRADDLE_MAX):
+            binned, straddle = straddle, ()
         if len(readers) == 1:  # one reader: its few straddling values are sorted with the rest, not split off
-            want, binned = _union(want, binned), _NONE
-        both = _union(want, binned) if binned.size else want
-        for which in (both, want, binned) if binned.size else (want,):
+            want, binned = _union(want, binned), ()
+        both = _union(want, binned) if binned else want
+        for which in (both, want, binned) if binned else (want,):
             b.bitmap(which)  # (made here, once, rather than on each worker)
         got = run(partial(self._pick, b, want, binned, both, edges), readers)
         picked = np.sort(np.concatenate([g[1] for g in got]) if len(got) != 1 else got[0][1])
-        if sum(g[0] for g in got) != b.counts[want].sum() + b.counts[binned].sum():
+        if sum(g[0] for g in got) != b.total(want) + b.total(binned):
             raise CorruptCheckpoint("a tensor's values changed between two reads of it; is the file being written?")
-        pct = b.percentiles(n, PERCENTILES, want, picked, (ranks, where))
+        pct = b.percentiles(n, PERCENTILES, want, picked, (ranks, where, before))
         final = hist_edges(self.min, self.max, pct, HIST_BINS)
         binned_hist = sum(g[2] for g in got if g[2] is not None)
         if edges is None or not np.array_equal(edges, final):  # (the edges the counts fixed are these)
-            edges, straddle = final, np.setdiff1d(b.straddling(final), want)  # buckets of unknown values
+            edges, straddle = final, _minus(b.straddling(final), want)  # buckets of unknown values
             straddle, binned_hist = _union(straddle, binned), 0
-        hist = b.whole_hist(edges, _union(want, binned, straddle)) + hist_counts(picked.astype(np.float64), edges)
-        hist += binned_hist
-        if straddle.size == 0:
-            return pct, (edges, hist)
-        if exact_hist:
-            values = np.concatenate([b.select(self._converted(rd), straddle) for rd in readers])
-            return pct, (edges, hist + hist_counts(values.astype(np.float64), edges))
-        return pct, (edges, hist + hist_counts(b.mids(straddle), edges, b.counts[straddle]))
+        hist = b.whole_hist(edges, _union(want, binned, straddle), n) + hist_counts(picked.astype(np.float64), edges)
+        return pct, (edges, hist + binned_hist + self._straddling_hist(b, straddle, edges, readers, exact_hist))
 
-    def _pick(self, b: "ValueOrder", want: np.ndarray, binned: np.ndarray, both: np.ndarray, edges, reader) -> tuple:
+    def _straddling_hist(self, b: "ValueOrder", straddle: tuple, edges: np.ndarray, readers, exact: bool):
+        """Bin counts of the values of the buckets at ``straddle``: read again when ``exact``, else each
+        counted at its bucket's middle."""
+        if not straddle:
+            return 0
+        if exact:
+            values = np.concatenate([b.select(self._converted(rd), straddle) for rd in readers])
+            return hist_counts(values.astype(np.float64), edges)
+        return hist_counts(b.mids(straddle), edges, np.array([b.count(p) for p in straddle], dtype=np.int64))
+
+    def _pick(self, b: "ValueOrder", want: tuple, binned: tuple, both: tuple, edges, reader) -> tuple:
         """One reader's values of the buckets at ``want`` and ``binned`` (``both``): (how many, those of
         ``want`` unsorted, the bin counts of those of ``binned`` or None). Runs on a worker when there are
         several readers."""
         values = b.select(self._converted(reader), both)
-        if not binned.size:
+        if not binned:
             return values.size, values, None
         out = np.empty(values.size, dtype=values.dtype)
         kept = kernels.select_buckets(values, b.bitmap(want), out)
         rest = kernels.select_buckets(values, b.bitmap(binned), values)  # (in place)
         return values.size, out[:kept], hist_counts(values[:rest].astype(np.float64), edges)
 
-    def _edges_before(self, b: "ValueOrder", ranks: np.ndarray, where: np.ndarray) -> np.ndarray | None:
-        """The histogram's edges when the bucket counts decide them already: when p01 and p99 cannot
-        be near enough zero for the edges to stop short of the extremes. Else None. (``ranks`` are the
-        needed ranks, in order, and ``where`` the positions of their buckets.)"""
+    def _edges_fixed(self, b: "ValueOrder", ranks: list, where: list) -> bool:
+        """Whether the bucket counts decide the histogram's edges already (as those of the extremes):
+        when p01 and p99 cannot be near enough zero for the edges to stop short of the extremes.
+        (``ranks`` are the needed ranks, in order, and ``where`` the positions of their buckets.)"""
         n = self.total.n
-        first = [math.floor((n - 1) * (q / 100.0)) for q in (PERCENTILES[0], PERCENTILES[-1])]
-        at = np.searchsorted(ranks, [first[0], min(first[0] + 1, n - 1), first[1], min(first[1] + 1, n - 1)])
-        lo, hi = b.bounds(where[at])
-        lo, hi = lo[0::2], hi[1::2]  # each percentile lies within [lo, hi]
-        near = float(np.where((lo <= 0.0) & (hi >= 0.0), 0.0, np.minimum(np.abs(lo), np.abs(hi))).max())
-        a = max(abs(self.min), abs(self.max))
-        if HIST_SPAN * near >= a:
-            return hist_edges(self.min, self.max, [0.0, 0.0], HIST_BINS)
-        return None
+        at = dict(zip(ranks, where))
+        near = 0.0
+        for q in (PERCENTILES[0], PERCENTILES[-1]):
+            first = math.floor((n - 1) * (q / 100.0))
+            lo, hi = b.bounds(at[first])[0], b.bounds(at[min(first + 1, n - 1)])[1]  # the percentile is within
+            near = max(near, 0.0 if lo <= 0.0 <= hi else min(abs(lo), abs(hi)))
+        return HIST_SPAN * near >= max(abs(self.min), abs(self.max))
 
     def _converted(self, reader):
         """The chunks of ``reader()`` as the kernels take them: native float32, or float64."""
@@ -399,38 +398,60 @@ class BucketStats(Accumulator):
 
 class ValueOrder:
     """The bucket counts of a :class:`BucketStats` in value order: the negative keys by falling
-    magnitude, then the zeros (+0.0 and -0.0) as a bucket of their own, then the positive keys."""
+    magnitude, then the zeros (+0.0 and -0.0) as a bucket of their own, then the positive keys
+    (``numpy_kernels.value_order``). Positions in that order are ints, sets of them sorted tuples."""
 
     def __init__(self, klo, counts, zero, neg_zero, key_dtype):
         self.odd0, self.even0 = klo | 1, klo + (klo & 1)  # the first odd and even keys
-        odd, even = counts[self.odd0 - klo :: 2], counts[self.even0 - klo :: 2]
-        self.n_odd = odd.size
-        self.counts = np.concatenate((odd[::-1], [zero], even))
-        if self.odd0 == 1:  # the zeros leave buckets 1 (-0.0) and 0 (+0.0)
-            self.counts[self.n_odd - 1] -= neg_zero
-        if self.even0 == 0 and self.counts.size > self.n_odd + 1:
-            self.counts[self.n_odd + 1] -= zero - neg_zero
-        self.cum = np.cumsum(self.counts)
-        self.klo, self.size, self.key_dtype = klo, counts.size, key_dtype
-        self._edges: dict = {}  # edges (as bytes) -> _find_edges' answer
-        self._bitmaps: dict = {}  # positions (as bytes) -> their bitmap
+        self.n_odd = len(range(self.odd0 - klo, counts.size, 2))
+        self.size = self.n_odd + 1 + len(range(self.even0 - klo, counts.size, 2))  # buckets, the zeros' included
+        self.klo, self.raw, self.zero, self.neg_zero, self.key_dtype = klo, counts, zero, neg_zero, key_dtype
+        self.neg = 0  # negative values (see locate)
+        self._edges: dict = {}  # edges (as bytes) -> (positions, straddled, counts before) of the inner ones
+        self._bitmaps: dict = {}  # positions -> their bitmap
+        self._known: dict = {}  # position -> count, of the buckets located
 
-    def keys_at(self, pos: np.ndarray) -> np.ndarray:
-        """Bucket keys at value-order positions (not the zero bucket's)."""
-        return np.where(pos < self.n_odd, self.odd0 + 2 * (self.n_odd - 1 - pos), self.even0 + 2 * (pos - self.n_odd - 1))
+    def locate(self, ranks: list, edges: np.ndarray | None = None) -> tuple[list, list]:
+        """The positions of the buckets of ``ranks`` (sorted) and the counts before them; notes what
+        ``edges`` need (see _edge_info) and the number of negative values."""
+        where, before, count, pos, straddled, below, self.neg = kernels.locate(
+            self.raw, self.klo, self.zero, self.neg_zero, np.array(ranks, dtype=np.int64),
+            _NO_EDGES if edges is None else edges[1:-1], self.key_dtype.itemsize)
+        self._known.update(zip(where, count))
+        if edges is not None:
+            self._known.update(pc for pc in zip(pos, straddled) if pc[1])
+            self._edges[edges.tobytes()] = pos, straddled, below
+        return where, before
 
-    def position_of(self, values: np.ndarray) -> np.ndarray:
-        """The value-order position of the bucket holding each value; 0 below all buckets, and the
-        number of buckets above them all."""
-        keys = kernels.bucket_keys(np.asarray(values, dtype=self.key_dtype))
-        steps = np.maximum((keys - np.where(keys & 1, self.odd0, self.even0)) // 2, -1)  # -1: nearer zero than all
-        pos = np.where(keys & 1, self.n_odd - 1 - steps, self.n_odd + 1 + steps)
-        return np.minimum(np.maximum(pos, 0), self.counts.size)
+    def _edge_info(self, edges: np.ndarray) -> tuple[list, list, list]:
+        """For each inner edge: the position of the bucket of the least value >= it, the count of the
+        bucket straddling it (holding values below and above it; 0 when none does), the count before it."""
+        key = edges.tobytes()
+        if key not in self._edges:
+            self.locate([], edges)
+        return self._edges[key]
 
-    def select(self, chunks, which: np.ndarray) -> np.ndarray:
+    def key_at(self, p: int) -> int:
+        """The bucket key at a value-order position (not the zero bucket's)."""
+        return self.odd0 + 2 * (self.n_odd - 1 - p) if p < self.n_odd else self.even0 + 2 * (p - self.n_odd - 1)
+
+    def count(self, p: int) -> int:
+        """The count of the bucket at position ``p``."""
+        if p in self._known:
+            return self._known[p]
+        if p == self.n_odd:
+            return self.zero
+        key = self.key_at(p)
+        c = int(self.raw[key - self.klo])
+        return c - self.neg_zero if key == 1 else c - (self.zero - self.neg_zero) if key == 0 else c
+
+    def total(self, positions: tuple) -> int:
+        return sum(self.count(p) for p in positions)
+
+    def select(self, chunks, which: tuple) -> np.ndarray:
         """The values of the buckets at ``which`` among ``chunks``, unsorted. Memory: what is picked and
         one chunk's worth of scratch."""
-        want = int(self.counts[which].sum())
+        want = self.total(which)
         if want == 0:
             return np.empty(0, dtype=self.key_dtype)
         bitmap = self.bitmap(which)
@@ -445,89 +466,77 @@ class ValueOrder:
             pieces.append(scratch[:k].copy())
         return np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
 
-    def bitmap(self, which: np.ndarray) -> np.ndarray:
+    def bitmap(self, which: tuple) -> np.ndarray:
         """``select_buckets``' bitmap of the buckets at ``which`` (made once, for every part's look)."""
-        key = which.tobytes()
-        if key not in self._bitmaps:
-            self._bitmaps[key] = kernels.bucket_bitmap(self.keys_at(which))
-        return self._bitmaps[key]
+        if which not in self._bitmaps:
+            self._bitmaps[which] = kernels.bucket_bitmap([self.key_at(p) for p in which])
+        return self._bitmaps[which]
 
-    def percentiles(self, n: int, percentiles, want: np.ndarray, picked: np.ndarray, located) -> list[float]:
+    def percentiles(self, n: int, percentiles, want: tuple, picked: np.ndarray, located) -> list[float]:
         """Exact percentiles from the bucket counts and the sorted values of the buckets at ``want``
-        (sorted positions); ``located``: the needed ranks and the positions of their buckets."""
-        ranks, where = located
-        if not want.size:  # every needed rank is a zero
-            return percentiles_from(dict.fromkeys(ranks.tolist(), 0.0), n, percentiles)
-        before = np.concatenate(([0], np.cumsum(self.counts[want])[:-1]))  # picked values in earlier buckets
-        first = before[np.minimum(np.searchsorted(want, where), want.size - 1)] - (self.cum[where] - self.counts[where])
-        at = np.minimum(np.maximum(first + ranks, 0), max(picked.size - 1, 0))
-        values = np.where(where == self.n_odd, 0.0, picked[at] if picked.size else 0.0)
-        return percentiles_from(dict(zip(ranks.tolist(), values.tolist())), n, percentiles)
+        (sorted positions); ``located``: the needed ranks, the positions of their buckets and the counts
+        before those."""
+        ranks, where, before = located
+        if not want:  # every needed rank is a zero
+            return percentiles_from(dict.fromkeys(ranks, 0.0), n, percentiles)
+        start, seen = {}, 0  # position -> picked values in earlier buckets
+        for p in want:
+            start[p], seen = seen, seen + self.count(p)
+        got, last = {}, max(picked.size - 1, 0)
+        for r, p, ahead in zip(ranks, where, before):
+            got[r] = 0.0 if p == self.n_odd or not picked.size else picked.item(min(max(start[p] + r - ahead, 0), last))
+        return percentiles_from(got, n, percentiles)
 
-    def _edge_positions(self, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For each edge: the position of the bucket of the least value >= it, and whether the bucket of
-        the greatest value < it is the same (then that bucket straddles the edge)."""
-        e = np.asarray(edges, dtype=np.float64)
-        key = e.tobytes()
-        if key not in self._edges:
-            self._edges[key] = self._find_edges(e)
-        return self._edges[key]
-
-    def _find_edges(self, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        above = e.astype(self.key_dtype)
-        above = np.where(above.astype(np.float64) < e, np.nextafter(above, self.key_dtype.type(np.inf)), above)
-        below = np.nextafter(above, self.key_dtype.type(-np.inf))
-        pos = self.position_of(above)
-        return pos, kernels.bucket_keys(above) == kernels.bucket_keys(below)
-
-    def straddling(self, edges: np.ndarray) -> np.ndarray:
+    def straddling(self, edges: np.ndarray) -> tuple:
         """Positions of the buckets (with values) holding values of two bins: at most one per inner edge."""
-        pos, same = self._edge_positions(edges)
-        inner = pos[1:-1][same[1:-1]]
-        inner = inner[(inner < self.counts.size) & (inner != self.n_odd)]
-        return np.unique(inner[self.counts[inner] > 0])
+        pos, straddled, _ = self._edge_info(edges)
+        return tuple(sorted({p for p, c in zip(pos, straddled) if c}))
 
-    def whole_hist(self, edges: np.ndarray, leave_out: np.ndarray) -> np.ndarray:
+    def whole_hist(self, edges: np.ndarray, leave_out: tuple, n: int) -> np.ndarray:
         """Bin counts of every bucket but those ``leave_out`` (which must hold every straddling one),
         each within one bin: bin k holds the buckets from the one of inner edge k to that of edge k + 1.
-        The zeros count in their bin; values beyond the edges in the outer bins."""
-        pos, _ = self._edge_positions(edges)
-        bounds = np.concatenate(([0], pos[1:-1], [self.counts.size]))
-        below = np.where(bounds > 0, self.cum[bounds - 1], 0)  # values in the buckets before each bound
-        hist = below[1:] - below[:-1]
-        out = np.concatenate((leave_out, [self.n_odd])).astype(np.intp)
-        out_bins = np.searchsorted(bounds[1:-1], out, side="right")
-        hist -= np.bincount(out_bins, weights=self.counts[out], minlength=hist.size).astype(np.int64)
-        hist[np.searchsorted(edges[1:-1], 0.0, side="right")] += int(self.counts[self.n_odd])  # the zeros' bin
-        return hist.astype(np.int64)
+        The zeros count in their bin; values beyond the edges in the outer bins. (``n``: all values.)"""
+        inner, _, below = self._edge_info(edges)
+        cuts = [0, *below, n]  # values in the buckets before each bin's first
+        hist = [b - a for a, b in zip(cuts, cuts[1:])]
+        for p in (*leave_out, self.n_odd):
+            hist[bisect_right(inner, p)] -= self.count(p)
+        hist[bisect_right(edges[1:-1].tolist(), 0.0)] += self.zero  # the zeros' bin
+        return np.array(hist, dtype=np.int64)
 
-    def bounds(self, pos) -> tuple[np.ndarray, np.ndarray]:
-        """Lowest and highest value the buckets at ``pos`` can hold (the zeros: 0 and 0), as float64."""
-        pos = np.asarray(pos)
-        keys = np.maximum(self.keys_at(pos), 0).astype(np.uint64)
-        shift = np.uint64(_SHIFT[self.key_dtype.itemsize])
-        uint = np.uint32 if self.key_dtype.itemsize == 4 else np.uint64
-        low = ((keys >> np.uint64(1)) << shift).astype(uint)
-        high = low | uint((1 << int(shift)) - 1)
-        with np.errstate(invalid="ignore", over="ignore"):
-            a, b = low.view(self.key_dtype).astype(np.float64), high.view(self.key_dtype).astype(np.float64)
-        neg = (keys & np.uint64(1)) == 1
-        lo, hi = np.where(neg, -b, a), np.where(neg, -a, b)
-        zero = pos == self.n_odd
-        return np.where(zero, 0.0, lo), np.where(zero, 0.0, hi)
+    def bounds(self, p: int) -> tuple[float, float]:
+        """Lowest and highest value the bucket at ``p`` can hold (the zeros: 0 and 0)."""
+        if p == self.n_odd:
+            return 0.0, 0.0
+        key = max(self.key_at(p), 0)
+        shift = _SHIFT[self.key_dtype.itemsize]
+        low = (key >> 1) << shift
+        a, b = _as_float(low, self.key_dtype.itemsize), _as_float(low | ((1 << shift) - 1), self.key_dtype.itemsize)
+        return (-b, -a) if key & 1 else (a, b)
 
-    def mids(self, pos: np.ndarray) -> np.ndarray:
-        """The middle of the buckets at ``pos``."""
-        lo, hi = self.bounds(pos)
-        return (lo + hi) / 2
+    def mids(self, positions: tuple) -> np.ndarray:
+        """The middle of the buckets at ``positions``."""
+        return np.array([(lo + hi) / 2 for lo, hi in map(self.bounds, positions)], dtype=np.float64)
 
 
-_NONE = np.zeros(0, dtype=np.intp)
+_NO_EDGES = np.zeros(0, dtype=np.float64)
+_FLOAT_OF = {4: (struct.Struct("=I"), struct.Struct("=f")), 8: (struct.Struct("=Q"), struct.Struct("=d"))}
 
 
-def _union(*positions: np.ndarray) -> np.ndarray:
-    """The sorted distinct positions of a few small arrays (np.union1d, without its overhead)."""
-    return np.array(sorted(set().union(*(p.tolist() for p in positions))), dtype=np.intp)
+def _as_float(bits: int, width: int) -> float:
+    """The float32 (width 4) or float64 value of these bits."""
+    as_uint, as_float = _FLOAT_OF[width]
+    return as_float.unpack(as_uint.pack(bits))[0]
+
+
+def _union(*positions) -> tuple:
+    """The sorted distinct positions of a few small sets."""
+    return tuple(sorted(set().union(*positions)))
+
+
+def _minus(positions: tuple, leave_out: tuple) -> tuple:
+    """``positions`` (sorted) but those in ``leave_out``."""
+    return tuple(p for p in positions if p not in leave_out)
 
 
 def new_accumulator(dtype: np.dtype, numel: int, chunk_elems: int = CHUNK_ELEMS) -> Accumulator:
