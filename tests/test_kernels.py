@@ -240,8 +240,9 @@ def test_locate_finds_the_buckets_of_ranks_and_edges(impl, dtype, n):
     for width in (4, 8) if dtype == np.float32 else (8,):
         got = impl.locate(counts, klo, zero, neg_zero, ranks, edges, width)
         assert got == numpy_kernels.locate(counts, klo, zero, neg_zero, ranks, edges, width)
-    where, before, count, pos, straddled, below, neg = impl.locate(counts, klo, zero, neg_zero, ranks, edges,
-                                                                  x.itemsize)
+    edges = np.linspace(-1.0, 1.0, 9) * (np.abs(finite).max() if finite.size else 1.0)
+    where, before, count, pos, straddled, hist, neg = impl.locate(counts, klo, zero, neg_zero, ranks, edges,
+                                                                 x.itemsize)
     assert neg == int(np.count_nonzero(finite < 0))
     order, n_odd = numpy_kernels.value_order(counts, klo, zero, neg_zero)
     for r, p, b, c in zip(ranks.tolist(), where, before, count):
@@ -250,8 +251,15 @@ def test_locate_finds_the_buckets_of_ranks_and_edges(impl, dtype, n):
                                            (klo | 1) + 2 * (n_odd - 1 - p) if p < n_odd else
                                            klo + (klo & 1) + 2 * (p - n_odd - 1))
         assert b <= r < b + c and c == order[p] and b == order[:p].sum()
-    assert below == [int(order[:p].sum()) for p in pos]
     assert all(s in (0, order[p]) for p, s in zip(pos, straddled) if p < order.size)
+    located = {n_odd, *where, *(p for p, s in zip(pos, straddled) if s)}
+    cuts = [0, *pos, order.size]
+    assert hist == [sum(int(order[p]) for p in range(a, b) if p not in located) for a, b in zip(cuts, cuts[1:])]
+    v = finite[finite != 0]  # the values of buckets not located lie within one bin: bin them one by one
+    keys = numpy_kernels.bucket_keys(v)
+    at = np.where(keys & 1, n_odd - 1 - (keys - (klo | 1)) // 2, n_odd + 1 + (keys - klo - (klo & 1)) // 2)
+    v = v[~np.isin(at, list(located))]
+    assert hist == np.bincount(np.searchsorted(edges, v, side="right"), minlength=edges.size + 1).tolist()
 
 
 def test_locate_of_counts_spanning_runs(impl):

@@ -15,7 +15,8 @@
  *   row_signs(src, code, inner, neg, pos) negative and positive values of each run of `inner`
  *   locate(counts, klo, zero, neg_zero, ranks, edges, width)
  *                                         one walk over bucket counts in value order: the buckets of
- *                                         sorted ranks, those of histogram edges, the negative count
+ *                                         sorted ranks, those of histogram edges, the bin counts of
+ *                                         the other buckets, the negative count
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -293,9 +294,9 @@ select_buckets(PyObject *self, PyObject *args)
 
 typedef struct {
     const int64_t *c;
-    Py_ssize_t klo, len, odd0, even0, n_odd, size;
+    Py_ssize_t klo, len, odd0, even0, n_odd, size, runs;
     int64_t zero, neg_zero;
-    int64_t *odd_runs, *even_runs; /* the sum of each run of each sign */
+    int64_t *odd_runs, *even_runs; /* the sum of each run of each sign (runs of each) */
 } Order;
 
 /* One pass over the counts: the sum of each run of odd and of even keys. */
@@ -332,7 +333,7 @@ order_init(Order *o, const int64_t *c, Py_ssize_t len, Py_ssize_t klo, int64_t z
     o->n_odd = o->odd0 - klo < len ? (len - 1 - (o->odd0 - klo)) / 2 + 1 : 0;
     Py_ssize_t n_even = o->even0 - klo < len ? (len - 1 - (o->even0 - klo)) / 2 + 1 : 0;
     o->size = o->n_odd + 1 + n_even;
-    Py_ssize_t runs = len / (2 * RUN) + 1;
+    Py_ssize_t runs = o->runs = len / (2 * RUN) + 1;
     int64_t *par = PyMem_RawMalloc(sizeof(int64_t) * (size_t)(2 * runs));
     if (par == NULL)
         return -1;
@@ -433,7 +434,8 @@ walk_run(const Order *o, Walk *w, Py_ssize_t lo, Py_ssize_t hi, int64_t sum)
 
 /* One walk in value order, run by run: for each rank (sorted), the position of its bucket (the first
  * whose cumulative count exceeds it), the count before it and its count; for each stop, the count
- * before its position; and the count before the zeros (the negative values). */
+ * before its position; and the count before the zeros (the negative values). Past the zeros it ends
+ * when nothing is left to find. */
 static void
 order_walk(const Order *o, Walk *w, int64_t *neg)
 {
@@ -506,17 +508,56 @@ locate_edges(const Order *o, const double *edges, Py_ssize_t ne, int width, Stop
     qsort(stops, (size_t)ne, sizeof *stops, stop_cmp);
 }
 
-/* v: where, before, count (nr each), pos, straddled, below (ne each): as a tuple of lists and neg. */
+static int
+position_cmp(const void *a, const void *b)
+{
+    Py_ssize_t x = *(const Py_ssize_t *)a, y = *(const Py_ssize_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The bin counts of the buckets not located (neither a rank's, nor straddling an edge, nor the zeros'),
+ * each within one bin: bin k holds the buckets from that of edge k - 1 to that of edge k (the first
+ * and last bins: all below, all above). `spots` has room for nr + ne + 1 positions. */
+static void
+located_hist(const Order *o, const int64_t *where, Py_ssize_t nr, const int64_t *pos, const int64_t *straddled,
+             const int64_t *below, Py_ssize_t ne, int64_t *hist, Py_ssize_t *spots)
+{
+    int64_t total = o->zero;
+    for (Py_ssize_t m = 0; m < o->runs; m++)
+        total += o->odd_runs[m] + o->even_runs[m];
+    for (Py_ssize_t k = 0; k <= ne; k++)
+        hist[k] = (k == ne ? total : below[k]) - (k ? below[k - 1] : 0);
+    Py_ssize_t n = 0;
+    spots[n++] = o->n_odd;
+    for (Py_ssize_t i = 0; i < nr; i++)
+        if (where[i] != o->n_odd)
+            spots[n++] = (Py_ssize_t)where[i];
+    for (Py_ssize_t j = 0; j < ne; j++)
+        if (straddled[j])
+            spots[n++] = (Py_ssize_t)pos[j];
+    qsort(spots, (size_t)n, sizeof *spots, position_cmp);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i && spots[i] == spots[i - 1])
+            continue;
+        Py_ssize_t bin = 0;
+        for (Py_ssize_t j = 0; j < ne; j++)
+            bin += pos[j] <= spots[i];
+        hist[bin] -= order_count(o, spots[i]);
+    }
+}
+
+/* v: where, before, count (nr each), pos, straddled (ne each), below (ne, not returned), hist (ne + 1):
+ * as a tuple of lists and neg. */
 static PyObject *
 locate_result(const int64_t *v, Py_ssize_t nr, Py_ssize_t ne, int64_t neg)
 {
     PyObject *lists[6] = {NULL};
-    Py_ssize_t off = 0;
+    const int64_t *starts[6] = {v, v + nr, v + 2 * nr, v + 3 * nr, v + 3 * nr + ne, v + 3 * nr + 3 * ne};
+    Py_ssize_t sizes[6] = {nr, nr, nr, ne, ne, ne + 1};
     int ok = 1;
     for (int i = 0; i < 6; i++) {
-        lists[i] = int64_list(v + off, i < 3 ? nr : ne);
+        lists[i] = int64_list(starts[i], sizes[i]);
         ok = ok && lists[i];
-        off += i < 3 ? nr : ne;
     }
     PyObject *out = ok ? Py_BuildValue("OOOOOOL", lists[0], lists[1], lists[2], lists[3], lists[4], lists[5],
                                        (long long)neg)
@@ -533,16 +574,18 @@ locate_run(const Py_buffer *counts, Py_ssize_t klo, int64_t zero, int64_t neg_ze
     Py_ssize_t nr = ranks->len / 8, ne = edges->len / 8;
     if (locate_check((const int64_t *)ranks->buf, nr, (const double *)edges->buf, ne) < 0)
         return NULL;
-    int64_t *v = PyMem_Malloc(sizeof(int64_t) * (size_t)(3 * nr + 3 * ne + 1)), neg;
+    int64_t *v = PyMem_Malloc(sizeof(int64_t) * (size_t)(3 * nr + 4 * ne + 1)), neg;
     Stop *stops = PyMem_Malloc(sizeof(Stop) * (size_t)(ne + 1));
+    Py_ssize_t *spots = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(nr + ne + 1));
     Order o;
-    int failed = v == NULL || stops == NULL;
+    int failed = v == NULL || stops == NULL || spots == NULL;
     Py_BEGIN_ALLOW_THREADS
     failed = failed || order_init(&o, (const int64_t *)counts->buf, counts->len / 8, klo, zero, neg_zero) < 0;
     if (!failed) {
         Walk w = {(const int64_t *)ranks->buf, nr, 0, v, v + nr, v + 2 * nr, stops, ne, 0, v + 3 * nr + 2 * ne, 0};
         locate_edges(&o, (const double *)edges->buf, ne, width, stops, v + 3 * nr, v + 3 * nr + ne);
         order_walk(&o, &w, &neg);
+        located_hist(&o, v, nr, v + 3 * nr, v + 3 * nr + ne, w.below, ne, v + 3 * nr + 3 * ne, spots);
         order_free(&o);
         failed = w.ir < nr ? 2 : 0;
     }
@@ -554,6 +597,7 @@ locate_run(const Py_buffer *counts, Py_ssize_t klo, int64_t zero, int64_t neg_ze
         PyErr_SetString(PyExc_ValueError, "locate: ranks must be below the number of values counted");
     PyMem_Free(v);
     PyMem_Free(stops);
+    PyMem_Free(spots);
     return out;
 }
 
@@ -673,7 +717,7 @@ static PyMethodDef methods[] = {
     {"row_signs", row_signs, METH_VARARGS,
      "row_signs(src, code, inner, neg, pos): negative / positive values of each run of inner values."},
     {"locate", locate, METH_VARARGS,
-     "locate(counts, klo, zero, neg_zero, ranks, edges, width) -> (where, before, count, pos, straddled, below, "
+     "locate(counts, klo, zero, neg_zero, ranks, edges, width) -> (where, before, count, pos, straddled, hist, "
      "neg)."},
     {NULL, NULL, 0, NULL},
 };

@@ -51,13 +51,18 @@ def hist_edges(lo: float, hi: float, pct, bins: int) -> np.ndarray:
     """``bins`` bins symmetric about zero (so zero is always a bin edge) over ±max|x|; or, when the
     extremes reach beyond HIST_SPAN times the larger of |p01| and |p99| (outliers), over that, the
     values beyond counting in the outer bins."""
+    return np.linspace(-hist_reach(lo, hi, pct), hist_reach(lo, hi, pct), bins + 1)
+
+
+def hist_reach(lo: float, hi: float, pct) -> float:
+    """The outer edge of :func:`hist_edges`' bins (which are those of ±this)."""
     a = max(abs(lo), abs(hi))
     reach = HIST_SPAN * max(abs(pct[0]), abs(pct[-1]))
     if 0 < reach < a:
         a = reach
     if not a > 0:
         a = 1.0
-    return np.linspace(-a, a, bins + 1)
+    return a
 
 
 def empty_distribution(percentiles: int, bins: int) -> tuple[list[float], tuple[np.ndarray, np.ndarray]]:

@@ -18,9 +18,9 @@ it is built and ``WINSPECT_NO_KERNELS`` is unset (or ``0``); callers never ask w
 * ``row_signs(values, code, inner, neg, pos)``: negative and positive counts of each run of
   ``inner`` values (bf16 ``b`` and f16 ``e`` as uint16 bits, float32 ``f``, float64 ``d``);
 * ``locate(counts, klo, zero, neg_zero, ranks, edges, width)``: one walk over the bucket counts of
-  keys klo.. in value order (``numpy_kernels.value_order``): the buckets of sorted ranks and the
-  counts before them, the buckets of histogram edges (and whether one straddles each edge) and the
-  counts before them, and the negative count.
+  keys klo.. in value order (``numpy_kernels.value_order``): the buckets of sorted ranks, the counts
+  before them and theirs; the buckets of histogram edges and the counts of those straddling them;
+  the bin counts of the other buckets; and the negative count.
 """
 
 from __future__ import annotations

@@ -188,10 +188,12 @@ def locate(counts: np.ndarray, klo: int, zero: int, neg_zero: int, ranks: np.nda
            width: int) -> tuple:
     """One look at bucket counts of keys klo.. in value order (see :func:`value_order`): for each rank
     (sorted) the position of its bucket, the count before that bucket and its count; for each edge the
-    position of the bucket of the least value >= it (0 below all buckets, their number above them all),
-    the count of the bucket straddling it (see :func:`edge_keys`; 0 when none does, or it is the
-    zeros'), and the count before that position; and the count of negative values. Lists of ints:
-    (where, before, count, pos, straddled, below, neg)."""
+    position of the bucket of the least value >= it (0 below all buckets, their number above them all)
+    and the count of the bucket straddling it (see :func:`edge_keys`; 0 when none does, or it is the
+    zeros'); the bin counts of the buckets not located (neither a rank's, nor straddling an edge, nor
+    the zeros'), each within one bin: bin k (of len(edges) + 1) holds the buckets from that of edge
+    k - 1 to that of edge k; and the count of negative values. Lists of ints, but the last:
+    (where, before, count, pos, straddled, hist, neg)."""
     _check(counts, (np.dtype(np.int64),), "locate: counts must be int64")
     _check(ranks, (np.dtype(np.int64),), "locate: ranks must be int64")
     _check(edges, (np.dtype(np.float64),), "locate: edges must be float64")
@@ -211,7 +213,9 @@ def locate(counts: np.ndarray, klo: int, zero: int, neg_zero: int, ranks: np.nda
     steps = np.maximum((keys - np.where(keys & 1, odd0, even0)) // 2, -1)  # -1: nearer zero than all
     pos = np.clip(np.where(keys & 1, n_odd - 1 - steps, n_odd + 1 + steps), 0, order.size)
     straddled = np.where(same & (pos < order.size) & (pos != n_odd), order[np.minimum(pos, order.size - 1)], 0)
-    below = np.where(pos > 0, cum[pos - 1], 0)
+    hist = np.diff(np.concatenate(([0], np.where(pos > 0, cum[pos - 1], 0), cum[-1:])))
+    spots = np.unique(np.concatenate(([n_odd], where[where != n_odd], pos[straddled > 0])))
+    np.subtract.at(hist, (pos[None, :] <= spots[:, None]).sum(axis=1), order[spots])
     neg = int(cum[n_odd - 1]) if n_odd else 0
     return (where.tolist(), (cum[where] - order[where]).tolist(), order[where].tolist(), pos.tolist(),
-            straddled.tolist(), below.tolist(), neg)
+            straddled.tolist(), hist.tolist(), neg)

@@ -40,13 +40,14 @@ import math
 import struct
 from bisect import bisect_right
 from functools import lru_cache, partial
+from itertools import accumulate as running_sums
 
 import numpy as np
 
 from ..errors import CorruptCheckpoint
 from . import kernels
-from .exact import (HIST_SPAN, empty_distribution, hist_counts, hist_edges, needed_ranks, order_statistics,
-                    percentiles_from)
+from .exact import (HIST_SPAN, empty_distribution, hist_counts, hist_edges, hist_reach, needed_ranks,
+                    order_statistics, percentiles_from)
 
 CHUNK_ELEMS = 1 << 20
 BLOCK_ELEMS = 1 << 17  # values reduced together while they sit in cache
@@ -344,12 +345,11 @@ class BucketStats(Accumulator):
         if sum(g[0] for g in got) != b.total(want) + b.total(binned):
             raise CorruptCheckpoint("a tensor's values changed between two reads of it; is the file being written?")
         pct = b.percentiles(n, PERCENTILES, want, picked, (ranks, where, before))
-        final = hist_edges(self.min, self.max, pct, HIST_BINS)
         binned_hist = sum(g[2] for g in got if g[2] is not None)
-        if edges is None or not np.array_equal(edges, final):  # (the edges the counts fixed are these)
-            edges, straddle = final, _minus(b.straddling(final), want)  # buckets of unknown values
-            straddle, binned_hist = _union(straddle, binned), 0
-        hist = b.whole_hist(edges, _union(want, binned, straddle), n) + hist_counts(picked.astype(np.float64), edges)
+        if edges is None or hist_reach(self.min, self.max, pct) != edges[-1]:  # (the edges the counts fixed)
+            edges = hist_edges(self.min, self.max, pct, HIST_BINS)
+            straddle, binned_hist = _minus(b.straddling(edges), want), 0  # buckets of unknown values
+        hist = b.whole_hist(edges) + hist_counts(picked.astype(np.float64), edges)
         return pct, (edges, hist + binned_hist + self._straddling_hist(b, straddle, edges, readers, exact_hist))
 
     def _straddling_hist(self, b: "ValueOrder", straddle: tuple, edges: np.ndarray, readers, exact: bool):
@@ -360,7 +360,7 @@ class BucketStats(Accumulator):
         if exact:
             values = np.concatenate([b.select(self._converted(rd), straddle) for rd in readers])
             return hist_counts(values.astype(np.float64), edges)
-        return hist_counts(b.mids(straddle), edges, np.array([b.count(p) for p in straddle], dtype=np.int64))
+        return hist_counts(b.mids(straddle), edges, np.array(b.counts(straddle), dtype=np.int64))
 
     def _pick(self, b: "ValueOrder", want: tuple, binned: tuple, both: tuple, edges, reader) -> tuple:
         """One reader's values of the buckets at ``want`` and ``binned`` (``both``): (how many, those of
@@ -407,28 +407,31 @@ class ValueOrder:
         self.size = self.n_odd + 1 + len(range(self.even0 - klo, counts.size, 2))  # buckets, the zeros' included
         self.klo, self.raw, self.zero, self.neg_zero, self.key_dtype = klo, counts, zero, neg_zero, key_dtype
         self.neg = 0  # negative values (see locate)
-        self._edges: dict = {}  # edges (as bytes) -> (positions, straddled, counts before) of the inner ones
+        self._edges: dict = {}  # edges (as bytes) -> (positions, straddled) of the inner ones, bin counts
+        self._ranks: list = []  # the ranks located
         self._bitmaps: dict = {}  # positions -> their bitmap
         self._known: dict = {}  # position -> count, of the buckets located
 
     def locate(self, ranks: list, edges: np.ndarray | None = None) -> tuple[list, list]:
         """The positions of the buckets of ``ranks`` (sorted) and the counts before them; notes what
         ``edges`` need (see _edge_info) and the number of negative values."""
-        where, before, count, pos, straddled, below, self.neg = kernels.locate(
+        where, before, count, pos, straddled, hist, self.neg = kernels.locate(
             self.raw, self.klo, self.zero, self.neg_zero, np.array(ranks, dtype=np.int64),
             _NO_EDGES if edges is None else edges[1:-1], self.key_dtype.itemsize)
+        self._ranks = ranks
         self._known.update(zip(where, count))
         if edges is not None:
             self._known.update(pc for pc in zip(pos, straddled) if pc[1])
-            self._edges[edges.tobytes()] = pos, straddled, below
+            self._edges[edges.tobytes()] = pos, straddled, hist
         return where, before
 
     def _edge_info(self, edges: np.ndarray) -> tuple[list, list, list]:
-        """For each inner edge: the position of the bucket of the least value >= it, the count of the
-        bucket straddling it (holding values below and above it; 0 when none does), the count before it."""
+        """For each inner edge: the position of the bucket of the least value >= it, and the count of the
+        bucket straddling it (holding values below and above it; 0 when none does); and the bin counts of
+        the buckets not located (see whole_hist)."""
         key = edges.tobytes()
         if key not in self._edges:
-            self.locate([], edges)
+            self.locate(self._ranks, edges)
         return self._edges[key]
 
     def key_at(self, p: int) -> int:
@@ -445,8 +448,13 @@ class ValueOrder:
         c = int(self.raw[key - self.klo])
         return c - self.neg_zero if key == 1 else c - (self.zero - self.neg_zero) if key == 0 else c
 
+    def counts(self, positions: tuple) -> list[int]:
+        """The counts of the buckets at ``positions``."""
+        known = self._known
+        return [known[p] if p in known else self.count(p) for p in positions]
+
     def total(self, positions: tuple) -> int:
-        return sum(self.count(p) for p in positions)
+        return sum(self.counts(positions))
 
     def select(self, chunks, which: tuple) -> np.ndarray:
         """The values of the buckets at ``which`` among ``chunks``, unsorted. Memory: what is picked and
@@ -479,9 +487,7 @@ class ValueOrder:
         ranks, where, before = located
         if not want:  # every needed rank is a zero
             return percentiles_from(dict.fromkeys(ranks, 0.0), n, percentiles)
-        start, seen = {}, 0  # position -> picked values in earlier buckets
-        for p in want:
-            start[p], seen = seen, seen + self.count(p)
+        start = dict(zip(want, running_sums(self.counts(want), initial=0)))  # -> values in earlier buckets
         got, last = {}, max(picked.size - 1, 0)
         for r, p, ahead in zip(ranks, where, before):
             got[r] = 0.0 if p == self.n_odd or not picked.size else picked.item(min(max(start[p] + r - ahead, 0), last))
@@ -492,17 +498,13 @@ class ValueOrder:
         pos, straddled, _ = self._edge_info(edges)
         return tuple(sorted({p for p, c in zip(pos, straddled) if c}))
 
-    def whole_hist(self, edges: np.ndarray, leave_out: tuple, n: int) -> np.ndarray:
-        """Bin counts of every bucket but those ``leave_out`` (which must hold every straddling one),
-        each within one bin: bin k holds the buckets from the one of inner edge k to that of edge k + 1.
-        The zeros count in their bin; values beyond the edges in the outer bins. (``n``: all values.)"""
-        inner, _, below = self._edge_info(edges)
-        cuts = [0, *below, n]  # values in the buckets before each bin's first
-        hist = [b - a for a, b in zip(cuts, cuts[1:])]
-        for p in (*leave_out, self.n_odd):
-            hist[bisect_right(inner, p)] -= self.count(p)
-        hist[bisect_right(edges[1:-1].tolist(), 0.0)] += self.zero  # the zeros' bin
-        return np.array(hist, dtype=np.int64)
+    def whole_hist(self, edges: np.ndarray) -> np.ndarray:
+        """Bin counts of the buckets not located (neither holding a needed rank, nor straddling an edge),
+        each within one bin: bin k holds the buckets from the one of inner edge k to that of edge k + 1,
+        values beyond the edges counting in the outer bins; and the zeros in their bin."""
+        hist = np.array(self._edge_info(edges)[2], dtype=np.int64)
+        hist[bisect_right(edges[1:-1].tolist(), 0.0)] += self.zero
+        return hist
 
     def bounds(self, p: int) -> tuple[float, float]:
         """Lowest and highest value the bucket at ``p`` can hold (the zeros: 0 and 0)."""
