@@ -216,6 +216,15 @@ def bucket_table(x: np.ndarray) -> tuple:
     return counts[klo : khi + 1].copy(), klo, r[8], r[9]
 
 
+def bucket_bounds(klo: int, n_odd: int, p: int, dtype) -> tuple[float, float]:
+    """The least and greatest value of the bucket at value-order position p (not the zeros')."""
+    key = (klo | 1) + 2 * (n_odd - 1 - p) if p < n_odd else klo + (klo & 1) + 2 * (p - n_odd - 1)
+    shift, uint = (12, np.uint32) if np.dtype(dtype).itemsize == 4 else (44, np.uint64)
+    low = (key >> 1) << shift
+    a, b = (np.array([low, low | ((1 << shift) - 1)], dtype=uint).view(dtype).astype(np.float64))
+    return (-b, -a) if key & 1 else (a, b)
+
+
 def some_edges(x: np.ndarray, rng) -> np.ndarray:
     """Edges as the histogram has them, around zero, and awkward ones: ±0, ±Inf, beyond float32, subnormal."""
     finite = x[np.isfinite(x)]
@@ -241,8 +250,8 @@ def test_locate_finds_the_buckets_of_ranks_and_edges(impl, dtype, n):
         got = impl.locate(counts, klo, zero, neg_zero, ranks, edges, width)
         assert got == numpy_kernels.locate(counts, klo, zero, neg_zero, ranks, edges, width)
     edges = np.linspace(-1.0, 1.0, 9) * (np.abs(finite).max() if finite.size else 1.0)
-    where, before, count, pos, straddled, hist, neg = impl.locate(counts, klo, zero, neg_zero, ranks, edges,
-                                                                 x.itemsize)
+    where, before, count, across, across_count, hist, neg = impl.locate(counts, klo, zero, neg_zero, ranks,
+                                                                       edges, x.itemsize)
     assert neg == int(np.count_nonzero(finite < 0))
     order, n_odd = numpy_kernels.value_order(counts, klo, zero, neg_zero)
     for r, p, b, c in zip(ranks.tolist(), where, before, count):
@@ -251,10 +260,11 @@ def test_locate_finds_the_buckets_of_ranks_and_edges(impl, dtype, n):
                                            (klo | 1) + 2 * (n_odd - 1 - p) if p < n_odd else
                                            klo + (klo & 1) + 2 * (p - n_odd - 1))
         assert b <= r < b + c and c == order[p] and b == order[:p].sum()
-    assert all(s in (0, order[p]) for p, s in zip(pos, straddled) if p < order.size)
-    located = {n_odd, *where, *(p for p, s in zip(pos, straddled) if s)}
-    cuts = [0, *pos, order.size]
-    assert hist == [sum(int(order[p]) for p in range(a, b) if p not in located) for a, b in zip(cuts, cuts[1:])]
+    assert across == sorted(set(across)) and across_count == [order[p] for p in across] and all(across_count)
+    for p in across:  # a straddling bucket holds values of two bins
+        lo, hi = bucket_bounds(klo, n_odd, p, x.dtype)
+        assert np.searchsorted(edges, lo, side="right") != np.searchsorted(edges, hi, side="right")
+    located = {n_odd, *where, *across}
     v = finite[finite != 0]  # the values of buckets not located lie within one bin: bin them one by one
     keys = numpy_kernels.bucket_keys(v)
     at = np.where(keys & 1, n_odd - 1 - (keys - (klo | 1)) // 2, n_odd + 1 + (keys - klo - (klo & 1)) // 2)

@@ -197,3 +197,28 @@ def test_hist_counts_puts_values_beyond_the_edges_in_the_outer_bins():
     assert np.array_equal(hist_counts(vals, edges), np.histogram(np.clip(vals, -1, 1), edges)[0])
     assert np.array_equal(hist_counts(vals, edges, np.full(vals.size, 2.0)),
                           2 * np.histogram(np.clip(vals, -1, 1), edges)[0])
+
+
+@pytest.mark.parametrize("n", [0, 1, 100, 2048, 2049, 30000])
+def test_hist_counts_equal_numpy_histogram_few_values_or_many(n):
+    """Few values are binned by searching the edges, many by computing their bins: the same counts."""
+    from inspector.analysis.exact import hist_counts
+
+    rng = np.random.default_rng(n)
+    edges = np.linspace(-0.3, 0.3, 65)
+    vals = rng.normal(0, 0.2, n)
+    vals[: min(n, 65)] = edges[: min(n, 65)]  # values on the edges themselves
+    weights = rng.integers(0, 5, n)
+    clipped = np.clip(vals, edges[0], edges[-1])
+    assert np.array_equal(hist_counts(vals, edges), np.histogram(clipped, edges)[0])
+    assert np.array_equal(hist_counts(vals, edges, weights), np.histogram(clipped, edges, weights=weights)[0])
+
+
+def test_hist_edges_are_numpy_linspace_to_the_bit():
+    from inspector.analysis.exact import hist_edges
+
+    rng = np.random.default_rng(0)
+    reach = list(rng.random(3000) * 10.0 ** rng.integers(-320, 300, 3000)) + [5e-324, 1e-310, 0.1, 1.0, 3.0, 1e300]
+    for a in reach:
+        for bins in (64, 7):
+            assert hist_edges(-a, a / 2, [0.0, 0.0], bins).tobytes() == np.linspace(-a, a, bins + 1).tobytes()

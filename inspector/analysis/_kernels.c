@@ -492,6 +492,7 @@ static void
 locate_edges(const Order *o, const double *edges, Py_ssize_t ne, int width, Stop *stops, int64_t *pos,
              int64_t *straddled)
 {
+    int sorted = 1;
     for (Py_ssize_t i = 0; i < ne; i++) {
         Py_ssize_t key, p;
         int same;
@@ -504,8 +505,10 @@ locate_edges(const Order *o, const double *edges, Py_ssize_t ne, int width, Stop
         straddled[i] = same && p < o->size && p != o->n_odd ? order_count(o, p) : 0;
         stops[i].pos = p;
         stops[i].index = i;
+        sorted = sorted && (i == 0 || p >= stops[i - 1].pos);
     }
-    qsort(stops, (size_t)ne, sizeof *stops, stop_cmp);
+    if (!sorted) /* (edges in order give their positions in order) */
+        qsort(stops, (size_t)ne, sizeof *stops, stop_cmp);
 }
 
 static int
@@ -520,7 +523,7 @@ position_cmp(const void *a, const void *b)
  * and last bins: all below, all above). `spots` has room for nr + ne + 1 positions. */
 static void
 located_hist(const Order *o, const int64_t *where, Py_ssize_t nr, const int64_t *pos, const int64_t *straddled,
-             const int64_t *below, Py_ssize_t ne, int64_t *hist, Py_ssize_t *spots)
+             const int64_t *below, const Stop *stops, Py_ssize_t ne, int64_t *hist, Py_ssize_t *spots)
 {
     int64_t total = o->zero;
     for (Py_ssize_t m = 0; m < o->runs; m++)
@@ -536,24 +539,40 @@ located_hist(const Order *o, const int64_t *where, Py_ssize_t nr, const int64_t 
         if (straddled[j])
             spots[n++] = (Py_ssize_t)pos[j];
     qsort(spots, (size_t)n, sizeof *spots, position_cmp);
+    Py_ssize_t bin = 0; /* the edges at or below the spot: its bin */
     for (Py_ssize_t i = 0; i < n; i++) {
         if (i && spots[i] == spots[i - 1])
             continue;
-        Py_ssize_t bin = 0;
-        for (Py_ssize_t j = 0; j < ne; j++)
-            bin += pos[j] <= spots[i];
+        while (bin < ne && stops[bin].pos <= spots[i])
+            bin++;
         hist[bin] -= order_count(o, spots[i]);
     }
 }
 
-/* v: where, before, count (nr each), pos, straddled (ne each), below (ne, not returned), hist (ne + 1):
- * as a tuple of lists and neg. */
+/* The distinct positions of the buckets straddling an edge, in order, with their counts; how many. */
+static Py_ssize_t
+straddling(const int64_t *pos, const int64_t *straddled, const Stop *stops, Py_ssize_t ne, int64_t *at,
+           int64_t *count)
+{
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < ne; i++) {
+        Py_ssize_t j = stops[i].index;
+        if (straddled[j] && (k == 0 || at[k - 1] != pos[j])) {
+            at[k] = pos[j];
+            count[k++] = straddled[j];
+        }
+    }
+    return k;
+}
+
+/* v: where, before, count (nr each), pos, straddled, below (ne each, not returned), hist (ne + 1), the
+ * positions and counts of the ns straddling buckets (ne each): as a tuple of lists and neg. */
 static PyObject *
-locate_result(const int64_t *v, Py_ssize_t nr, Py_ssize_t ne, int64_t neg)
+locate_result(const int64_t *v, Py_ssize_t nr, Py_ssize_t ne, Py_ssize_t ns, int64_t neg)
 {
     PyObject *lists[6] = {NULL};
-    const int64_t *starts[6] = {v, v + nr, v + 2 * nr, v + 3 * nr, v + 3 * nr + ne, v + 3 * nr + 3 * ne};
-    Py_ssize_t sizes[6] = {nr, nr, nr, ne, ne, ne + 1};
+    const int64_t *h = v + 3 * nr + 3 * ne, *starts[6] = {v, v + nr, v + 2 * nr, h + ne + 1, h + 2 * ne + 1, h};
+    Py_ssize_t sizes[6] = {nr, nr, nr, ns, ns, ne + 1};
     int ok = 1;
     for (int i = 0; i < 6; i++) {
         lists[i] = int64_list(starts[i], sizes[i]);
@@ -574,7 +593,8 @@ locate_run(const Py_buffer *counts, Py_ssize_t klo, int64_t zero, int64_t neg_ze
     Py_ssize_t nr = ranks->len / 8, ne = edges->len / 8;
     if (locate_check((const int64_t *)ranks->buf, nr, (const double *)edges->buf, ne) < 0)
         return NULL;
-    int64_t *v = PyMem_Malloc(sizeof(int64_t) * (size_t)(3 * nr + 4 * ne + 1)), neg;
+    int64_t *v = PyMem_Malloc(sizeof(int64_t) * (size_t)(3 * nr + 6 * ne + 1)), neg, *h = v + 3 * nr + 3 * ne;
+    Py_ssize_t ns = 0;
     Stop *stops = PyMem_Malloc(sizeof(Stop) * (size_t)(ne + 1));
     Py_ssize_t *spots = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(nr + ne + 1));
     Order o;
@@ -585,12 +605,15 @@ locate_run(const Py_buffer *counts, Py_ssize_t klo, int64_t zero, int64_t neg_ze
         Walk w = {(const int64_t *)ranks->buf, nr, 0, v, v + nr, v + 2 * nr, stops, ne, 0, v + 3 * nr + 2 * ne, 0};
         locate_edges(&o, (const double *)edges->buf, ne, width, stops, v + 3 * nr, v + 3 * nr + ne);
         order_walk(&o, &w, &neg);
-        located_hist(&o, v, nr, v + 3 * nr, v + 3 * nr + ne, w.below, ne, v + 3 * nr + 3 * ne, spots);
+        failed = w.ir < nr ? 2 : 0; /* (a rank beyond the values counted: nothing more to find) */
+        if (!failed) {
+            located_hist(&o, v, nr, v + 3 * nr, v + 3 * nr + ne, w.below, stops, ne, h, spots);
+            ns = straddling(v + 3 * nr, v + 3 * nr + ne, stops, ne, h + ne + 1, h + 2 * ne + 1);
+        }
         order_free(&o);
-        failed = w.ir < nr ? 2 : 0;
     }
     Py_END_ALLOW_THREADS
-    PyObject *out = failed ? NULL : locate_result(v, nr, ne, neg);
+    PyObject *out = failed ? NULL : locate_result(v, nr, ne, ns, neg);
     if (failed == 1)
         PyErr_NoMemory();
     else if (failed == 2)
@@ -717,8 +740,8 @@ static PyMethodDef methods[] = {
     {"row_signs", row_signs, METH_VARARGS,
      "row_signs(src, code, inner, neg, pos): negative / positive values of each run of inner values."},
     {"locate", locate, METH_VARARGS,
-     "locate(counts, klo, zero, neg_zero, ranks, edges, width) -> (where, before, count, pos, straddled, hist, "
-     "neg)."},
+     "locate(counts, klo, zero, neg_zero, ranks, edges, width) -> (where, before, count, straddling, "
+     "straddling_count, hist, neg)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -8,9 +8,11 @@ as ``numpy.percentile`` does, so that results equal numpy's to the bit.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
+_FEW = 2048  # hist_counts of at most this many values searches the edges
 HIST_SPAN = 4.0  # a histogram spans at most this times max(|p01|, |p99|) (see hist_edges)
 
 
@@ -27,8 +29,13 @@ def rank_positions(n: int, percentiles) -> list[float]:
 
 def needed_ranks(n: int, percentiles) -> list[int]:
     """The 0-based order statistics the percentiles of n values interpolate between."""
+    return list(_needed_ranks(n, tuple(percentiles)))
+
+
+@lru_cache(maxsize=1024)  # (the tensors of a model share a few sizes)
+def _needed_ranks(n: int, percentiles: tuple) -> tuple[int, ...]:
     pos = rank_positions(n, percentiles)
-    return sorted({math.floor(h) for h in pos} | {min(math.floor(h) + 1, n - 1) for h in pos})
+    return tuple(sorted({math.floor(h) for h in pos} | {min(math.floor(h) + 1, n - 1) for h in pos}))
 
 
 def percentiles_from(got: dict[int, float], n: int, percentiles) -> list[float]:
@@ -50,8 +57,24 @@ def order_statistics(cum: np.ndarray, vals: np.ndarray, n: int, percentiles) -> 
 def hist_edges(lo: float, hi: float, pct, bins: int) -> np.ndarray:
     """``bins`` bins symmetric about zero (so zero is always a bin edge) over ±max|x|; or, when the
     extremes reach beyond HIST_SPAN times the larger of |p01| and |p99| (outliers), over that, the
-    values beyond counting in the outer bins."""
-    return np.linspace(-hist_reach(lo, hi, pct), hist_reach(lo, hi, pct), bins + 1)
+    values beyond counting in the outer bins. (``np.linspace(-a, a, bins + 1)``, to the bit, without its
+    overhead.)"""
+    a = hist_reach(lo, hi, pct)
+    step = (a - -a) / bins
+    if not (step > 0 and math.isfinite(step)):
+        return np.linspace(-a, a, bins + 1)
+    edges = _counting(bins + 1) * step  # (as linspace: i * step - a, the last edge a itself)
+    edges -= a
+    edges[-1] = a
+    return edges
+
+
+@lru_cache(maxsize=8)
+def _counting(n: int) -> np.ndarray:
+    """0.0, 1.0, ... n - 1 (read-only)."""
+    out = np.arange(n, dtype=np.float64)
+    out.flags.writeable = False
+    return out
 
 
 def hist_reach(lo: float, hi: float, pct) -> float:
@@ -75,6 +98,10 @@ def hist_counts(vals: np.ndarray, edges: np.ndarray, weights: np.ndarray | None 
     for evenly spaced edges symmetric about zero: computed bin indices, corrected against the edges
     themselves. Values beyond the edges count in the outer bins."""
     bins = edges.size - 1
+    if vals.size <= _FEW:  # few values: a binary search each, fewer numpy calls
+        idx = np.searchsorted(edges, vals, side="right")
+        idx = np.minimum(np.maximum(idx - 1, 0), bins - 1)
+        return np.bincount(idx, weights=weights, minlength=bins)[:bins].astype(np.int64)
     a = edges[-1]
     if vals.size and (vals.min() < -a or vals.max() > a):
         vals = np.minimum(np.maximum(vals, -a), a)  # (np.clip, without its overhead on small arrays)

@@ -187,13 +187,12 @@ def edge_keys(edges: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
 def locate(counts: np.ndarray, klo: int, zero: int, neg_zero: int, ranks: np.ndarray, edges: np.ndarray,
            width: int) -> tuple:
     """One look at bucket counts of keys klo.. in value order (see :func:`value_order`): for each rank
-    (sorted) the position of its bucket, the count before that bucket and its count; for each edge the
-    position of the bucket of the least value >= it (0 below all buckets, their number above them all)
-    and the count of the bucket straddling it (see :func:`edge_keys`; 0 when none does, or it is the
-    zeros'); the bin counts of the buckets not located (neither a rank's, nor straddling an edge, nor
-    the zeros'), each within one bin: bin k (of len(edges) + 1) holds the buckets from that of edge
-    k - 1 to that of edge k; and the count of negative values. Lists of ints, but the last:
-    (where, before, count, pos, straddled, hist, neg)."""
+    (sorted) the position of its bucket, the count before that bucket and its count; the positions, in
+    order, of the buckets (with values, not the zeros') straddling an edge (see :func:`edge_keys`), and
+    their counts; the bin counts of the buckets not located (neither a rank's, nor straddling an edge,
+    nor the zeros'), each within one bin: bin k (of len(edges) + 1) holds the buckets from that of the
+    least value >= edge k - 1 to that of edge k; and the count of negative values. Lists of ints, but
+    the last: (where, before, count, straddling, straddling_count, hist, neg)."""
     _check(counts, (np.dtype(np.int64),), "locate: counts must be int64")
     _check(ranks, (np.dtype(np.int64),), "locate: ranks must be int64")
     _check(edges, (np.dtype(np.float64),), "locate: edges must be float64")
@@ -217,5 +216,6 @@ def locate(counts: np.ndarray, klo: int, zero: int, neg_zero: int, ranks: np.nda
     spots = np.unique(np.concatenate(([n_odd], where[where != n_odd], pos[straddled > 0])))
     np.subtract.at(hist, (pos[None, :] <= spots[:, None]).sum(axis=1), order[spots])
     neg = int(cum[n_odd - 1]) if n_odd else 0
-    return (where.tolist(), (cum[where] - order[where]).tolist(), order[where].tolist(), pos.tolist(),
-            straddled.tolist(), hist.tolist(), neg)
+    across = np.unique(pos[straddled > 0])
+    return (where.tolist(), (cum[where] - order[where]).tolist(), order[where].tolist(), across.tolist(),
+            order[across].tolist(), hist.tolist(), neg)

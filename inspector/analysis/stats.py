@@ -407,7 +407,7 @@ class ValueOrder:
         self.size = self.n_odd + 1 + len(range(self.even0 - klo, counts.size, 2))  # buckets, the zeros' included
         self.klo, self.raw, self.zero, self.neg_zero, self.key_dtype = klo, counts, zero, neg_zero, key_dtype
         self.neg = 0  # negative values (see locate)
-        self._edges: dict = {}  # edges (as bytes) -> (positions, straddled) of the inner ones, bin counts
+        self._edges: dict = {}  # edges (as bytes) -> (positions of the buckets straddling them, bin counts)
         self._ranks: list = []  # the ranks located
         self._bitmaps: dict = {}  # positions -> their bitmap
         self._known: dict = {}  # position -> count, of the buckets located
@@ -415,20 +415,19 @@ class ValueOrder:
     def locate(self, ranks: list, edges: np.ndarray | None = None) -> tuple[list, list]:
         """The positions of the buckets of ``ranks`` (sorted) and the counts before them; notes what
         ``edges`` need (see _edge_info) and the number of negative values."""
-        where, before, count, pos, straddled, hist, self.neg = kernels.locate(
+        where, before, count, across, across_count, hist, self.neg = kernels.locate(
             self.raw, self.klo, self.zero, self.neg_zero, np.array(ranks, dtype=np.int64),
             _NO_EDGES if edges is None else edges[1:-1], self.key_dtype.itemsize)
         self._ranks = ranks
         self._known.update(zip(where, count))
         if edges is not None:
-            self._known.update(pc for pc in zip(pos, straddled) if pc[1])
-            self._edges[edges.tobytes()] = pos, straddled, hist
+            self._known.update(zip(across, across_count))
+            self._edges[edges.tobytes()] = tuple(across), hist
         return where, before
 
-    def _edge_info(self, edges: np.ndarray) -> tuple[list, list, list]:
-        """For each inner edge: the position of the bucket of the least value >= it, and the count of the
-        bucket straddling it (holding values below and above it; 0 when none does); and the bin counts of
-        the buckets not located (see whole_hist)."""
+    def _edge_info(self, edges: np.ndarray) -> tuple[tuple, list]:
+        """The positions of the buckets (with values) straddling an inner edge (holding values below and
+        above it), and the bin counts of the buckets not located (see whole_hist)."""
         key = edges.tobytes()
         if key not in self._edges:
             self.locate(self._ranks, edges)
@@ -477,7 +476,9 @@ class ValueOrder:
     def bitmap(self, which: tuple) -> np.ndarray:
         """``select_buckets``' bitmap of the buckets at ``which`` (made once, for every part's look)."""
         if which not in self._bitmaps:
-            self._bitmaps[which] = kernels.bucket_bitmap([self.key_at(p) for p in which])
+            top, odd0, even0 = self.n_odd - 1, self.odd0, self.even0 - 2 * (self.n_odd + 1)  # (see key_at)
+            keys = [odd0 + 2 * (top - p) if p <= top else even0 + 2 * p for p in which]
+            self._bitmaps[which] = kernels.bucket_bitmap(keys)
         return self._bitmaps[which]
 
     def percentiles(self, n: int, percentiles, want: tuple, picked: np.ndarray, located) -> list[float]:
@@ -495,14 +496,13 @@ class ValueOrder:
 
     def straddling(self, edges: np.ndarray) -> tuple:
         """Positions of the buckets (with values) holding values of two bins: at most one per inner edge."""
-        pos, straddled, _ = self._edge_info(edges)
-        return tuple(sorted({p for p, c in zip(pos, straddled) if c}))
+        return self._edge_info(edges)[0]
 
     def whole_hist(self, edges: np.ndarray) -> np.ndarray:
         """Bin counts of the buckets not located (neither holding a needed rank, nor straddling an edge),
         each within one bin: bin k holds the buckets from the one of inner edge k to that of edge k + 1,
         values beyond the edges counting in the outer bins; and the zeros in their bin."""
-        hist = np.array(self._edge_info(edges)[2], dtype=np.int64)
+        hist = np.array(self._edge_info(edges)[1], dtype=np.int64)
         hist[bisect_right(edges[1:-1].tolist(), 0.0)] += self.zero
         return hist
 
