@@ -418,8 +418,8 @@ walk_run(const Order *o, Walk *w, Py_ssize_t lo, Py_ssize_t hi, int64_t sum)
     for (Py_ssize_t p = lo; p < hi; p++, at += step) {
         for (; w->is < w->ns && w->stops[w->is].pos == p; w->is++)
             w->below[w->stops[w->is].index] = w->cum;
-        if (w->ir == w->nr && w->is == w->ns) { /* nothing more to find */
-            w->cum = start + sum;
+        if ((w->ir == w->nr || start + sum <= w->ranks[w->ir]) && (w->is == w->ns || w->stops[w->is].pos >= hi)) {
+            w->cum = start + sum; /* nothing more to find in this run */
             return;
         }
         int64_t c = plain ? o->c[at] : order_count(o, p);
