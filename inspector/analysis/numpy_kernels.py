@@ -110,14 +110,17 @@ def bucket_codes(keys: np.ndarray) -> np.ndarray:
     """The 20-bit code of each bucket key: its sign bit above its 19 magnitude bits, as the value's own
     leading bits are (``select_buckets`` tests a value's ``bits >> (width - 20)`` against them)."""
     keys = np.asarray(keys, dtype=np.int64)
-    return ((keys & 1) << 19) | (keys >> 1)
+    codes = keys & 1
+    codes <<= 19
+    codes |= keys >> 1
+    return codes
 
 
 def bucket_bitmap(keys: np.ndarray) -> np.ndarray:
     """``select_buckets``' bitmap (2^20 bits as uint64 words) with the bits of these bucket keys set."""
     codes = bucket_codes(keys)
     words = np.zeros(CODES // 64, dtype=np.uint64)
-    np.bitwise_or.at(words, codes >> 6, np.left_shift(np.uint64(1), (codes & 63).astype(np.uint64)))
+    np.bitwise_or.at(words, codes >> 6, np.uint64(1) << (codes & 63).astype(np.uint64))
     return words
 
 

@@ -489,10 +489,10 @@ class ValueOrder:
         if not want:  # every needed rank is a zero
             return percentiles_from(dict.fromkeys(ranks, 0.0), n, percentiles)
         start = dict(zip(want, running_sums(self.counts(want), initial=0)))  # -> values in earlier buckets
-        got, last = {}, max(picked.size - 1, 0)
-        for r, p, ahead in zip(ranks, where, before):
-            got[r] = 0.0 if p == self.n_odd or not picked.size else picked.item(min(max(start[p] + r - ahead, 0), last))
-        return percentiles_from(got, n, percentiles)
+        last, zeros = picked.size - 1, self.n_odd
+        at = [min(max(start[p] + r - ahead, 0), last) for r, p, ahead in zip(ranks, where, before) if p != zeros]
+        picks = iter(picked[at].tolist() if at and picked.size else [0.0] * len(at))
+        return percentiles_from({r: 0.0 if p == zeros else next(picks) for r, p in zip(ranks, where)}, n, percentiles)
 
     def straddling(self, edges: np.ndarray) -> tuple:
         """Positions of the buckets (with values) holding values of two bins: at most one per inner edge."""
