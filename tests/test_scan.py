@@ -397,6 +397,24 @@ def test_the_client_writes_the_tables_when_the_writer_process_is_lost(local, mon
     assert not [f for f in (tmp_path / "out").iterdir() if f.name.endswith(".tmp")]
 
 
+def test_rewrites_while_the_scan_runs_are_not_waited_for(local, monkeypatch, tmp_path):
+    """While models are added the tables are rewritten in the background: ``add`` hands a rewrite to the
+    writer and returns; the next one waits until that one is done. The last ``flush`` waits, and the
+    tables hold every row."""
+    from inspector.scan import store, writer
+    from inspector.scan.task import model_frame
+
+    monkeypatch.setattr(store, "FLUSH_SECONDS", 0.0)
+    began: list[bool] = []
+    begin = writer.TableWriter.begin
+    monkeypatch.setattr(writer.TableWriter, "begin", lambda self, job: began.append(begin(self, job)) or began[-1])
+    s, rows = journal_store(local, tmp_path / "out")
+    assert s._writer.proc is not None and True in began and False in began  # one in progress: not waited for
+    s.flush()
+    s.close()
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "models.parquet"), model_frame(rows))
+
+
 def test_a_table_that_cannot_be_written_is_one_line_error(local, tmp_path):
     from inspector.errors import OutputError
 

@@ -100,8 +100,13 @@ class ScanStore:
         self._journal.write(line)
         self._journal.flush()
         self._end += len(line)
+        took = self._writer.finished()
+        if took is not None:  # a rewrite costs at most a FLUSH_SHARE-th of the time
+            self._interval = max(FLUSH_SECONDS, FLUSH_SHARE * took)
         if time.monotonic() - self._flushed > self._interval:
-            self.flush()
+            self._journal.flush()
+            if self._writer.begin(TableJob(str(self.out), self._end, BATCH, ROW_GROUP)):
+                self._flushed = time.monotonic()
 
     def keep_only(self, models: list[Model]) -> list[Model]:
         """Forget the rows of models no longer among the scan's, or changed since (another size or
@@ -141,8 +146,9 @@ class ScanStore:
         self._end = self._journal.seek(0, 2)
 
     def flush(self, count: bool = False) -> ZooTally | None:
-        """Rewrite models.parquet and models.csv from the journal (by the writer process); with ``count``,
-        return the report's figures, gathered on the same pass."""
+        """Rewrite models.parquet and models.csv from the journal (by the writer process), and wait for it
+        (while the scan runs, :meth:`add` has them rewritten without waiting); with ``count``, return the
+        report's figures, gathered on the same pass."""
         start = time.monotonic()
         self._journal.flush()
         tally = self._writer.write(TableJob(str(self.out), self._end, BATCH, ROW_GROUP, count))

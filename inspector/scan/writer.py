@@ -18,9 +18,11 @@ import contextlib
 import json
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +61,9 @@ class TableJob:
 
 class TableWriter:
     """Runs :class:`TableJob` s, one at a time, in a Python process started at once (or in this process
-    when that one cannot start or dies). ``write`` raises OutputError with the job's error."""
+    when that one cannot start or dies): ``write`` waits for the job's result; ``begin`` hands a job over
+    and returns at once, ``finished`` says when it is done, so that the scan goes on meanwhile. Both
+    raise OutputError with a job's error."""
 
     def __init__(self):
         try:
@@ -68,16 +72,52 @@ class TableWriter:
         except OSError:
             self.proc = None
         self.out: str | None = None  # the directory of the last job (leftovers are removed there)
+        self.since: float | None = None  # when the job in progress was handed over (None: no job is)
 
     def write(self, job: TableJob) -> ZooTally | None:
+        if self.since is not None:
+            self._reply()  # the job in progress first
         self.out = job.out
         reply = self._ask(job) if self.proc is not None else None
-        if reply is None:
-            return job.run()
-        ok, value = reply
-        if not ok:
-            raise OutputError(value)
-        return value
+        return job.run() if reply is None else _value(reply)
+
+    def begin(self, job: TableJob) -> bool:
+        """Hand ``job`` to the process without waiting (in this process, when there is none, waiting);
+        False, and nothing done, while an earlier job is in progress."""
+        if self.since is not None:
+            return False
+        self.out = job.out
+        try:
+            if self.proc is not None:
+                send(self.proc.stdin, job)
+                self.since = time.monotonic()
+                return True
+        except OSError:
+            self._stop()
+        job.run()
+        return True
+
+    def finished(self) -> float | None:
+        """The seconds the job handed over by ``begin`` took, once it is done (None before that, or when
+        there is none)."""
+        if self.since is None or not select.select([self.proc.stdout], [], [], 0)[0]:
+            return None
+        since = self.since
+        self._reply()
+        return time.monotonic() - since
+
+    def _reply(self) -> None:
+        """Wait for the reply to the job in progress (none, when the process died with it)."""
+        self.since = None
+        try:
+            _value(receive(self.proc.stdout))
+        except (OSError, EOFError, pickle.UnpicklingError):
+            self._stop()
+        except OutputError:
+            raise
+        except BaseException:  # Ctrl-C while waiting: its reply would be owed; stop it
+            self._stop()
+            raise
 
     def _ask(self, job: TableJob):
         """(True, the job's result) or (False, its error) from the process; None when it died."""
@@ -116,6 +156,13 @@ class TableWriter:
             proc.kill()
             proc.wait()
         proc.stdout.close()
+
+
+def _value(reply: tuple[bool, object]):
+    ok, value = reply
+    if not ok:
+        raise OutputError(value)
+    return value
 
 
 def serve() -> None:
