@@ -106,14 +106,25 @@ class _Runner:
         self.pending: deque[_Item] = deque()
         self.merged: dict = {}  # id(record) -> (accumulator, reducers) of its parts so far
         self.batch: _Batch | None = None  # the batch small records join
+        # kept up to date as items come and go, so that looking for room costs O(window), not O(pending):
+        self.held: dict[int, list] = {}  # id(future) -> [future, pending items holding it]
+        self.inflight: set = set()  # submitted futures not yet seen done
+        self.parts = 0  # pending items that are parts of a tensor
 
     def submit(self, fn, *args):
         return self.pool.submit(fn, *args) if self.pool else _Done(fn(*args))
 
+    def _hold(self, future, items: int) -> None:
+        self.held[id(future)] = [future, items]
+        self.inflight.add(future)
+
     def add(self, records, index: int, count: int, fn, *args) -> Iterator[tuple[object, dict | None]]:
         """Submit one item (after yielding finished ones until there is room for it)."""
         yield from self._make_room()
-        self.pending.append(_Item(records, index, count, self.submit(fn, *args)))
+        future = self.submit(fn, *args)
+        self._hold(future, 1)
+        self.parts += count > 1
+        self.pending.append(_Item(records, index, count, future))
 
     def add_small(self, rec, reducers) -> Iterator[tuple[object, dict | None]]:
         """Add a small record to the open batch (an item of its own, finished with the batch)."""
@@ -128,6 +139,7 @@ class _Runner:
     def _submit_batch(self) -> None:
         batch, self.batch = self.batch, None
         batch.future = self.submit(reduce_batch, batch.members, batch.chunk_elems)
+        self._hold(batch.future, len(batch.members))
 
     def drain(self) -> Iterator[tuple[object, dict | None]]:
         if self.batch is not None:
@@ -140,14 +152,10 @@ class _Runner:
         if self.pool:
             self.pool.shutdown(wait=wait_for_work, cancel_futures=not wait_for_work)
 
-    def _futures(self) -> dict:
-        """The futures of the pending items, each batch once (by id)."""
-        out = {}
-        for p in self.pending:
-            f = p.future.future if isinstance(p.future, _Batch) else p.future
-            if f is not None:
-                out[id(f)] = f
-        return out
+    def _running(self) -> set:
+        """The submitted futures not done yet (at most the window and a batch)."""
+        self.inflight = {f for f in self.inflight if not f.done()}
+        return self.inflight
 
     def _make_room(self):
         """Yield finished items in order, and wait, until one more item may be submitted."""
@@ -155,17 +163,24 @@ class _Runner:
         while pending:
             while pending and _done(pending[0].future):
                 yield from self._finish_oldest()
-            futures = self._futures().values()
-            running = [f for f in futures if not f.done()]
-            parts = sum(1 for p in pending if p.count > 1)
-            if len(running) < self.window and len(futures) < AHEAD and parts < self.window:
+            running = self._running()
+            if len(running) < self.window and len(self.held) < AHEAD and self.parts < self.window:
                 return
             if pending and isinstance(pending[0].future, _Batch) and pending[0].future.future is None:
                 self._submit_batch()  # the oldest record waits in the open batch: no more waiting
-            elif parts >= self.window or len(futures) >= AHEAD:
+            elif self.parts >= self.window or len(self.held) >= AHEAD:
                 yield from self._finish_oldest()  # waits for the oldest
             elif running:
                 wait(running, return_when=FIRST_COMPLETED)
+
+    def _release(self, item: _Item) -> None:
+        """The item leaves the window: the count of items holding its future goes down."""
+        f = item.future.future if isinstance(item.future, _Batch) else item.future
+        held = self.held[id(f)]
+        held[1] -= 1
+        if held[1] == 0:
+            del self.held[id(f)]
+        self.parts -= item.count > 1
 
     def _finish_oldest(self):
         item = self.pending.popleft()
@@ -173,8 +188,10 @@ class _Runner:
         if isinstance(item.future, _Batch):  # a small tensor: row `index` of its batch
             if item.future.future is None:
                 self._submit_batch()
+            self._release(item)
             yield rec, item.future.future.result()[item.index]
             return
+        self._release(item)
         value = item.future.result()
         if item.count == 1:
             yield rec, value
