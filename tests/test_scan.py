@@ -717,3 +717,41 @@ def test_tensor_arrow_equals_the_pandas_conversion():
                     inspect(ROOT / "fixtures" / "tiny_llama.gguf", spectral=True).tables.tensors):
         for rows in (fixture, fixture[np.arange(len(fixture))[::-2]]):
             assert tensor_arrow("m", rows).equals(by_pandas("m", rows.to_pandas()))
+
+
+def test_a_pool_killed_for_a_timeout_charges_no_try_to_the_other_models_it_held(monkeypatch):
+    """Three pools in a row are broken by killing a model over its time; another model was running in
+    each. It is run again without being charged a try (three tries would make it a 'died 3 times' row),
+    and its own result comes back; each model over its time is a timeout row."""
+    from inspector.scan import executors
+
+    slow = [Model(f"/m/slow{i}.safetensors", (), 1, 1) for i in range(3)]
+    fine = Model("/m/fine.safetensors", (), 1, 1)
+
+    class KilledPool:
+        """Each pool takes one slow model and the fine one, and is broken by the slow one's kill."""
+
+        def __init__(self, workers, timeout, place):
+            self.ran, self.lost, self.killed, self.started = False, [], {}, {}
+
+        def drain(self, todo, window):
+            held = [todo.pop() for _ in range(min(2, len(todo)))]
+            self.ran = True
+            over = [m for m in held if m in slow]
+            if not over:  # the fine model alone: it finishes
+                yield from ((m, ({"path": m.path, "status": "ok"}, None)) for m in held)
+                return
+            self.started = {m.path: (1, 0.0) for m in held}
+            self.killed = {over[0].path: 5.0}
+            self.lost = held
+            return
+            yield
+
+        def shutdown(self):
+            pass
+
+    monkeypatch.setattr(executors, "LocalPool", KilledPool)
+    order = [slow[0], fine, slow[1], slow[2]]  # popped from the end of the reversed list: in this order
+    rows = {m.path: row for m, (row, _) in executors.local_results(order, 2, timeout=1.0)}
+    assert rows[fine.path]["status"] == "ok"
+    assert all(rows[m.path]["message"].startswith("timed out after 1 s") for m in slow)
