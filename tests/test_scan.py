@@ -344,19 +344,20 @@ import json, sys
 if __name__ == "__main__":
     from inspector.scan import scan
     r = scan([sys.argv[1]], sys.argv[2], workers=1)
-    print(json.dumps({"total": r.total, "parquet": "pyarrow.parquet" in sys.modules}))
+    print(json.dumps({"total": r.total, "parquet": "pyarrow.parquet" in sys.modules, "pandas": "pandas" in sys.modules}))
 """
 
 
 def test_the_tables_are_written_by_a_process_of_their_own(tmp_path):
-    """The client never imports pyarrow.parquet: the Parquet writer's memory is not the client's."""
+    """The client never imports pyarrow.parquet: the Parquet writer's memory is not the client's. Nor
+    pandas: only the table writer and ``ScanResult.models`` need it."""
     d = small_zoo(tmp_path)
     script = tmp_path / "client.py"
     script.write_text(CLIENT)
     proc = subprocess.run([sys.executable, str(script), str(d), str(tmp_path / "out")], capture_output=True,
                           text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(proc.stdout.splitlines()[-1]) == {"total": 17, "parquet": False}
+    assert json.loads(proc.stdout.splitlines()[-1]) == {"total": 17, "parquet": False, "pandas": False}
     assert len(pd.read_parquet(tmp_path / "out" / "models.parquet")) == 17
 
 

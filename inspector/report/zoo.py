@@ -10,12 +10,15 @@ in bounded memory.
 from __future__ import annotations
 
 from html import escape
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from ..finding import FINDING_TYPES
 from .markdown import md
+
+if TYPE_CHECKING:  # (pandas is imported where it is used)
+    import pandas as pd
 
 WORST = 5  # models listed per finding type
 ERRORS_SHOWN = 50
@@ -39,6 +42,8 @@ class ZooTally:
 
     def add(self, models: pd.DataFrame) -> "ZooTally":
         """Count one batch of model rows (MODEL_COLUMNS); batches come in path order."""
+        import pandas as pd
+
         self.models += len(models)
         for s in STATUSES:
             self.status[s] += int((models["status"] == s).sum())
@@ -59,6 +64,8 @@ class ZooTally:
 
 def _worst(kept: list[list], models: pd.DataFrame, col: str) -> list[list]:
     """The WORST rows of ``kept`` and ``models`` together: most findings first, then by path."""
+    import pandas as pd
+
     new = models.sort_values([col, "path"], ascending=[False, True]).head(WORST)
     rows = kept + [[p, int(n), f if pd.notna(f) else ""] for p, n, f in zip(new["path"], new[col], new["format"])]
     return sorted(rows, key=lambda r: (-r[1], r[0]))[:WORST]

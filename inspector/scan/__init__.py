@@ -17,8 +17,7 @@ import types
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ..errors import FindingsFound
 from ..finding import FINDING_TYPES
@@ -30,6 +29,9 @@ from .discover import Model, discover
 from .executors import SchedulerUnavailable, dask_client, dask_results, default_workers, local_results
 from .store import JOURNAL, TENSORS, ScanStore
 from .task import MODEL_COLUMNS, TENSOR_TABLE_COLUMNS, base_row
+
+if TYPE_CHECKING:  # (pandas is imported where it is used)
+    import pandas as pd
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 
@@ -46,6 +48,8 @@ class ScanResult:
     @cached_property
     def models(self) -> pd.DataFrame:
         """One row per model (MODEL_COLUMNS), in path order: models.parquet, read whole."""
+        import pandas as pd
+
         return pd.read_parquet(self.out / "models.parquet")
 
     @property

@@ -24,7 +24,9 @@ from .task import base_row, delivered, inspect_model, timed_inspect, timeout_row
 ATTEMPTS = 3  # tries for a model whose worker process dies under it
 POLL_SECONDS = 0.25  # how often the local pool looks for models over their time, when there is a timeout
 WINDOW_PER_WORKER = 4
-PRELOAD = ["inspector.scan.task"]  # imported once by the fork server: every pool process starts with it
+# imported once by the fork server, so that every pool process starts with them: the task, what inspects
+# (loaders, analyzer, tables) and the Parquet writer of the tensor tables (pandas is not needed there)
+PRELOAD = ["inspector.scan.task", "inspector.audit", "pyarrow.parquet"]
 
 
 class SchedulerUnavailable(InspectorError):

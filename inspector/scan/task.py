@@ -12,9 +12,9 @@ import math
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from ..errors import InspectorError, first_line
 from ..finding import FINDING_TYPES
@@ -22,6 +22,9 @@ from ..report.export import replace_file
 from ..table.frame import Frame
 from ..table.schema import TENSOR_ANALYSIS_COLUMNS, TENSOR_COLUMNS, TENSOR_EXTRA_COLUMNS
 from .discover import Model
+
+if TYPE_CHECKING:  # (pandas is imported where it is used)
+    import pandas as pd
 
 PLAIN_ROWS = 64  # tensor tables of at most this many rows are written without compression or dictionaries
 KINDS = ("weight", "bias", "norm", "buffer", "other")
@@ -158,6 +161,8 @@ def summary_figures(summary: dict | None, findings) -> dict:
 
 def model_frame(rows: list[dict]) -> pd.DataFrame:
     """Model rows as a DataFrame in MODEL_COLUMNS order, with stable types (for CSV and Parquet)."""
+    import pandas as pd
+
     df = pd.DataFrame(rows, columns=MODEL_COLUMNS)
     for c in MODEL_INT_COLUMNS:
         df[c] = pd.to_numeric(df[c]).astype("Int64")
