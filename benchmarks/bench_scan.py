@@ -10,6 +10,8 @@ directory, then runs, each in a fresh child process:
   between runs) local-1's scan time minus the sum of its tasks' own ``seconds``, per model;
 * ``dask-2``: ``scan`` on a ``LocalCluster`` of 2 worker processes on 127.0.0.1 (started and warmed
   before the clock starts), its rows compared with local-2's;
+* for each of those, ``cpu_s``: the CPU seconds of the client and of the processes below it (the table
+  writer, the fork server, the pool or Dask processes), sampled with ``psutil`` every 0.1 s;
 * ``mem-M``: the client's peak RSS (its own ``ru_maxrss``; pool processes are not in it) scanning the
   first M models on 2 local workers, for each M of ``--memory`` (default 100 and N), each twice.
 
@@ -34,11 +36,42 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import json, resource, sys, time
+import json, resource, sys, threading, time
 from pathlib import Path
-mode, zoo, out, n = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+mode, zoo, out, n, cpu = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
 from inspector import inspect
 from inspector.scan import scan, discover
+seen = {}  # pid -> (role, CPU seconds at the last look), of every process below this one
+
+
+def role(cmd, direct):
+    # pool processes are children of the fork server, with its command line; Dask's nannies and workers,
+    # and any other process, count as workers
+    if "scan.writer" in cmd:
+        return "table writer"
+    if "resource_tracker" in cmd:
+        return "resource tracker"
+    return "fork server" if "forkserver import main" in cmd and direct else "workers"
+
+
+def watch(stop):
+    import psutil
+    me = psutil.Process()
+    while not stop.is_set():
+        for p in me.children(recursive=True):
+            try:
+                t = p.cpu_times()
+                kind = seen[p.pid][0] if p.pid in seen else role(" ".join(p.cmdline()), p.ppid() == me.pid)
+                seen[p.pid] = (kind, t.user + t.system)
+            except psutil.Error:
+                pass
+        stop.wait(0.1)
+
+
+stop = threading.Event()
+if cpu:
+    threading.Thread(target=watch, args=(stop,), daemon=True).start()
+own = time.process_time()
 paths = [str(zoo / f"g{g:04d}") for g in range(-(-n // 100))]  # the first n models, 100 a folder
 if mode == "single":
     models = discover(paths)
@@ -59,6 +92,11 @@ else:
     r = scan(paths, out, workers=int(mode.split("-")[1]))
     res = {"seconds": time.perf_counter() - t, "models": r.total}
 res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+stop.set()
+if cpu:  # CPU seconds by process, sampled every 0.1 s (a process's last 0.1 s may be missed)
+    res["cpu_s"] = {"client": round(time.process_time() - own, 2)}
+    for r, t in seen.values():
+        res["cpu_s"][r] = round(res["cpu_s"].get(r, 0.0) + t, 2)
 print(json.dumps(res))
 """
 
@@ -75,10 +113,13 @@ def make_zoo(root: Path, n: int) -> None:
                    "fc2.weight": rng.standard_normal((10, 32), dtype=np.float32)}, str(d / f"m{i:05d}.safetensors"))
 
 
-def child(mode: str, zoo: Path, out: Path, n: int) -> dict:
+def child(mode: str, zoo: Path, out: Path, n: int, cpu: bool = False) -> dict:
+    """One configuration in a fresh process; with ``cpu``, the CPU time of each of its processes too
+    (``psutil``, not for the memory runs: it would be in the client's memory)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("DASK_SCHEDULER_ADDRESS", None)
-    proc = subprocess.run([sys.executable, "-c", CHILD, mode, str(zoo), str(out), str(n)], env=env, cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-c", CHILD, mode, str(zoo), str(out), str(n), "1" if cpu else "0"],
+                          env=env, cwd=ROOT,
                           capture_output=True, text=True, check=True)  # cwd: "-c" imports from it first
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -95,7 +136,7 @@ def main() -> None:
         make_zoo(tmp / "zoo", max([args.models, *sizes]))
         res = {"load_avg_before": os.getloadavg(), "nproc": os.cpu_count(), "models": args.models}
         for mode in () if args.memory_only else ("single", "local-1", "local-2", "dask-2"):
-            res[mode] = child(mode, tmp / "zoo", tmp / mode, args.models)
+            res[mode] = child(mode, tmp / "zoo", tmp / mode, args.models, cpu=True)
             print(mode, res[mode], "load", os.getloadavg(), flush=True)
         res["client_peak_rss_mb"] = memory(tmp, sizes)
         res["load_avg_after"] = os.getloadavg()
