@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InspectorError, first_line
 from ..finding import FINDING_TYPES
 from ..report.export import replace_file
-from ..table.frame import Frame
+from ..table.frame import Frame, as_array
 from ..table.schema import TENSOR_ANALYSIS_COLUMNS, TENSOR_COLUMNS, TENSOR_EXTRA_COLUMNS
 from .discover import Model
 
@@ -209,7 +209,7 @@ def _number_array(values: np.ndarray, kind):
     import pyarrow as pa
 
     if values.dtype == object:
-        values = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        values = as_array(values, "float64")
     if values.dtype.kind in "iub" and kind == pa.int64():
         return pa.array(values.astype(np.int64, copy=False), pa.int64())
     values = values.astype(np.float64, copy=False)
