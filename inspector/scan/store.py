@@ -49,7 +49,7 @@ class ScanStore:
             (self.out / TENSORS).mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise OutputError(f"{self.out}: cannot create the output directory ({e.strerror or e})") from None
-        self._tensors = str(self.parts)
+        self.parts = str(self.out / TENSORS)  # the tensor tables' directory (a str: see _part)
         if not resume:
             self._clear()
         self.place = self._mark()
@@ -71,17 +71,12 @@ class ScanStore:
         """(the tensor tables' directory, a token written in it, hidden from datasets): a task that reads
         the same token there sees this directory, and writes its model's table itself (task.delivered)."""
         token = secrets.token_hex(16)
-        write_bytes(token.encode("ascii"), self.parts / PLACE_MARK)
-        return str(self.parts), token
-
-    @property
-    def parts(self) -> Path:
-        """The directory of the tensor tables (``part_name`` of each model's path)."""
-        return self.out / TENSORS
+        write_bytes(token.encode("ascii"), os.path.join(self.parts, PLACE_MARK))
+        return self.parts, token
 
     def _part(self, path: str) -> str:
         """The tensor file of the model at ``path``: a str made with os.path (see ``replace_file``)."""
-        return os.path.join(self._tensors, part_name(path))
+        return os.path.join(self.parts, part_name(path))
 
     def _drop_part(self, path: str) -> None:
         try:
@@ -159,7 +154,7 @@ class ScanStore:
     def close(self) -> None:
         self._journal.close()
         self._writer.close()
-        (self.parts / PLACE_MARK).unlink(missing_ok=True)
+        Path(self.parts, PLACE_MARK).unlink(missing_ok=True)
 
 
 def read_index(path: Path) -> dict[str, int]:
