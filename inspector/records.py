@@ -50,6 +50,9 @@ class TensorRecord:
             raise ValueError(f"unknown layout {self.layout!r}")
         self.shape = tuple(int(s) for s in self.shape)
         self.np_dtype = np.dtype(self.np_dtype)
+        self.name = readable(self.name)
+        self.tied_to = readable(self.tied_to)
+        self.module_type = readable(self.module_type)
         if self.layer is None:
             self.layer = layer_of(self.name)
 
@@ -69,6 +72,18 @@ class TensorRecord:
     def range_chunks(self, start: int, stop: int, max_elems: int) -> Iterator[np.ndarray]:
         """Like :meth:`chunks`, for the flat values [start, stop) only (needs ``range_reader``)."""
         return self.range_reader(start, stop, max_elems)
+
+
+def readable(text: str | None) -> str | None:
+    """``text`` as Unicode that every output can encode: a lone surrogate (a file's JSON escape ``\\ud800``,
+    or a byte that is not UTF-8 kept by ``surrogateescape``) becomes its backslash escape."""
+    if text is None or text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def layer_of(name: str) -> str:

@@ -92,3 +92,20 @@ def test_huge_claimed_tensor_is_refused_before_any_allocation(tmp_path):
     path = write(tmp_path / "m.safetensors", one(shape=[2**40], offsets=[0, 2**42]), b"\0" * 16)
     with pytest.raises(CorruptCheckpoint, match=r"tensor 'a' ends at byte 4398046511\d+, past the end of the file"):
         inspect(path)
+
+
+def test_names_that_are_not_unicode_are_escaped_in_every_output(tmp_path):
+    """A header's lone surrogate escapes are a Python str that UTF-8 refuses: the tensor (its name, layer
+    and tied name) is inspected and written escaped by every output, never an encoding error."""
+    from .helpers import run_cli
+
+    path = write(tmp_path / "trap.safetensors",
+                 b'{"enc\\ud800.w\\udcff":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}',
+                 np.array([-1.0, 2.0], np.float32).tobytes())
+    row = inspect(path).tables.tensors.to_pandas().iloc[0]
+    assert (row["name"], row["layer"], row["neg_count"]) == ("enc\\ud800.w\\udcff", "enc\\ud800", 1)
+    out = tmp_path / "out"
+    res = run_cli(path, "--csv", str(tmp_path / "t.csv"), "--json", str(tmp_path / "t.json"), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "enc\\ud800.w\\udcff" in (tmp_path / "t.csv").read_text(encoding="utf-8")
+    assert json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))["tensors"][0]["name"] == "enc\\ud800.w\\udcff"

@@ -57,6 +57,16 @@ def test_every_model_once_with_its_status(zoo, local):
     assert errors["message"].str.len().gt(0).all() and not errors["message"].str.contains("unexpected").any()
 
 
+def test_a_tensor_name_that_is_not_unicode_is_an_ok_row_with_its_name_escaped(zoo, local):
+    """A header's lone surrogate escape is a str Python accepts and UTF-8 refuses: the model is an ok row
+    and its tensor table holds the name escaped, the scan going on."""
+    path = next(p for p in local.models["path"] if p.endswith("unicode_trap.safetensors"))
+    row = local.models.set_index("path").loc[path]
+    assert row["status"] == "ok" and row["tensors"] == 1
+    table = local.tensors().to_table(filter=ds.field("model") == path).to_pandas()
+    assert table["name"].tolist() == ["enc\\ud800oder.weight"] and table["neg_count"].tolist() == [2]
+
+
 def test_hostile_pickles_are_unsafe_findings_and_never_run(zoo, local):
     root, path, _ = zoo
     hostile = local.models[local.models["path"].str.contains("/downloads/")]

@@ -11,6 +11,8 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .helpers import FORMATS, hostile_files, make_safetensors
 
 
@@ -49,12 +51,23 @@ def make_zoo(root: Path, tiny: int = 20) -> tuple[Path, dict[str, str]]:
     hostile.mkdir()
     for _, (path, _) in hostile_files(hostile, root / "marker").items():
         expect[str(path)] = "ok"  # refused, with unsafe findings
+    (zoo / "odd").mkdir()
+    expect[str(unicode_trap(zoo / "odd"))] = "ok"
     expect.update(_broken(zoo / "broken"))
     os.symlink(tiny_dir / "m000.safetensors", zoo / "runs" / "latest.safetensors")
     expect[str(zoo / "runs" / "latest.safetensors")] = "skipped"
     (zoo / "README.md").write_text("not a model\n")
     (zoo / "runs" / "notes.json").write_text("{}")
     return zoo, expect
+
+
+def unicode_trap(d: Path) -> Path:
+    """A safetensors file whose tensor name is a lone surrogate escape in its JSON header: valid JSON and a
+    Python str, but not Unicode that UTF-8 (or Parquet) can hold."""
+    header = b'{"enc\\ud800oder.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}'
+    path = d / "unicode_trap.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + np.arange(-2, 2, dtype=np.float32).tobytes())
+    return path
 
 
 def _broken(d: Path) -> dict[str, str]:

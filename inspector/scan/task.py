@@ -12,6 +12,7 @@ import math
 import os
 import threading
 import time
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,6 +22,7 @@ from ..finding import FINDING_TYPES
 from ..report.export import replace_file
 from ..table.frame import Frame, as_array
 from ..table.schema import TENSOR_ANALYSIS_COLUMNS, TENSOR_COLUMNS, TENSOR_EXTRA_COLUMNS
+from .arrow import number_array, repeated_text, text_array
 from .discover import Model
 
 if TYPE_CHECKING:  # (pandas is imported where it is used)
@@ -74,8 +76,12 @@ def inspect_model(model: Model, threads: int | None = 1) -> tuple[dict, bytes | 
         return {**base_row(model, "error", found.refused or "refused"), "seconds": time.perf_counter() - start}, None
     row = base_row(model, "ok", found.refused or "")
     row.update(summary_figures(inspection.summary if inspection else None, found.findings))
+    try:
+        data = tensor_parquet(model.path, inspection.tables.tensors) if inspection is not None else None
+    except Exception as e:  # a bug: the model is an error row, the scan goes on
+        row = base_row(model, "error", f"cannot write its tensor table (unexpected {type(e).__name__}: {first_line(e)})")
+        data = None
     row["seconds"] = time.perf_counter() - start
-    data = tensor_parquet(model.path, inspection.tables.tensors) if inspection is not None else None
     return row, data
 
 
@@ -173,6 +179,7 @@ def model_frame(rows: list[dict]) -> pd.DataFrame:
     return df
 
 
+@lru_cache(maxsize=1)
 def tensor_schema():
     """The Arrow schema of tensors.parquet: text, integer (nullable) and float columns."""
     import pyarrow as pa
@@ -185,22 +192,23 @@ def tensor_schema():
 
 def tensor_arrow(model: str, tensors: Frame):
     """One model's tensor table (a Frame), ``model`` column first, as an Arrow table of
-    :func:`tensor_schema`, built column by column from the Frame's arrays: a missing number (NaN, or a
-    nullable integer's NaN) and missing text (None, NaN) are nulls."""
+    :func:`tensor_schema`, built column by column from the Frame's arrays (see :mod:`.arrow`): a missing
+    number (NaN, or a nullable integer's NaN) and missing text (None, NaN) are nulls."""
     import pyarrow as pa
 
     n = len(tensors)
     arrays = []
-    for field in tensor_schema():
+    schema = tensor_schema()
+    for field in schema:
         if field.name == "model":
-            arrays.append(pa.array([model] * n, pa.string()))
+            arrays.append(repeated_text(model, n))
         elif field.name not in tensors:
             arrays.append(pa.nulls(n, field.type))
         elif field.type == pa.string():
-            arrays.append(pa.array([None if v is None or v != v else str(v) for v in tensors[field.name]], pa.string()))
+            arrays.append(text_array(tensors[field.name]))
         else:
             arrays.append(_number_array(tensors[field.name], field.type))
-    return pa.Table.from_arrays(arrays, schema=tensor_schema())
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _number_array(values: np.ndarray, kind):
@@ -211,12 +219,9 @@ def _number_array(values: np.ndarray, kind):
     if values.dtype == object:
         values = as_array(values, "float64")
     if values.dtype.kind in "iub" and kind == pa.int64():
-        return pa.array(values.astype(np.int64, copy=False), pa.int64())
+        return number_array(values, kind)
     values = values.astype(np.float64, copy=False)
-    missing = np.isnan(values)
-    if kind == pa.int64():
-        return pa.array(np.where(missing, 0, values).astype(np.int64), pa.int64(), mask=missing)
-    return pa.array(values, pa.float64(), mask=missing)
+    return number_array(values, kind, np.isnan(values))
 
 
 def tensor_parquet(model: str, tensors: Frame) -> bytes:
