@@ -176,8 +176,8 @@ def serve() -> None:
     while True:
         try:
             job = receive(sys.stdin.buffer)
-        except EOFError:
-            return
+        except EOFError:  # every job is done and answered: end now, without the interpreter's teardown
+            os._exit(0)  # (0.1 s with pyarrow loaded, which the client would wait for)
         try:
             send(replies, run_job(job))
         except OSError:  # the client is gone
