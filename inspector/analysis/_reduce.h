@@ -71,36 +71,30 @@ FN(extremes)(const T *x, Py_ssize_t m, T *lo_out, T *hi_out, Summary *s)
     }
 }
 
+/* Bucket counts of a block of finite values (FN(extremes) finds the range of keys), and its M2 about
+ * `mean`: the keys of KEYS values at a time computed into a small buffer, with the squares summed in
+ * LANES float64 accumulators in the same loop (one the compiler vectorises), then counted eight at a
+ * time, so that the increments overlap. The squares are added in the order of a plain lane loop over
+ * the block: value i to lane i % LANES, the last m % LANES values to one more sum, the lanes last. */
 CLONES NOINLINE static double
-FN(m2)(const T *x, Py_ssize_t m, double mean)
+FN(count)(const T *x, Py_ssize_t m, double mean, int64_t *counts)
 {
-    double ql[LANES] = {0}, m2 = 0;
-    Py_ssize_t whole = m / LANES * LANES;
-    for (Py_ssize_t i = 0; i < whole; i += LANES)
-        for (int j = 0; j < LANES; j++) {
-            double d = (double)x[i + j] - mean;
-            ql[j] += d * d;
-        }
-    for (Py_ssize_t i = whole; i < m; i++) {
-        double d = (double)x[i] - mean;
-        m2 += d * d;
-    }
-    for (int j = 0; j < LANES; j++)
-        m2 += ql[j];
-    return m2;
-}
-
-/* Bucket counts of a block of finite values (FN(extremes) finds the range of keys): the keys of
- * KEYS values at a time computed into a small buffer (a loop the compiler vectorises), then
- * counted eight at a time, so that the increments overlap. */
-CLONES NOINLINE static void
-FN(count)(const U *u, Py_ssize_t m, int64_t *counts)
-{
+    const U *u = (const U *)x;
     uint32_t kb[KEYS];
+    double ql[LANES] = {0}, m2 = 0;
     for (Py_ssize_t s = 0; s < m; s += KEYS) {
-        Py_ssize_t e = m - s < KEYS ? m - s : KEYS, i = 0;
-        for (Py_ssize_t j = 0; j < e; j++)
+        Py_ssize_t e = m - s < KEYS ? m - s : KEYS, i = 0, j = 0;
+        for (; j + LANES <= e; j += LANES) /* (KEYS is a multiple of LANES: only the last piece has a tail) */
+            for (int l = 0; l < LANES; l++) {
+                kb[j + l] = (uint32_t)FN(key)(u[s + j + l]);
+                double d = (double)x[s + j + l] - mean;
+                ql[l] += d * d;
+            }
+        for (; j < e; j++) {
             kb[j] = (uint32_t)FN(key)(u[s + j]);
+            double d = (double)x[s + j] - mean;
+            m2 += d * d;
+        }
         for (; i + 8 <= e; i += 8) {
             counts[kb[i]]++;
             counts[kb[i + 1]]++;
@@ -114,6 +108,9 @@ FN(count)(const U *u, Py_ssize_t m, int64_t *counts)
         for (; i < e; i++)
             counts[kb[i]]++;
     }
+    for (int l = 0; l < LANES; l++)
+        m2 += ql[l];
+    return m2;
 }
 
 /* A block holding NaN or Inf (or whose float64 sum overflows): every value checked. */
@@ -165,9 +162,8 @@ FN(careful)(const T *xb, Py_ssize_t m, int64_t *counts, Summary *s)
 /* Block by block, each step a simple loop over the block while it sits in cache:
  *   1. sum and |x| sum; a sum that is not finite sends the block to the careful path;
  *   2. min and max, of values now known to be finite, and the range of bucket keys; 3. bucket
- *      counts; 4. M2 about the
- *      block's mean; 5. zeros and -0.0, counted only when a value fell into bucket 0 or 1
- *      (zero and the tiniest subnormals). */
+ *      counts and M2 about the block's mean, in one loop; 4. zeros and -0.0, counted only when a value
+ *      fell into bucket 0 or 1 (zero and the tiniest subnormals). */
 static void
 FN(reduce)(const T *x, Py_ssize_t n, Py_ssize_t block, int64_t *counts, Summary *s)
 {
@@ -185,14 +181,14 @@ FN(reduce)(const T *x, Py_ssize_t n, Py_ssize_t block, int64_t *counts, Summary 
         T lo, hi;
         FN(extremes)(xb, m, &lo, &hi, s);
         int64_t tiny = counts[0] + counts[1];
-        FN(count)(ub, m, counts);
+        double mean = sum / (double)m;
+        double m2 = FN(count)(xb, m, mean, counts);
         if (counts[0] + counts[1] != tiny)
             for (Py_ssize_t i = 0; i < m; i++) {
                 s->zero += (U)(ub[i] << 1) == 0;
                 s->neg_zero += ub[i] == sign;
             }
-        double mean = sum / (double)m;
-        merge_moments(s, m, mean, FN(m2)(xb, m, mean), abs_sum);
+        merge_moments(s, m, mean, m2, abs_sum);
         s->min = lo < s->min ? lo : s->min;
         s->max = hi > s->max ? hi : s->max;
     }
