@@ -602,6 +602,59 @@ def test_a_pool_broken_between_looks_gives_its_models_back(tmp_path):
     assert all(row["status"] == "ok" for row, _ in done.values())
 
 
+def test_a_batch_lost_with_its_pool_charges_only_the_model_that_was_running(tmp_path):
+    """A task runs a batch of models. Its process dies while on the second (here: killed while that one
+    hangs): the first, finished but not yet handed back, is lost with the batch and not charged a try
+    (it is not among the models running); the second is (it is); a new pool runs both again."""
+    import errno
+
+    from inspector.scan.executors import LocalPool, local_results
+
+    first, *others = [m for m in discover([small_zoo(tmp_path)]) if m.path.endswith(".safetensors")][:8]
+    hang = discover([hanging_model(tmp_path)])[0]
+    todo = [*others[::-1], hang, first]  # (taken from the end: a first batch of two, see next_batch)
+    pool = LocalPool(1, None)
+    done: list = []
+    runner = threading.Thread(target=lambda: done.extend(pool.drain(todo, 4)), daemon=True)
+    runner.start()
+    pipe, deadline = None, time.monotonic() + 60
+    while pipe is None and time.monotonic() < deadline:  # the second model is reading its pipe: it runs
+        try:
+            pipe = os.open(Path(hang.path) / "model.safetensors", os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as e:
+            assert e.errno == errno.ENXIO
+            time.sleep(0.05)
+    try:
+        assert pipe is not None
+        for proc in list(pool.pool._processes.values()):
+            os.kill(proc.pid, signal.SIGKILL)
+        runner.join(60)
+    finally:
+        pool.shutdown()
+        if pipe is not None:
+            os.close(pipe)
+    assert done == [] and {first.path, hang.path} <= {m.path for m in pool.lost}
+    assert sorted(m.path for m in pool.lost + todo) == sorted(m.path for m in [first, hang, *others])
+    assert list(pool.started) == [hang.path] and not pool.killed
+    again = dict(local_results([first], 1))
+    assert [row["status"] for row, _ in again.values()] == ["ok"]
+
+
+def test_batches_are_small_models_together_and_fewer_near_the_end():
+    """Batches of BATCH_MODELS small models, a model of more than BATCH_BYTES alone, every model once in
+    order, and single models at the end (so that the last tasks spread over the workers)."""
+    from inspector.scan import executors
+
+    sizes = [10] * 100 + [executors.BATCH_BYTES] + [10] * 100
+    models = [Model(f"/m/{i}", (), size, 1) for i, size in enumerate(sizes)]
+    todo, batches = models[::-1], []
+    while todo:
+        batches.append(executors.next_batch(todo, 2))
+    assert [m for b in batches for m in b] == models
+    assert [len(b) for b in batches[:12]] == [executors.BATCH_MODELS] * 12
+    assert [models[100]] in batches and all(len(b) == 1 for b in batches[-7:])
+
+
 def test_a_pool_whose_processes_cannot_start_is_an_error_not_a_loop(tmp_path):
     """A script that calls scan without a ``__main__`` guard: every pool process re-runs the script and dies
     in its bootstrap. The scan stops after a few pools with an error that says why, instead of retrying."""

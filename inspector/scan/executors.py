@@ -23,7 +23,13 @@ from .task import base_row, delivered, inspect_model, timed_inspect, timeout_row
 
 ATTEMPTS = 3  # tries for a model whose worker process dies under it
 POLL_SECONDS = 0.25  # how often the local pool looks for models over their time, when there is a timeout
-WINDOW_PER_WORKER = 4
+WINDOW_PER_WORKER = 4  # tasks in flight per worker
+# a local task runs a batch of models: the client's and the pool's cost per task (a round trip through the
+# executor's queues and threads, ~1 ms of CPU) is paid once for several small models. A batch holds at most
+# BATCH_MODELS models and BATCH_BYTES of files (a larger model goes alone), and fewer near the end, so that
+# the last tasks are spread over the workers.
+BATCH_MODELS = 8
+BATCH_BYTES = 4 << 20
 # imported once by the fork server, so that every pool process starts with them: the task, what inspects
 # (loaders, analyzer, tables) and the Parquet writer of the tensor tables (pandas is not needed there)
 PRELOAD = ["inspector.scan.task", "inspector.audit", "pyarrow.parquet"]
@@ -106,11 +112,27 @@ def _init_pool_process(starts, threads: int) -> None:
 
 
 def started_task(model: Model, place: tuple[str, str] | None = None):
-    """A pool task: say which process runs ``model`` since when (before anything can hang), inspect it,
-    and write its tensor table into ``place`` (see :func:`.task.delivered`): the client then only writes
-    the row, and the file work is spread over the pool."""
+    """Say which process runs ``model`` since when (before anything can hang), inspect it, and write its
+    tensor table into ``place`` (see :func:`.task.delivered`): the client then only writes the row, and the
+    file work is spread over the pool."""
     _started.put((model.path, os.getpid(), time.monotonic()))
     return delivered(model, inspect_model(model, _threads), place)
+
+
+def started_batch(models: list[Model], place: tuple[str, str] | None = None) -> list:
+    """A pool task: :func:`started_task` for each model of a batch, one after the other; their results."""
+    return [started_task(m, place) for m in models]
+
+
+def next_batch(todo: list[Model], workers: int) -> list[Model]:
+    """The next batch of models from the end of ``todo`` (see BATCH_MODELS)."""
+    most = max(1, min(BATCH_MODELS, len(todo) // (workers * WINDOW_PER_WORKER)))
+    batch = [todo.pop()]
+    size = batch[0].size
+    while todo and len(batch) < most and size + todo[-1].size <= BATCH_BYTES:
+        size += todo[-1].size
+        batch.append(todo.pop())
+    return batch
 
 
 def pool_threads(workers: int) -> int:
@@ -120,7 +142,10 @@ def pool_threads(workers: int) -> int:
 
 class LocalPool:
     """One process pool, and what the client knows of its tasks: ``started`` (path -> (pid, start) of the
-    models running), ``killed`` (path -> seconds it ran) and, once broken, ``lost`` (the models it held)."""
+    model each process is running), ``killed`` (path -> seconds it ran) and, once broken, ``lost`` (the
+    models it held). A task is a batch of models (:func:`next_batch`); their results come back together,
+    so a model finished in a batch that a broken pool loses is run again (it is not charged a try: only
+    the model a process was running when the pool broke is)."""
 
     def __init__(self, workers: int, timeout: float | None, place: tuple[str, str] | None = None):
         ctx = multiprocessing.get_context("forkserver")
@@ -128,60 +153,70 @@ class LocalPool:
         self.starts = ctx.SimpleQueue()  # written whole before a task runs (no feeder thread)
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_pool_process,
                                         initargs=(self.starts, pool_threads(workers)))
-        self.timeout, self.place = timeout, place
+        self.workers, self.timeout, self.place = workers, timeout, place
         self.started: dict[str, tuple[int, float]] = {}
+        self.running_in: dict[int, str] = {}  # pid -> the path of the model it started last
         self.killed: dict[str, float] = {}
         self.lost: list[Model] = []
         self.ran = False  # whether a model started or finished in this pool
 
     def drain(self, todo: list[Model], window: int):
-        """Submit from ``todo`` keeping ``window`` in flight and yield results, until ``todo`` is empty or
-        the pool breaks (then ``lost`` holds the models not yielded)."""
+        """Submit batches from the end of ``todo`` keeping ``window`` in flight and yield results, until
+        ``todo`` is empty or the pool breaks (then ``lost`` holds the models not yielded)."""
         running: dict = {}
         while todo or running:
             if not self._submit(todo, running, window) and not running:
                 return  # broken before anything was handed to it: a new pool takes ``todo``
             finished, _ = wait(running, timeout=POLL_SECONDS if self.timeout else None, return_when=FIRST_COMPLETED)
-            self._note_starts()  # before the results: a finished task's start is already in the queue
+            self._note_starts()  # before the results: a finished task's starts are already in the queue
             for fut in finished:
-                model = running.pop(fut)
+                batch = running.pop(fut)
                 try:
-                    result = fut.result()
+                    results = fut.result()
                 except BrokenProcessPool:
-                    self.lost.append(model)
+                    self.lost += batch
                     continue
-                self.started.pop(model.path, None)
-                self.ran = True
-                yield model, result
+                yield from self._delivered(batch, results)
             if self.lost:
                 yield from self._finished_before_break(running)
                 return
             self._kill_overdue()
 
+    def _delivered(self, batch: list[Model], results: list):
+        self.ran = True
+        for model, result in zip(batch, results):
+            self.started.pop(model.path, None)
+            yield model, result
+
     def _submit(self, todo: list[Model], running: dict, window: int) -> bool:
-        """Hand models from ``todo`` to the pool until ``window`` are in flight; False when the pool turns
-        out to be broken (a process died since the last look), the model it refused back on ``todo``."""
+        """Hand batches from ``todo`` to the pool until ``window`` are in flight; False when the pool turns
+        out to be broken (a process died since the last look), the batch it refused back on ``todo``."""
         while todo and len(running) < window:
-            model = todo.pop()
+            batch = next_batch(todo, self.workers)
             try:
-                running[self.pool.submit(started_task, model, self.place)] = model
+                running[self.pool.submit(started_batch, batch, self.place)] = batch
             except BrokenProcessPool:
-                todo.append(model)
+                todo.extend(reversed(batch))
                 return False
         return True
 
     def _finished_before_break(self, running: dict):
         """Yield the results the broken pool delivered; the other models are ``lost``."""
-        for fut, model in running.items():
+        for fut, batch in running.items():
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self.ran = True
-                yield model, fut.result()
+                yield from self._delivered(batch, fut.result())
             else:
-                self.lost.append(model)
+                self.lost += batch
 
     def _note_starts(self) -> None:
+        """Read the starts the pool processes said: a process's new start means that the model it started
+        before is finished (its result comes with its batch)."""
         while not self.starts.empty():
             path, pid, since = self.starts.get()
+            before = self.running_in.get(pid)
+            if before is not None:
+                self.started.pop(before, None)
+            self.running_in[pid] = path
             self.started[path] = (pid, since)
             self.ran = True
 
