@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 import os
 import threading
@@ -44,6 +45,7 @@ MODEL_INT_COLUMNS = list(dict.fromkeys([
     "files", "size", "mtime_ns", "tensors", "numel", "nan_count", "inf_count", "findings",
     *[f"{k}_tensors" for k in KINDS], *[f"{k}_numel" for k in KINDS], *[f"findings_{t}" for t in FINDING_TYPES]]))
 MODEL_TEXT_COLUMNS = ["path", "format", "status", "message"]
+MODEL_FLOAT_COLUMNS = [c for c in MODEL_COLUMNS if c not in MODEL_INT_COLUMNS and c not in MODEL_TEXT_COLUMNS]
 
 # tensors.parquet: the tensors.csv columns after ``model``
 TENSOR_TABLE_COLUMNS = ["model", *TENSOR_COLUMNS, *TENSOR_EXTRA_COLUMNS, *TENSOR_ANALYSIS_COLUMNS]
@@ -177,6 +179,102 @@ def model_frame(rows: list[dict]) -> pd.DataFrame:
     for c in set(MODEL_COLUMNS) - set(MODEL_INT_COLUMNS) - set(MODEL_TEXT_COLUMNS):
         df[c] = pd.to_numeric(df[c]).astype("float64")
     return df
+
+
+def model_columns(rows: list[dict]) -> dict[str, list]:
+    """Model rows as columns of plain Python values, in MODEL_COLUMNS order, with the values
+    :func:`model_frame` gives them, None where one is missing (a missing key, None or NaN): ints
+    (MODEL_INT_COLUMNS), str (MODEL_TEXT_COLUMNS), floats (the rest). Without pandas: for the table
+    writer, which writes them to Parquet (:func:`model_arrow`) and CSV and counts them."""
+    columns = {}
+    for c in MODEL_COLUMNS:
+        values = [row.get(c) for row in rows]
+        if c in MODEL_TEXT_COLUMNS:
+            columns[c] = [v if type(v) is str else None if v is None or v != v else str(v) for v in values]
+        elif c in MODEL_INT_COLUMNS:
+            columns[c] = values if all(type(v) is int or v is None for v in values) else [
+                int_value(c, v) for v in values]
+        else:
+            columns[c] = [v if type(v) is float and v == v else float_value(v) for v in values]
+    return columns
+
+
+def int_value(column: str, v) -> int | None:
+    """A value of an integer column as an int (None for None or NaN); ValueError for one that is not a
+    whole number."""
+    if v is None or v != v:
+        return None
+    if isinstance(v, int) or (isinstance(v, float) and v.is_integer()):
+        return int(v)
+    raise ValueError(f"column {column}: {v!r} is not an integer")
+
+
+def float_value(v) -> float | None:
+    f = None if v is None else float(v)
+    return None if f is None or f != f else f
+
+
+@lru_cache(maxsize=1)
+def model_schema():
+    """The Arrow schema of models.parquet: the one ``pa.Table.from_pandas`` gives :func:`model_frame`'s
+    frames (text as large_string, Int64 as int64, float64), with the ``pandas`` metadata it stores, so
+    that pandas reads the file back with those dtypes (Int64 and string from the metadata's numpy_type)."""
+    import pyarrow as pa
+
+    def field(c):
+        return pa.field(c, pa.large_string() if c in MODEL_TEXT_COLUMNS else
+                        pa.int64() if c in MODEL_INT_COLUMNS else pa.float64())
+
+    return pa.schema([field(c) for c in MODEL_COLUMNS], metadata={b"pandas": pandas_metadata(pa.__version__)})
+
+
+def pandas_metadata(pyarrow_version: str) -> bytes:
+    """The ``pandas`` schema metadata of :func:`model_schema`, as ``pa.Table.from_pandas`` writes it for
+    :func:`model_frame`'s frames without an index (its ``pandas_version``: the installed pandas', read
+    without importing it; left out when there is none)."""
+    from importlib import metadata
+
+    def column(c):
+        kind = ("object", "string") if c in MODEL_TEXT_COLUMNS else \
+            ("int64", "Int64") if c in MODEL_INT_COLUMNS else ("float64", "float64")
+        return {"name": c, "field_name": c, "pandas_type": kind[0], "numpy_type": kind[1], "metadata": None}
+
+    meta = {"index_columns": [], "column_indexes": [], "columns": [column(c) for c in MODEL_COLUMNS],
+            "attributes": {}, "creator": {"library": "pyarrow", "version": pyarrow_version}}
+    try:
+        meta["pandas_version"] = metadata.version("pandas")
+    except metadata.PackageNotFoundError:
+        pass
+    return json.dumps(meta).encode("utf8")
+
+
+def model_arrow(columns: dict[str, list]):
+    """:func:`model_columns` as an Arrow table of :func:`model_schema` (None: null)."""
+    import pyarrow as pa
+
+    schema = model_schema()
+    return pa.Table.from_arrays([plain_array(columns[f.name], f.type) for f in schema], schema=schema)
+
+
+def plain_array(values: list, kind):
+    """An Arrow array of ``kind`` (int64, float64 or large_string) from plain Python values, None: null.
+    Built from its buffers: ``pa.array`` imports pandas (to ask whether its input is a pandas object),
+    and the table writer does without it."""
+    import pyarrow as pa
+
+    n = len(values)
+    missing = np.fromiter((v is None for v in values), bool, n)
+    nulls = int(missing.sum())
+    validity = pa.py_buffer(np.packbits(~missing, bitorder="little")) if nulls else None
+    if kind == pa.large_string():
+        data = [b"" if v is None else v.encode("utf-8") for v in values]
+        offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(np.fromiter(map(len, data), np.int64, n), out=offsets[1:])
+        buffers = [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))]
+    else:
+        dtype = np.int64 if kind == pa.int64() else np.float64
+        buffers = [validity, pa.py_buffer(np.fromiter((0 if v is None else v for v in values), dtype, n))]
+    return pa.Array.from_buffers(kind, n, buffers, null_count=nulls)
 
 
 @lru_cache(maxsize=1)
