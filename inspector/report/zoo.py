@@ -40,35 +40,40 @@ class ZooTally:
         self.worst: dict[str, list[list]] = {t: [] for t in FINDING_TYPES}  # [model, findings, format]
         self.errors: list[list] = []  # [model, message]
 
-    def add(self, models: pd.DataFrame) -> "ZooTally":
-        """Count one batch of model rows (MODEL_COLUMNS); batches come in path order."""
-        import pandas as pd
-
-        self.models += len(models)
+    def add(self, models) -> "ZooTally":
+        """Count one batch of model rows (MODEL_COLUMNS; batches come in path order): a dict of columns
+        as lists of plain values, None where one is missing (a scan's ``model_columns``: no pandas is
+        imported), or a DataFrame."""
+        cols = models if isinstance(models, dict) else frame_columns(models)
+        paths, status = cols["path"], cols["status"]
+        self.models += len(paths)
         for s in STATUSES:
-            self.status[s] += int((models["status"] == s).sum())
+            self.status[s] += status.count(s)
         for t in FINDING_TYPES:
-            name = f"findings_{t}"
-            col = models[name].fillna(0)
-            hit = col > 0
-            if hit.any():
-                self.with_finding[t] += int(hit.sum())
-                self.findings[t] += int(col.sum())
-                self.worst[t] = _worst(self.worst[t], models.loc[hit, ["path", "format", name]], name)
-        fr = pd.to_numeric(models["weight_neg_frac"], errors="coerce").dropna().to_numpy(dtype=float)
-        self.neg_frac += np.histogram(fr, bins=BINS, range=(0.0, 1.0))[0]
-        errors = models[models["status"] == "error"].head(ERRORS_SHOWN - len(self.errors))
-        self.errors += [list(r) for r in zip(errors["path"], errors["message"])]
+            counts = [0 if n is None else n for n in cols[f"findings_{t}"]]
+            hit = [i for i, n in enumerate(counts) if n > 0]
+            if hit:
+                self.with_finding[t] += len(hit)
+                self.findings[t] += int(sum(counts))
+                new = [[paths[i], int(counts[i]), cols["format"][i] or ""] for i in hit]
+                self.worst[t] = sorted(self.worst[t] + new, key=lambda r: (-r[1], r[0]))[:WORST]
+        fr = np.array([f for f in cols["weight_neg_frac"] if f is not None], dtype=float)
+        self.neg_frac += np.histogram(fr[~np.isnan(fr)], bins=BINS, range=(0.0, 1.0))[0]
+        errors = [[p, m or ""] for p, s, m in zip(paths, status, cols["message"]) if s == "error"]
+        self.errors += errors[:ERRORS_SHOWN - len(self.errors)]
         return self
 
 
-def _worst(kept: list[list], models: pd.DataFrame, col: str) -> list[list]:
-    """The WORST rows of ``kept`` and ``models`` together: most findings first, then by path."""
+def frame_columns(models: pd.DataFrame) -> dict[str, list]:
+    """The columns :meth:`ZooTally.add` reads, from a DataFrame of model rows: lists of plain values,
+    None where one is missing (a weight_neg_frac that is not a number is missing too)."""
     import pandas as pd
 
-    new = models.sort_values([col, "path"], ascending=[False, True]).head(WORST)
-    rows = kept + [[p, int(n), f if pd.notna(f) else ""] for p, n, f in zip(new["path"], new[col], new["format"])]
-    return sorted(rows, key=lambda r: (-r[1], r[0]))[:WORST]
+    names = ["path", "format", "status", "message", *[f"findings_{t}" for t in FINDING_TYPES]]
+    cols = {c: [None if pd.isna(v) else v for v in models[c].tolist()] for c in names}
+    fr = pd.to_numeric(models["weight_neg_frac"], errors="coerce")
+    cols["weight_neg_frac"] = [None if pd.isna(v) else float(v) for v in fr.tolist()]
+    return cols
 
 
 def tally_of(models) -> ZooTally:
