@@ -15,6 +15,7 @@ second Ctrl-C, the client writes the tables itself from then on (the same files,
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import pickle
@@ -29,7 +30,7 @@ from pathlib import Path
 from ..errors import InspectorError, OutputError, first_line
 from ..report.export import atomic_write
 from ..report.zoo import ZooTally
-from .task import model_frame
+from .task import MODEL_COLUMNS, model_arrow, model_columns, model_schema
 
 JOURNAL = "models.jsonl"
 TABLES = ("models.parquet", "models.csv")
@@ -53,9 +54,9 @@ class TableJob:
         out = Path(self.out)
         tally = ZooTally() if self.count else None
         with open(out / JOURNAL, "rb") as journal:
-            frames = journal_frames(journal, self.end, self.batch)
+            batches = journal_batches(journal, self.end, self.batch)
             atomic_write(out / TABLES[0], lambda pf: atomic_write(
-                out / TABLES[1], lambda cf: write_tables(frames, pf, cf, tally, self.row_group)), binary=True)
+                out / TABLES[1], lambda cf: write_tables(batches, pf, cf, tally, self.row_group)), binary=True)
         return tally
 
 
@@ -173,6 +174,8 @@ def serve() -> None:
     os.dup2(2, 1)
     import pyarrow.parquet  # noqa: F401  (imported while the scan starts, not at the first job)
 
+    model_schema()  # (and its metadata made)
+
     while True:
         try:
             job = receive(sys.stdin.buffer)
@@ -233,35 +236,39 @@ def journal_offsets(journal, end: int | None = None) -> dict[str, int]:
     return index
 
 
-def journal_frames(journal, end: int, batch: int):
-    """The journal's rows (up to ``end``) in path order, as DataFrames (MODEL_COLUMNS) of at most
-    ``batch`` rows; one empty frame when there is none."""
+def journal_batches(journal, end: int, batch: int):
+    """The journal's rows (up to ``end``) in path order, as :func:`model_columns` of at most ``batch``
+    rows; one of no rows when there is none."""
     index = journal_offsets(journal, end)
     rows: list[dict] = []
     for path in sorted(index):
         rows.append(row_at(journal, index[path]))
         if len(rows) == batch:
-            yield model_frame(rows)
+            yield model_columns(rows)
             rows = []
     if rows or not index:
-        yield model_frame(rows)
+        yield model_columns(rows)
 
 
-def write_tables(frames, parquet_file, csv_file, tally: ZooTally | None = None, row_group: int = 1024) -> None:
-    """Write model-row DataFrames to a Parquet file (row groups of ``row_group`` rows, rounded up to
-    whole frames) and a CSV file, and count them into ``tally``. No dictionary encoding: its hash tables
-    grow the writer's memory with the rows, and the columns it would shrink are short."""
+def write_tables(batches, parquet_file, csv_file, tally: ZooTally | None = None, row_group: int = 1024) -> None:
+    """Write batches of model rows (:func:`model_columns`) to a Parquet file (row groups of ``row_group``
+    rows, rounded up to whole batches) and a CSV file, and count them into ``tally``. No dictionary
+    encoding: its hash tables grow the writer's memory with the rows, and the columns it would shrink
+    are short. Without pandas: the CSV is the bytes ``DataFrame.to_csv(index=False)`` writes for
+    :func:`model_frame` (the csv module's quoting; floats as their repr, which numpy's str of a float64
+    is; empty for a missing value), and pandas reads the Parquet file back as that frame."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    writer, group, rows = None, [], 0
-    for i, df in enumerate(frames):
-        df.to_csv(csv_file, index=False, header=(i == 0))
+    lines = csv.writer(csv_file, lineterminator=os.linesep)  # DataFrame.to_csv's defaults
+    lines.writerow(MODEL_COLUMNS)
+    writer, group, rows = pq.ParquetWriter(parquet_file, model_schema(), use_dictionary=False), [], 0
+    for columns in batches:
+        lines.writerows(zip(*columns.values()))
         if tally is not None:
-            tally.add(df)
-        group.append(pa.Table.from_pandas(df, preserve_index=False))
-        writer = writer or pq.ParquetWriter(parquet_file, group[0].schema, use_dictionary=False)
-        rows += len(df)
+            tally.add(columns)
+        group.append(model_arrow(columns))
+        rows += group[-1].num_rows
         if rows >= row_group:
             writer.write_table(pa.concat_tables(group))
             group, rows = [], 0
