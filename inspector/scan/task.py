@@ -262,18 +262,17 @@ def plain_array(values: list, kind):
     and the table writer does without it."""
     import pyarrow as pa
 
-    n = len(values)
-    missing = np.fromiter((v is None for v in values), bool, n)
-    nulls = int(missing.sum())
-    validity = pa.py_buffer(np.packbits(~missing, bitorder="little")) if nulls else None
+    n, nulls, validity = len(values), values.count(None), None
+    if nulls:
+        validity = pa.py_buffer(np.packbits([v is not None for v in values], bitorder="little"))
     if kind == pa.large_string():
         data = [b"" if v is None else v.encode("utf-8") for v in values]
         offsets = np.zeros(n + 1, np.int64)
         np.cumsum(np.fromiter(map(len, data), np.int64, n), out=offsets[1:])
         buffers = [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))]
     else:
-        dtype = np.int64 if kind == pa.int64() else np.float64
-        buffers = [validity, pa.py_buffer(np.fromiter((0 if v is None else v for v in values), dtype, n))]
+        filled = [0 if v is None else v for v in values] if nulls else values
+        buffers = [validity, pa.py_buffer(np.array(filled, np.int64 if kind == pa.int64() else np.float64))]
     return pa.Array.from_buffers(kind, n, buffers, null_count=nulls)
 
 
