@@ -360,7 +360,7 @@ if __name__ == "__main__":
 
 def test_the_tables_are_written_by_a_process_of_their_own(tmp_path):
     """The client never imports pyarrow.parquet: the Parquet writer's memory is not the client's. Nor
-    pandas: only the table writer and ``ScanResult.models`` need it."""
+    pandas: only ``ScanResult.models`` needs it (the table writer does without: see test_scan_tables)."""
     d = small_zoo(tmp_path)
     script = tmp_path / "client.py"
     script.write_text(CLIENT)

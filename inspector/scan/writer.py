@@ -10,6 +10,11 @@ atomically, and replies with the figures or a one-line error; the client never w
 
 The journal is the source of truth: when the writer process cannot start, dies, or is stopped by a
 second Ctrl-C, the client writes the tables itself from then on (the same files, by the same code).
+
+The writer does without pandas (importing it cost the process about 0.3 s of CPU per scan, converting
+and writing 1,000 rows through DataFrames about 0.1 s): rows become plain columns (``model_columns``),
+written by the csv module and as Arrow arrays built from their buffers, with the schema and pandas
+metadata ``pa.Table.from_pandas`` gave, so that both files are the bytes the pandas route wrote.
 """
 
 from __future__ import annotations
