@@ -43,6 +43,8 @@ def test_text_array_equals_pyarrow_array():
     assert text_array([]).equals(pa.array([], pa.string()))
     assert text_array([None, None]).equals(pa.array([None, None], pa.string()))
     assert text_array(np.array(["p", None], dtype=object)).equals(pa.array(["p", None], pa.string()))
+    assert text_array(values, large=True).equals(want.cast(pa.large_string()))
+    assert text_array([], large=True).equals(pa.array([], pa.large_string()))
     assert repeated_text("model/é.safetensors", 3).equals(pa.array(["model/é.safetensors"] * 3, pa.string()))
     assert repeated_text("m", 0).equals(pa.array([], pa.string()))
 

@@ -37,11 +37,12 @@ def number_array(values: np.ndarray, kind, missing: np.ndarray | None = None):
     return pa.Array.from_buffers(kind, len(data), [valid, pa.py_buffer(data)], null_count=nulls)
 
 
-def text_array(values):
-    """A string array of ``values``: each a str, or None (or NaN) for a null."""
+def text_array(values, large: bool = False):
+    """A string array (large_string with ``large``) of ``values``: each a str, or None (or NaN) for a null."""
     items = list(values)
     missing = np.fromiter((v is None or v != v for v in items), bool, len(items))
-    return _strings([b"" if m else str(v).encode("utf-8", TEXT_ERRORS) for v, m in zip(items, missing)], missing)
+    encoded = [b"" if m else str(v).encode("utf-8", TEXT_ERRORS) for v, m in zip(items, missing)]
+    return _strings(encoded, missing, large)
 
 
 def repeated_text(value: str, n: int):
@@ -49,14 +50,14 @@ def repeated_text(value: str, n: int):
     return _strings([value.encode("utf-8", TEXT_ERRORS)] * n, None)
 
 
-def _strings(encoded: list[bytes], missing: np.ndarray | None):
+def _strings(encoded: list[bytes], missing: np.ndarray | None, large: bool = False):
     import pyarrow as pa
 
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     np.cumsum([len(b) for b in encoded], out=offsets[1:])
-    if offsets[-1] >= 2**31:  # (beyond 32-bit offsets: the general route)
+    if offsets[-1] >= 2**31 and not large:  # (beyond 32-bit offsets: the general route)
         return pa.array([None if missing is not None and m else b.decode() for b, m in
                          zip(encoded, missing if missing is not None else [False] * len(encoded))], pa.string())
     valid, nulls = _validity(missing)
-    buffers = [valid, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(encoded))]
-    return pa.Array.from_buffers(pa.string(), len(encoded), buffers, null_count=nulls)
+    buffers = [valid, pa.py_buffer(offsets if large else offsets.astype(np.int32)), pa.py_buffer(b"".join(encoded))]
+    return pa.Array.from_buffers(pa.large_string() if large else pa.string(), len(encoded), buffers, null_count=nulls)

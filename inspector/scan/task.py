@@ -257,23 +257,16 @@ def model_arrow(columns: dict[str, list]):
 
 
 def plain_array(values: list, kind):
-    """An Arrow array of ``kind`` (int64, float64 or large_string) from plain Python values, None: null.
-    Built from its buffers: ``pa.array`` imports pandas (to ask whether its input is a pandas object),
-    and the table writer does without it."""
+    """An Arrow array of ``kind`` (int64, float64 or large_string) from plain Python values, None: null
+    (from buffers, see :mod:`.arrow`)."""
     import pyarrow as pa
 
-    n, nulls, validity = len(values), values.count(None), None
-    if nulls:
-        validity = pa.py_buffer(np.packbits([v is not None for v in values], bitorder="little"))
     if kind == pa.large_string():
-        data = [b"" if v is None else v.encode("utf-8") for v in values]
-        offsets = np.zeros(n + 1, np.int64)
-        np.cumsum(np.fromiter(map(len, data), np.int64, n), out=offsets[1:])
-        buffers = [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))]
-    else:
-        filled = [0 if v is None else v for v in values] if nulls else values
-        buffers = [validity, pa.py_buffer(np.array(filled, np.int64 if kind == pa.int64() else np.float64))]
-    return pa.Array.from_buffers(kind, n, buffers, null_count=nulls)
+        return text_array(values, large=True)
+    nulls = values.count(None)
+    missing = np.fromiter((v is None for v in values), bool, len(values)) if nulls else None
+    filled = [0 if v is None else v for v in values] if nulls else values
+    return number_array(np.array(filled, np.int64 if kind == pa.int64() else np.float64), kind, missing)
 
 
 @lru_cache(maxsize=1)
