@@ -202,3 +202,14 @@ def test_the_writer_process_never_imports_pandas(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(out / "models.parquet"),
                                   model_frame(sorted(rows, key=lambda r: r["path"])))
 
+
+def test_text_that_is_not_unicode_is_escaped_in_both_tables(tmp_path):
+    """A model path from a file name that is not UTF-8 (a lone surrogate in the journal) is written
+    escaped, as tensor names are, rather than failing both tables."""
+    out = journal(tmp_path, [{"path": "/zoo/m\udcff.bin", "status": "error", "message": "bad \ud800"},
+                             {"path": "/zoo/ok", "status": "ok"}])
+    tally = writer.TableJob(str(out), (out / writer.JOURNAL).stat().st_size, 128, 1024, True).run()
+    got = pd.read_parquet(out / "models.parquet")
+    assert got["path"].tolist() == ["/zoo/m\\udcff.bin", "/zoo/ok"] and got["message"][0] == "bad \\ud800"
+    assert "/zoo/m\\udcff.bin,,error,bad \\ud800," in (out / "models.csv").read_text(encoding="utf-8")
+    assert tally.errors == [["/zoo/m\\udcff.bin", "bad \\ud800"]]

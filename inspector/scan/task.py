@@ -23,7 +23,7 @@ from ..finding import FINDING_TYPES
 from ..report.export import replace_file
 from ..table.frame import Frame, as_array
 from ..table.schema import TENSOR_ANALYSIS_COLUMNS, TENSOR_COLUMNS, TENSOR_EXTRA_COLUMNS
-from .arrow import number_array, repeated_text, text_array
+from .arrow import TEXT_ERRORS, number_array, repeated_text, text_array
 from .discover import Model
 
 if TYPE_CHECKING:  # (pandas is imported where it is used)
@@ -190,13 +190,25 @@ def model_columns(rows: list[dict]) -> dict[str, list]:
     for c in MODEL_COLUMNS:
         values = [row.get(c) for row in rows]
         if c in MODEL_TEXT_COLUMNS:
-            columns[c] = [v if type(v) is str else None if v is None or v != v else str(v) for v in values]
+            columns[c] = text_values(values)
         elif c in MODEL_INT_COLUMNS:
             columns[c] = values if all(type(v) is int or v is None for v in values) else [
                 int_value(c, v) for v in values]
         else:
             columns[c] = [v if type(v) is float and v == v else float_value(v) for v in values]
     return columns
+
+
+def text_values(values: list) -> list[str | None]:
+    """Values of a text column as str (None for None or NaN); text that is not Unicode (a lone
+    surrogate, from a file name that is not UTF-8) escaped, as in the tensor tables, so that both
+    tables can hold it."""
+    out = [v if type(v) is str else None if v is None or v != v else str(v) for v in values]
+    try:
+        "".join(v for v in out if v is not None).encode("utf-8")
+    except UnicodeEncodeError:
+        out = [None if v is None else v.encode("utf-8", TEXT_ERRORS).decode("utf-8") for v in out]
+    return out
 
 
 def int_value(column: str, v) -> int | None:
