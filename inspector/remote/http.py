@@ -9,12 +9,24 @@ receives, for progress bars and for the benchmarks' "bytes transferred".
 
 from __future__ import annotations
 
-import http.client
 import time
 import urllib.parse
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import InspectorError
+
+if TYPE_CHECKING:
+    import http.client
+
+
+def http_client():
+    """The http.client module, imported at the first request rather than with every loader (it and the
+    email package it needs cost every process 15 ms at start)."""
+    import http.client
+
+    return http.client
+
 
 RETRY_STATUS = (429, 500, 502, 503, 504)
 MAX_REDIRECTS = 10
@@ -65,7 +77,7 @@ class HttpClient:
             last = attempt == self.retries
             try:
                 answer = self._follow(url, start, end)
-            except (OSError, http.client.HTTPException) as e:
+            except (OSError, http_client().HTTPException) as e:
                 if last:
                     raise RemoteError(f"{shown(url)}: network error ({e or type(e).__name__}) after "
                                       f"{self.retries} retries") from None
@@ -116,7 +128,7 @@ class HttpClient:
         if conn is not None:  # a kept-alive connection the server may have closed meanwhile: one fresh try
             try:
                 return _send(conn, target, headers, key)
-            except (OSError, http.client.HTTPException):
+            except (OSError, http_client().HTTPException):
                 conn.close()
         return _send(_connect(key, self.timeout), target, headers, key)
 
@@ -145,7 +157,8 @@ class HttpClient:
 
 
 def _connect(key: tuple[str, str], timeout: float) -> http.client.HTTPConnection:
-    kind = http.client.HTTPSConnection if key[0] == "https" else http.client.HTTPConnection
+    hc = http_client()
+    kind = hc.HTTPSConnection if key[0] == "https" else hc.HTTPConnection
     return kind(key[1], timeout=timeout)
 
 

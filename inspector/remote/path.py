@@ -18,9 +18,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-import http.client
-
-from .http import Answer, HttpClient, RemoteError, shown
+from .http import Answer, HttpClient, RemoteError, http_client, shown
 
 HEAD_BYTES = 16 * 1024  # the first request: sniffing and most safetensors headers
 MAX_STALLS = 8  # cuts in a row without a byte of progress before giving up
@@ -230,7 +228,7 @@ class _Reader:
             return 0
         try:
             got = self.response.readinto(view[: self.left])
-        except (OSError, ValueError, http.client.HTTPException):
+        except (OSError, ValueError, http_client().HTTPException):
             got = 0
         self.left -= got
         self.path.client.received += got
