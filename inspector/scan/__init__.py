@@ -26,7 +26,8 @@ from ..report.export import write_text
 from ..report.outdir import locked
 from ..report.zoo import ZooTally, zoo_html, zoo_markdown
 from .discover import Model, discover
-from .executors import SchedulerUnavailable, dask_client, dask_results, default_workers, local_results
+from .executors import (SchedulerUnavailable, dask_client, dask_results, default_workers, local_results,
+                        start_fork_server)
 from .store import JOURNAL, TENSORS, ScanStore
 from .task import MODEL_COLUMNS, TENSOR_TABLE_COLUMNS, base_row
 
@@ -87,8 +88,10 @@ def scan(paths, out, *, scheduler: str | None = None, workers: int | None = None
     Raises OutputError at once when another scan is writing ``out``."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    models = discover(paths)
     address = scheduler or os.environ.get(SCHEDULER_ENV)
+    if not address:
+        start_fork_server()
+    models = discover(paths)
     client = dask_client(address) if address else None  # an unreachable cluster fails before any file is written
     try:
         with locked(report_dir(out, "scan"), wait=False):  # one scan at a time writes a directory
