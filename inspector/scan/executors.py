@@ -23,7 +23,10 @@ from .task import base_row, delivered, inspect_model, timed_inspect, timeout_row
 
 ATTEMPTS = 3  # tries for a model whose worker process dies under it
 POLL_SECONDS = 0.25  # how often the local pool looks for models over their time, when there is a timeout
-WINDOW_PER_WORKER = 4  # tasks in flight per worker
+WINDOW_PER_WORKER = 4  # tasks in flight per local worker
+# Dask tasks in flight per worker thread: a task's round trip through the scheduler takes a few ms, so
+# that a small window leaves the workers waiting (a zoo of small models: 4 a thread ran 15 % slower than 32)
+DASK_WINDOW_PER_THREAD = 32
 # a local task runs a batch of models: the client's and the pool's cost per task (a round trip through the
 # executor's queues and threads, ~1 ms of CPU) is paid once for several small models. A batch holds at most
 # BATCH_MODELS models and BATCH_BYTES of files (a larger model goes alone), and fewer near the end, so that
@@ -273,7 +276,7 @@ def dask_client(address: str):
 
 
 def _dask_drain(client, todo: list[Model], timeout: float | None, place: tuple[str, str] | None):
-    window = max(1, sum(client.nthreads().values())) * WINDOW_PER_WORKER
+    window = max(1, sum(client.nthreads().values())) * DASK_WINDOW_PER_THREAD
     # results come with the futures, fetched on the client's own loop (not the default client's)
     pending = _as_completed(client)
     owner: dict = {}
