@@ -119,6 +119,22 @@ def test_small_batch_rows_equal_one_tensor_at_a_time():
             assert row[k] == pytest.approx(alone[k], rel=1e-12, nan_ok=True), k
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_a_small_tensors_row_is_the_same_bits_whatever_it_is_batched_with(seed):
+    """Batches of a few tensors share one grid of the longest one's length, larger ones one grid per
+    power-of-two length: either way each tensor's row is the bits it has reduced alone."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.choice([0, 1, 2, 7, 8, 9, 31, 100, 129, 300, 1000, 2048, 3000, 16384], size=rng.integers(1, 40))
+    arrays = [rng.standard_normal(n) * 10 ** rng.uniform(-8, 8) + rng.choice([0.0, 1e6]) for n in sizes]
+    for a in arrays[::3]:
+        a[: min(3, a.size)] = [np.nan, np.inf, -0.0][: min(3, a.size)]
+    for row, a in zip(small_rows(arrays), arrays):
+        alone = small_rows([a])[0]
+        assert row.keys() == alone.keys()
+        for k, v in row.items():
+            assert np.array_equal(v, alone[k], equal_nan=True), k
+
+
 def test_a_file_that_changes_between_the_two_reads_is_reported(tmp_path):
     from inspector.errors import CorruptCheckpoint
 

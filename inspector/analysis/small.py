@@ -19,18 +19,29 @@ from .stats import HIST_BINS, PCT_COLUMNS, PERCENTILES
 SMALL_MAX = 1 << 14  # tensors of at most this many values are reduced together
 BATCH_ELEMS = 1 << 19  # values per batch, about
 BATCH_TENSORS = 4096  # tensors per batch, at most
+SINGLE_GRID_CELLS = 1 << 15  # a batch of at most this many cells (rows x longest) is one grid
 
 
 def small_rows(arrays: list[np.ndarray]) -> list[dict]:
     """Statistics rows (as ``Accumulator.result``) of 1-D float64 arrays, in their order."""
     rows: list[dict | None] = [None] * len(arrays)
-    groups: dict[int, list[int]] = {}
-    for i, a in enumerate(arrays):
-        groups.setdefault(1 << max(a.size - 1, 0).bit_length(), []).append(i)
-    for length, idx in groups.items():
+    for length, idx in _groups(arrays).items():
         for i, row in zip(idx, _grid_rows([arrays[i] for i in idx], length)):
             rows[i] = row
     return rows
+
+
+def _groups(arrays: list[np.ndarray]) -> dict[int, list[int]]:
+    """The grids of ``arrays`` (row length -> indices): one per power-of-two length, or a single one of
+    the longest when its padding is small or the grids are small enough for numpy's cost per call to
+    outweigh it (a model's few biases and small weights: about 40 calls a grid)."""
+    groups: dict[int, list[int]] = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault(1 << max(a.size - 1, 0).bit_length(), []).append(i)
+    longest = max(groups, default=1)
+    if len(groups) > 1 and len(arrays) * longest <= max(SINGLE_GRID_CELLS, 2 * sum(a.size for a in arrays)):
+        return {longest: list(range(len(arrays)))}
+    return groups
 
 
 def _grid_rows(arrays: list[np.ndarray], length: int) -> list[dict]:
