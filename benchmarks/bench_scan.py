@@ -10,6 +10,8 @@ directory, then runs, each in a fresh child process:
   between runs) local-1's scan time minus the sum of its tasks' own ``seconds``, per model;
 * ``dask-2``: ``scan`` on a ``LocalCluster`` of 2 worker processes on 127.0.0.1 (started and warmed
   before the clock starts), its rows compared with local-2's;
+* ``split-1`` / ``split-2``: the bound on the pool's scaling here: the same tasks (inspection and tensor
+  file) split between 1 and 2 forked processes, with no client, scheduler, journal or table writer;
 * for each of those, ``cpu_s``: the CPU seconds of the client and of the processes below it (the table
   writer, the fork server, the pool or Dask processes), sampled with ``psutil`` every 0.1 s;
 * ``mem-M``: the client's peak RSS (its own ``ru_maxrss``; pool processes are not in it) scanning the
@@ -46,12 +48,17 @@ seen = {}  # pid -> (role, CPU seconds at the last look), of every process below
 
 def role(cmd, direct):
     # pool processes are children of the fork server, with its command line; Dask's nannies and workers,
-    # and any other process, count as workers
+    # the split modes' forked processes (this one's command line) and any other process count as workers
+    if cmd == ME:
+        return "workers"
     if "scan.writer" in cmd:
         return "table writer"
     if "resource_tracker" in cmd:
         return "resource tracker"
     return "fork server" if "forkserver import main" in cmd and direct else "workers"
+
+
+ME = " ".join(__import__("psutil").Process().cmdline()) if cpu else ""  # (the split modes' forks have it too)
 
 
 def watch(stop):
@@ -78,6 +85,26 @@ if mode == "single":
     t = time.perf_counter()
     for m in models:
         inspect(m.path)
+    res = {"seconds": time.perf_counter() - t, "models": len(models)}
+elif mode.startswith("split"):  # the bound: the same tasks split between forked processes, no scheduler
+    import os, tempfile
+    from inspector.scan.task import PLACE_MARK, delivered, inspect_model
+    models, k = discover(paths), int(mode.split("-")[1])
+    place = (tempfile.mkdtemp(dir=out.parent), "token")
+    open(os.path.join(place[0], PLACE_MARK), "w").write(place[1])
+    for m in models[:5]:  # imports and first calls done before the fork, as a fork server's are
+        delivered(m, inspect_model(m), place)
+    t = time.perf_counter()
+    pids = []
+    for i in range(k):
+        pid = os.fork()
+        if pid == 0:
+            for m in models[i::k]:
+                delivered(m, inspect_model(m), place)
+            os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
     res = {"seconds": time.perf_counter() - t, "models": len(models)}
 elif mode.startswith("dask"):
     from distributed import Client, LocalCluster
@@ -135,7 +162,7 @@ def main() -> None:
     try:
         make_zoo(tmp / "zoo", max([args.models, *sizes]))
         res = {"load_avg_before": os.getloadavg(), "nproc": os.cpu_count(), "models": args.models}
-        for mode in () if args.memory_only else ("single", "local-1", "local-2", "dask-2"):
+        for mode in () if args.memory_only else ("single", "local-1", "local-2", "dask-2", "split-1", "split-2"):
             res[mode] = child(mode, tmp / "zoo", tmp / mode, args.models, cpu=True)
             print(mode, res[mode], "load", os.getloadavg(), flush=True)
         res["client_peak_rss_mb"] = memory(tmp, sizes)
@@ -171,6 +198,7 @@ def report(res: dict, tmp: Path, n: int) -> None:
     # within one run, so not moved by load changing between runs: wall time minus the tasks' own time
     res["overhead_ms_per_model_in_run"] = 1000 * (res["local-1"]["seconds"] - rows1["seconds"].sum()) / n
     res["dask_vs_local_throughput"] = res["local-2"]["seconds"] / res["dask-2"]["seconds"]
+    res["split_2_vs_1"] = res["split-1"]["seconds"] / res["split-2"]["seconds"]
 
 
 if __name__ == "__main__":
