@@ -502,9 +502,12 @@ def experiment_cmd(names, out_dir, seeds, epochs, quick, quiet, debug):
 @click.option("--resume", is_flag=True, help="Keep the rows of an earlier scan into --out for unchanged models.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=3600, show_default=True,
               help="Seconds one model may take; one still running then is stopped and is an error row (0: no limit).")
+@click.option("--models-per-task", type=click.IntRange(min=1),
+              help="Small models run at most N to a task (a model of more than 4 MiB runs alone; default 8 on "
+                   "the local pool, 1 on Dask: one task per model).")
 @common_options
 @handle_errors
-def scan_cmd(paths, out_dir, scheduler, workers, fail_on, resume, timeout, quiet, debug):
+def scan_cmd(paths, out_dir, scheduler, workers, fail_on, resume, timeout, models_per_task, quiet, debug):
     """Inspect every model under PATHS (files, folders, globs, @FILE with one path a line), locally or on Dask.
     Exit 3 when a model has a finding listed in --fail-on; failing models are rows, not errors."""
     from .audit import UnknownFinding, parse_fail_on
@@ -518,7 +521,7 @@ def scan_cmd(paths, out_dir, scheduler, workers, fail_on, resume, timeout, quiet
     progress = scan_progress_for(quiet=quiet)
     with progress_shown(progress, delay=0.0):
         result = scan(paths, out_dir, scheduler=scheduler, workers=workers, resume=resume, timeout=timeout,
-                      progress=progress)
+                      models_per_task=models_per_task, progress=progress)
     if not quiet:
         counts = ", ".join(f"{n} {s}" for s, n in result.counts().items())
         click.echo(f"{result.total} models ({counts}); wrote {out_dir}")

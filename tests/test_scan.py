@@ -131,9 +131,12 @@ def cluster():
         yield c
 
 
-def test_dask_cluster_gives_the_same_rows(zoo, local, cluster):
+@pytest.mark.parametrize("per_task", [None, 6])
+def test_dask_cluster_gives_the_same_rows(zoo, local, cluster, per_task):
+    """One task per model (the default on Dask) or several small models a task: the local pool's rows
+    and tensor tables."""
     root, path, _ = zoo
-    result = scan([path], root / "dask", scheduler=cluster.scheduler_address)
+    result = scan([path], root / f"dask{per_task}", scheduler=cluster.scheduler_address, models_per_task=per_task)
     pd.testing.assert_frame_equal(comparable(result.models), comparable(local.models))
     # tensor tables written by the pool's tasks, by Dask's (which see the directory) and by the client
     by_model = [("model", "ascending"), ("name", "ascending")]
@@ -168,28 +171,38 @@ class Trigger:
             self.action()
 
 
-def _fails_on_m002(model, timeout, place):
-    from inspector.scan.task import timed_inspect
+def _fails_on_m002(models, timeout, place):
+    from inspector.scan.task import timed_batch
 
-    if model.path.endswith("m002.safetensors"):
+    if any(m.path.endswith("m002.safetensors") for m in models):
         raise RuntimeError("the task was lost")
-    return timed_inspect(model, timeout, place)
+    return timed_batch(models, timeout, place)
 
 
-def test_dask_task_error_is_a_row_that_says_so(tmp_path, monkeypatch):
-    """A task that ends in an error other than its worker dying is an error row naming that error."""
+@pytest.mark.parametrize("per_task", [1, 4])
+def test_dask_task_error_is_a_row_that_says_so(tmp_path, monkeypatch, per_task):
+    """A task that ends in an error other than its worker dying is an error row naming that error. A task
+    of several models that fails has each run again in a task of its own: only the model that fails its
+    task is an error row."""
     distributed = pytest.importorskip("distributed")
     import inspector.scan.executors as executors
 
-    monkeypatch.setattr(executors, "timed_inspect", _fails_on_m002)
+    monkeypatch.setattr(executors, "timed_batch", _fails_on_m002)
+    calls = []
+    real_map = distributed.Client.map
+    monkeypatch.setattr(distributed.Client, "map", lambda self, fn, batches, **kw: calls.append(
+        [len(b) for b in batches]) or real_map(self, fn, batches, **kw))
     d = small_zoo(tmp_path)
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as c:
-        result = scan([d], tmp_path / "out", scheduler=c.scheduler_address)
+        result = scan([d], tmp_path / "out", scheduler=c.scheduler_address, models_per_task=per_task)
     rows = result.models.set_index("path")
     assert rows.loc[str(d / "m002.safetensors"), "message"] == \
         "the Dask task failed: RuntimeError: the task was lost"
-    assert rows.loc[str(d / "m001.safetensors"), "status"] == "ok"
+    assert (rows.drop(index=str(d / "m002.safetensors"))["message"].fillna("") == "").sum() == 15
+    assert rows.loc[str(d / "m001.safetensors"), "status"] == "ok" and len(rows) == 17
+    sizes = [n for group in calls for n in group]
+    assert (max(sizes) > 1) == (per_task > 1) and max(sizes) <= per_task
 
 
 def test_dask_worker_killed_mid_scan(tmp_path, cluster):
@@ -279,6 +292,12 @@ def test_cli_scan(tmp_path):
     proc = run_cli("scan", str(d), "--out", str(tmp_path / "out"), "--workers", "1")
     assert proc.returncode == 3, proc.stderr  # the NaN model fails the default --fail-on
     assert "17 models (16 ok, 1 error, 0 skipped)" in proc.stdout and "Traceback" not in proc.stderr
+    one = run_cli("scan", str(d), "--out", str(tmp_path / "one"), "--models-per-task", "1", "--fail-on", "none")
+    assert one.returncode == 0 and "17 models (16 ok, 1 error, 0 skipped)" in one.stdout, one.stderr
+    assert comparable(pd.read_parquet(tmp_path / "one" / "models.parquet")).equals(
+        comparable(pd.read_parquet(tmp_path / "out" / "models.parquet")))
+    bad = run_cli("scan", str(d), "--out", str(tmp_path / "o3"), "--models-per-task", "0")
+    assert bad.returncode == 2 and "--models-per-task" in bad.stderr and "Traceback" not in bad.stderr
     proc = run_cli("scan", str(d), "--out", str(tmp_path / "out"), "--fail-on", "none", "--resume", "-q")
     assert proc.returncode == 0 and proc.stdout == ""
     proc = run_cli("scan", str(tmp_path / "nope"), "--out", str(tmp_path / "o2"))
@@ -795,7 +814,7 @@ def test_a_pool_killed_for_a_timeout_charges_no_try_to_the_other_models_it_held(
     class KilledPool:
         """Each pool takes one slow model and the fine one, and is broken by the slow one's kill."""
 
-        def __init__(self, workers, timeout, place):
+        def __init__(self, workers, timeout, place, per_task):
             self.ran, self.lost, self.killed, self.started = False, [], {}, {}
 
         def drain(self, todo, window):

@@ -26,8 +26,8 @@ from ..report.export import write_text
 from ..report.outdir import locked
 from ..report.zoo import ZooTally, zoo_html, zoo_markdown
 from .discover import Model, discover
-from .executors import (SchedulerUnavailable, dask_client, dask_results, default_workers, local_results,
-                        start_fork_server)
+from .executors import (BATCH_MODELS, SchedulerUnavailable, dask_client, dask_results, default_workers,
+                        local_results, start_fork_server)
 from .store import JOURNAL, TENSORS, ScanStore
 from .task import MODEL_COLUMNS, TENSOR_TABLE_COLUMNS, base_row
 
@@ -78,13 +78,15 @@ class ScanResult:
 
 
 def scan(paths, out, *, scheduler: str | None = None, workers: int | None = None, resume: bool = False,
-         timeout: float | None = None, progress=None) -> ScanResult:
+         timeout: float | None = None, models_per_task: int | None = None, progress=None) -> ScanResult:
     """Inspect every model under ``paths`` (files, directories, globs, ``@LIST`` files) into ``out``.
 
     Runs on a local pool of ``workers`` processes (default: the core count), or on the Dask cluster at
     ``scheduler`` (or $DASK_SCHEDULER_ADDRESS). ``resume`` keeps the rows of an earlier scan into ``out``
     whose model is unchanged. ``timeout``: seconds one model may take, after which it is an error row
-    (None or 0: no limit). ``progress``, if given, has ``begin(models, bytes)`` and ``done(row)``.
+    (None or 0: no limit). ``models_per_task``: small models run at most this many to a task (a model of
+    more than 4 MiB of files runs alone; default 8 on the local pool, 1 on Dask: one task per model).
+    ``progress``, if given, has ``begin(models, bytes)`` and ``done(row)``.
     Raises OutputError at once when another scan is writing ``out``."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -95,7 +97,7 @@ def scan(paths, out, *, scheduler: str | None = None, workers: int | None = None
     client = dask_client(address) if address else None  # an unreachable cluster fails before any file is written
     try:
         with locked(report_dir(out, "scan"), wait=False):  # one scan at a time writes a directory
-            plan = Plan(workers, timeout if timeout and math.isfinite(timeout) else None)
+            plan = Plan(workers, timeout if timeout and math.isfinite(timeout) else None, models_per_task)
             return _scan_into(models, out, client, plan, resume, progress)
     finally:
         if client is not None:
@@ -104,10 +106,12 @@ def scan(paths, out, *, scheduler: str | None = None, workers: int | None = None
 
 @dataclass(frozen=True)
 class Plan:
-    """How tasks run: ``workers`` local processes (None: the core count), ``timeout`` seconds per model."""
+    """How tasks run: ``workers`` local processes (None: the core count), ``timeout`` seconds per model,
+    ``per_task`` small models a task at most (None: BATCH_MODELS locally, one on Dask)."""
 
     workers: int | None = None
     timeout: float | None = None
+    per_task: int | None = None
 
 
 def _scan_into(models: list[Model], out, client, plan: Plan, resume: bool, progress) -> ScanResult:
@@ -133,9 +137,10 @@ def _run(store: ScanStore, todo: list[Model], client, plan: Plan, progress) -> N
         _record(store, model, base_row(model, "skipped", f"same files as {model.duplicate_of}"), None, progress)
     todo = [m for m in todo if not m.duplicate_of]
     if client is not None:
-        results = dask_results(todo, client, plan.timeout, store.place)
+        results = dask_results(todo, client, plan.timeout, store.place, plan.per_task or 1)
     else:
-        results = local_results(todo, plan.workers or default_workers(), plan.timeout, store.place)
+        results = local_results(todo, plan.workers or default_workers(), plan.timeout, store.place,
+                                plan.per_task or BATCH_MODELS)
     for model, (row, data) in results:
         _record(store, model, row, data, progress)
 

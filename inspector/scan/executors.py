@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 
 from ..errors import InspectorError, first_line
 from .discover import Model
-from .task import base_row, delivered, inspect_model, timed_inspect, timeout_row
+from .task import base_row, delivered, inspect_model, timed_batch, timeout_row
 
 ATTEMPTS = 3  # tries for a model whose worker process dies under it
 POLL_SECONDS = 0.25  # how often the local pool looks for models over their time, when there is a timeout
@@ -67,17 +67,18 @@ def default_workers() -> int:
 
 
 def local_results(models: Iterable[Model], workers: int, timeout: float | None = None,
-                  place: tuple[str, str] | None = None) -> Iterator[tuple[Model, tuple]]:
+                  place: tuple[str, str] | None = None, per_task: int = BATCH_MODELS) -> Iterator[tuple[Model, tuple]]:
     """Run each model in a pool of ``workers`` processes. A model still running after ``timeout`` seconds
     has its process killed and is an error row; a pool broken by a dead process is replaced and the
     models it held are run again (those that had started at most ATTEMPTS times each, unless the pool
     was broken by a timeout's kill). With ``place`` (the scan's tensor directory and token), each task
-    writes its model's tensor table there itself and gives back ``(row, True)`` (:func:`.task.delivered`)."""
+    writes its model's tensor table there itself and gives back ``(row, True)`` (:func:`.task.delivered`).
+    Small models run up to ``per_task`` a task (:func:`next_batch`)."""
     todo = list(models)[::-1]
     tries: dict[str, int] = {}
     idle = 0  # pools in a row that broke before running anything
     while todo:
-        pool = LocalPool(workers, timeout, place)
+        pool = LocalPool(workers, timeout, place, per_task)
         try:
             yield from pool.drain(todo, workers * WINDOW_PER_WORKER)
         finally:  # on Ctrl-C or an early stop: drop what has not started, do not wait
@@ -127,9 +128,12 @@ def started_batch(models: list[Model], place: tuple[str, str] | None = None) -> 
     return [started_task(m, place) for m in models]
 
 
-def next_batch(todo: list[Model], workers: int) -> list[Model]:
-    """The next batch of models from the end of ``todo`` (see BATCH_MODELS)."""
-    most = max(1, min(BATCH_MODELS, len(todo) // (workers * WINDOW_PER_WORKER)))
+def next_batch(todo: list[Model], workers: int, per_task: int = BATCH_MODELS,
+               window: int = WINDOW_PER_WORKER) -> list[Model]:
+    """The next batch of models from the end of ``todo``: at most ``per_task`` of them and BATCH_BYTES of
+    files (a larger model goes alone), and fewer once ``todo`` is short, so that the last tasks spread over
+    the ``workers`` (``window`` tasks in flight each)."""
+    most = max(1, min(per_task, len(todo) // (workers * window)))
     batch = [todo.pop()]
     size = batch[0].size
     while todo and len(batch) < most and size + todo[-1].size <= BATCH_BYTES:
@@ -164,13 +168,14 @@ class LocalPool:
     so a model finished in a batch that a broken pool loses is run again (it is not charged a try: only
     the model a process was running when the pool broke is)."""
 
-    def __init__(self, workers: int, timeout: float | None, place: tuple[str, str] | None = None):
+    def __init__(self, workers: int, timeout: float | None, place: tuple[str, str] | None = None,
+                 per_task: int = BATCH_MODELS):
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(preloaded())
         self.starts = ctx.SimpleQueue()  # written whole before a task runs (no feeder thread)
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_pool_process,
                                         initargs=(self.starts, pool_threads(workers)))
-        self.workers, self.timeout, self.place = workers, timeout, place
+        self.workers, self.timeout, self.place, self.per_task = workers, timeout, place, per_task
         self.started: dict[str, tuple[int, float]] = {}
         self.running_in: dict[int, str] = {}  # pid -> the path of the model it started last
         self.killed: dict[str, float] = {}
@@ -209,7 +214,7 @@ class LocalPool:
         """Hand batches from ``todo`` to the pool until ``window`` are in flight; False when the pool turns
         out to be broken (a process died since the last look), the batch it refused back on ``todo``."""
         while todo and len(running) < window:
-            batch = next_batch(todo, self.workers)
+            batch = next_batch(todo, self.workers, self.per_task)
             try:
                 running[self.pool.submit(started_batch, batch, self.place)] = batch
             except BrokenProcessPool:
@@ -252,14 +257,16 @@ class LocalPool:
 
 
 def dask_results(models: Iterable[Model], client, timeout: float | None = None,
-                 place: tuple[str, str] | None = None) -> Iterator[tuple[Model, tuple]]:
-    """Run each model as one task on the Dask cluster of ``client`` (:func:`dask_client`), results taken
-    as they complete. A worker that dies mid-task has its task rescheduled by Dask; a task whose workers
-    keep dying is an error row. A task still inspecting after ``timeout`` seconds returns an error row
-    and leaves its inspection behind in the worker (:func:`.task.timed_inspect`). A worker that sees
-    ``place`` writes the model's tensor table there. Closes the client."""
+                 place: tuple[str, str] | None = None, per_task: int = 1) -> Iterator[tuple[Model, tuple]]:
+    """Run the models on the Dask cluster of ``client`` (:func:`dask_client`), one task per model (up to
+    ``per_task`` small models a task, see :func:`next_batch`), results taken as they complete. A worker
+    that dies mid-task has its task rescheduled by Dask; a task whose workers keep dying is an error row
+    (a task of several models: each is run again in a task of its own, so that one model that kills its
+    workers does not take the others with it). A task still inspecting a model after ``timeout`` seconds
+    returns an error row for it and leaves its inspection behind in the worker (:func:`.task.timed_inspect`).
+    A worker that sees ``place`` writes the model's tensor table there. Closes the client."""
     try:
-        yield from _dask_drain(client, list(models)[::-1], timeout, place)
+        yield from _dask_drain(client, list(models)[::-1], timeout, place, per_task)
     finally:
         client.close()
 
@@ -275,23 +282,31 @@ def dask_client(address: str):
         raise SchedulerUnavailable(f"{address}: cannot reach the Dask scheduler ({e})") from None
 
 
-def _dask_drain(client, todo: list[Model], timeout: float | None, place: tuple[str, str] | None):
-    window = max(1, sum(client.nthreads().values())) * DASK_WINDOW_PER_THREAD
+def _dask_drain(client, todo: list[Model], timeout: float | None, place: tuple[str, str] | None, per_task: int):
+    threads = max(1, sum(client.nthreads().values()))
+    per_thread = max(WINDOW_PER_WORKER, DASK_WINDOW_PER_THREAD // per_task)  # tasks in flight a thread
+    window = threads * per_thread
     # results come with the futures, fetched on the client's own loop (not the default client's)
     pending = _as_completed(client)
-    owner: dict = {}
-    while todo or owner:
-        if todo and len(owner) <= window // 2:  # hand out tasks in groups: one message, not one each
-            models = [todo.pop() for _ in range(min(len(todo), window - len(owner)))]
-            futures = client.map(timed_inspect, models, timeout=timeout, place=place, pure=False)
-            owner.update((f.key, m) for f, m in zip(futures, models))
+    owner: dict = {}  # future key -> the models of its task
+    alone: list[Model] = []  # the models of a task of several that failed: each goes again on its own
+    while todo or alone or owner:
+        if (todo or alone) and len(owner) <= window // 2:  # hand out tasks in groups: one message, not one each
+            batches = [[alone.pop()] if alone else next_batch(todo, threads, per_task, per_thread)
+                       for _ in range(window - len(owner)) if todo or alone]
+            futures = client.map(timed_batch, batches, timeout=timeout, place=place, pure=False)
+            owner.update((f.key, b) for f, b in zip(futures, batches))
             pending.update(futures)
         fut, result = next(pending)
-        model = owner.pop(fut.key)
+        models = owner.pop(fut.key)
         if fut.status == "error":  # (its result here is not the exception itself)
             result = fut.exception()
         fut.release()
-        yield model, _dask_result(model, result)
+        if isinstance(result, BaseException) and len(models) > 1:
+            alone += models
+            continue
+        for model, one in zip(models, [result] * len(models) if isinstance(result, BaseException) else result):
+            yield model, _dask_result(model, one)
 
 
 def _as_completed(client):

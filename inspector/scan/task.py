@@ -130,6 +130,11 @@ def timed_inspect(model: Model, timeout: float | None, place: tuple[str, str] | 
     return delivered(model, _inspect_within(model, timeout), place)
 
 
+def timed_batch(models: list[Model], timeout: float | None, place: tuple[str, str] | None = None) -> list:
+    """A Dask task: :func:`timed_inspect` for each of ``models``, one after the other; their results."""
+    return [timed_inspect(m, timeout, place) for m in models]
+
+
 def _inspect_within(model: Model, timeout: float | None) -> tuple[dict, bytes | None]:
     if not timeout:
         return inspect_model(model)
