@@ -20,10 +20,11 @@ import numpy as np
 
 from ..errors import InspectorError, first_line
 from ..finding import FINDING_TYPES
+from ..records import readable
 from ..report.export import replace_file
 from ..table.frame import Frame, as_array
 from ..table.schema import TENSOR_ANALYSIS_COLUMNS, TENSOR_COLUMNS, TENSOR_EXTRA_COLUMNS
-from .arrow import TEXT_ERRORS, number_array, repeated_text, text_array
+from .arrow import number_array, repeated_text, text_array
 from .discover import Model
 
 if TYPE_CHECKING:  # (pandas is imported where it is used)
@@ -45,7 +46,6 @@ MODEL_INT_COLUMNS = list(dict.fromkeys([
     "files", "size", "mtime_ns", "tensors", "numel", "nan_count", "inf_count", "findings",
     *[f"{k}_tensors" for k in KINDS], *[f"{k}_numel" for k in KINDS], *[f"findings_{t}" for t in FINDING_TYPES]]))
 MODEL_TEXT_COLUMNS = ["path", "format", "status", "message"]
-MODEL_FLOAT_COLUMNS = [c for c in MODEL_COLUMNS if c not in MODEL_INT_COLUMNS and c not in MODEL_TEXT_COLUMNS]
 
 # tensors.parquet: the tensors.csv columns after ``model``
 TENSOR_TABLE_COLUMNS = ["model", *TENSOR_COLUMNS, *TENSOR_EXTRA_COLUMNS, *TENSOR_ANALYSIS_COLUMNS]
@@ -206,14 +206,9 @@ def model_columns(rows: list[dict]) -> dict[str, list]:
 
 def text_values(values: list) -> list[str | None]:
     """Values of a text column as str (None for None or NaN); text that is not Unicode (a lone
-    surrogate, from a file name that is not UTF-8) escaped, as in the tensor tables, so that both
-    tables can hold it."""
-    out = [v if type(v) is str else None if v is None or v != v else str(v) for v in values]
-    try:
-        "".join(v for v in out if v is not None).encode("utf-8")
-    except UnicodeEncodeError:
-        out = [None if v is None else v.encode("utf-8", TEXT_ERRORS).decode("utf-8") for v in out]
-    return out
+    surrogate, from a file name that is not UTF-8) escaped (``records.readable``), as tensor names are,
+    so that both tables can hold it."""
+    return [None if v is None or (type(v) is not str and v != v) else readable(str(v)) for v in values]
 
 
 def int_value(column: str, v) -> int | None:
