@@ -57,7 +57,7 @@ class ScanStore:
         self._journal = open(self.out / JOURNAL, "ab")
         self._end = self._journal.seek(0, 2)
         self._flushed, self._interval = time.monotonic(), FLUSH_SECONDS
-        self._writer = TableWriter()
+        self._writer = TableWriter(start=False)  # started with the first row (see TableWriter.launch)
 
     def _clear(self) -> None:
         """Remove a previous scan's outputs: the tensor files of the models its journal lists (nothing is
@@ -92,6 +92,7 @@ class ScanStore:
         elif tensors is None:
             self._drop_part(model.path)
         line = (json.dumps(row, default=_plain) + "\n").encode("ascii")  # JSON escapes the rest
+        self._writer.launch()
         self._journal.write(line)
         self._journal.flush()
         self._end += len(line)

@@ -5,7 +5,8 @@ Writing them in the client made its peak memory grow with the number of models: 
 buffers reach the size of a row group (1,024 rows) only once there are that many models (about 3 MB
 more from 100 to 1,000 models), and its metadata grows with the row groups. The client now only says
 how far the journal goes (:class:`TableJob`) to a :class:`TableWriter`: one Python process started with
-the scan (its imports done while the scan starts), which reads the journal back, writes the tables
+the scan's first result (its imports, a quarter of a second of CPU, then do not compete with the pool's
+fork server for the cores as the scan starts), which reads the journal back, writes the tables
 atomically, and replies with the figures or a one-line error; the client never writes Parquet.
 
 The journal is the source of truth: when the writer process cannot start, dies, or is stopped by a
@@ -71,16 +72,28 @@ class TableWriter:
     and returns at once, ``finished`` says when it is done, so that the scan goes on meanwhile. Both
     raise OutputError with a job's error."""
 
-    def __init__(self):
+    def __init__(self, start: bool = True):
+        self.proc = None
+        self.launched = False  # whether the process was started (proc None since then: it could not be, or died)
+        self.out: str | None = None  # the directory of the last job (leftovers are removed there)
+        self.since: float | None = None  # when the job in progress was handed over (None: no job is)
+        if start:
+            self.launch()
+
+    def launch(self) -> None:
+        """Start the process, once (its imports take a quarter of a second of CPU: a scan starts it with its
+        first result, not while the pool's fork server does the same)."""
+        if self.launched:
+            return
+        self.launched = True
         try:
             self.proc = subprocess.Popen([sys.executable, "-c", SERVE, ROOT],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         except OSError:
             self.proc = None
-        self.out: str | None = None  # the directory of the last job (leftovers are removed there)
-        self.since: float | None = None  # when the job in progress was handed over (None: no job is)
 
     def write(self, job: TableJob) -> ZooTally | None:
+        self.launch()
         if self.since is not None:
             self._reply()  # the job in progress first
         self.out = job.out
@@ -92,6 +105,7 @@ class TableWriter:
         False, and nothing done, while an earlier job is in progress."""
         if self.since is not None:
             return False
+        self.launch()
         self.out = job.out
         try:
             if self.proc is not None:
