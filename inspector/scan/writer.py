@@ -67,8 +67,8 @@ class TableJob:
 
 
 class TableWriter:
-    """Runs :class:`TableJob` s, one at a time, in a Python process started at once (or in this process
-    when that one cannot start or dies): ``write`` waits for the job's result; ``begin`` hands a job over
+    """Runs :class:`TableJob` s, one at a time, in a Python process (started at once, or with ``start=False``
+    by :meth:`launch` or the first job), or in this process when that one cannot start or dies: ``write`` waits for the job's result; ``begin`` hands a job over
     and returns at once, ``finished`` says when it is done, so that the scan goes on meanwhile. Both
     raise OutputError with a job's error."""
 
