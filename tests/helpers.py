@@ -332,3 +332,20 @@ def _close(got, want, rtol, atol, key) -> None:
         assert math.isnan(got), (key, got, want)
         return
     assert abs(got - want) <= rtol * abs(want) + atol, (key, got, want)
+
+
+def model_frame(rows: list[dict]):
+    """Model rows as the DataFrame ``pd.read_parquet(models.parquet)`` gives: MODEL_COLUMNS in order,
+    Int64, string and float64 columns (the pandas route the table writer once took, kept as the reference)."""
+    import pandas as pd
+
+    from inspector.scan.task import MODEL_COLUMNS, MODEL_INT_COLUMNS, MODEL_TEXT_COLUMNS
+
+    df = pd.DataFrame(rows, columns=MODEL_COLUMNS)
+    for c in MODEL_INT_COLUMNS:
+        df[c] = pd.to_numeric(df[c]).astype("Int64")
+    for c in MODEL_TEXT_COLUMNS:
+        df[c] = df[c].astype("string")
+    for c in set(MODEL_COLUMNS) - set(MODEL_INT_COLUMNS) - set(MODEL_TEXT_COLUMNS):
+        df[c] = pd.to_numeric(df[c]).astype("float64")
+    return df

@@ -404,7 +404,7 @@ def journal_store(local, out: Path):
 @pytest.mark.parametrize("how", ["killed", "interrupted", "cannot start"])
 def test_the_client_writes_the_tables_when_the_writer_process_is_lost(local, monkeypatch, tmp_path, how):
     from inspector.scan import writer
-    from inspector.scan.task import model_frame
+    from .helpers import model_frame
 
     if how == "cannot start":
         monkeypatch.setattr(writer.sys, "executable", str(tmp_path / "no-python"))
@@ -432,7 +432,7 @@ def test_rewrites_while_the_scan_runs_are_not_waited_for(local, monkeypatch, tmp
     writer and returns; the next one waits until that one is done. The last ``flush`` waits, and the
     tables hold every row."""
     from inspector.scan import store, writer
-    from inspector.scan.task import model_frame
+    from .helpers import model_frame
 
     monkeypatch.setattr(store, "FLUSH_SECONDS", 0.0)
     began: list[bool] = []
@@ -464,7 +464,7 @@ def test_tables_streamed_in_row_groups_equal_the_rows(local, monkeypatch, tmp_pa
     import pyarrow.parquet as pq
 
     from inspector.scan import store
-    from inspector.scan.task import model_frame
+    from .helpers import model_frame
 
     monkeypatch.setattr(store, "BATCH", 3)
     monkeypatch.setattr(store, "ROW_GROUP", 8)

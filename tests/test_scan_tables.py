@@ -18,12 +18,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from .helpers import ROOT
+from .helpers import ROOT, model_frame
 
 from inspector.finding import FINDING_TYPES
 from inspector.report.zoo import BINS, ERRORS_SHOWN, WORST, ZooTally
 from inspector.scan import writer
-from inspector.scan.task import MODEL_COLUMNS, MODEL_INT_COLUMNS, model_arrow, model_columns, model_frame, model_schema
+from inspector.scan.task import MODEL_COLUMNS, MODEL_INT_COLUMNS, model_arrow, model_columns, model_schema
 
 TYPES = list(FINDING_TYPES)
 TEXT = ["a,b", 'q"uo"te', "new\nline", "cr\rret", "tab\tx", "ümlaut/模型", "emoji 🙂", " lead", "trail ", "",

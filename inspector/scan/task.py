@@ -14,7 +14,6 @@ import os
 import threading
 import time
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,9 +25,6 @@ from ..table.frame import Frame, as_array
 from ..table.schema import TENSOR_ANALYSIS_COLUMNS, TENSOR_COLUMNS, TENSOR_EXTRA_COLUMNS
 from .arrow import number_array, repeated_text, text_array
 from .discover import Model
-
-if TYPE_CHECKING:  # (pandas is imported where it is used)
-    import pandas as pd
 
 PLAIN_ROWS = 64  # tensor tables of at most this many rows are written without compression or dictionaries
 KINDS = ("weight", "bias", "norm", "buffer", "other")
@@ -172,23 +168,9 @@ def summary_figures(summary: dict | None, findings) -> dict:
     return out
 
 
-def model_frame(rows: list[dict]) -> pd.DataFrame:
-    """Model rows as a DataFrame in MODEL_COLUMNS order, with stable types (for CSV and Parquet)."""
-    import pandas as pd
-
-    df = pd.DataFrame(rows, columns=MODEL_COLUMNS)
-    for c in MODEL_INT_COLUMNS:
-        df[c] = pd.to_numeric(df[c]).astype("Int64")
-    for c in MODEL_TEXT_COLUMNS:
-        df[c] = df[c].astype("string")
-    for c in set(MODEL_COLUMNS) - set(MODEL_INT_COLUMNS) - set(MODEL_TEXT_COLUMNS):
-        df[c] = pd.to_numeric(df[c]).astype("float64")
-    return df
-
-
 def model_columns(rows: list[dict]) -> dict[str, list]:
     """Model rows as columns of plain Python values, in MODEL_COLUMNS order, with the values
-    :func:`model_frame` gives them, None where one is missing (a missing key, None or NaN): ints
+    pandas read models.parquet back with, None where one is missing (a missing key, None or NaN): ints
     (MODEL_INT_COLUMNS), str (MODEL_TEXT_COLUMNS), floats (the rest). Without pandas: for the table
     writer, which writes them to Parquet (:func:`model_arrow`) and CSV and counts them."""
     columns = {}
@@ -228,8 +210,9 @@ def float_value(v) -> float | None:
 
 @lru_cache(maxsize=1)
 def model_schema():
-    """The Arrow schema of models.parquet: the one ``pa.Table.from_pandas`` gives :func:`model_frame`'s
-    frames (text as large_string, Int64 as int64, float64), with the ``pandas`` metadata it stores, so
+    """The Arrow schema of models.parquet: the one ``pa.Table.from_pandas`` gives a frame of these columns
+    as Int64, string and float64 (text as large_string, Int64 as int64, float64), with the ``pandas``
+    metadata it stores, so
     that pandas reads the file back with those dtypes (Int64 and string from the metadata's numpy_type)."""
     import pyarrow as pa
 
@@ -242,7 +225,7 @@ def model_schema():
 
 def pandas_metadata(pyarrow_version: str) -> bytes:
     """The ``pandas`` schema metadata of :func:`model_schema`, as ``pa.Table.from_pandas`` writes it for
-    :func:`model_frame`'s frames without an index (its ``pandas_version``: the installed pandas', read
+    such a frame without an index (its ``pandas_version``: the installed pandas', read
     without importing it; left out when there is none)."""
     from importlib import metadata
 

@@ -274,7 +274,7 @@ def write_tables(batches, parquet_file, csv_file, tally: ZooTally | None = None,
     rows, rounded up to whole batches) and a CSV file, and count them into ``tally``. No dictionary
     encoding: its hash tables grow the writer's memory with the rows, and the columns it would shrink
     are short. Without pandas: the CSV is the bytes ``DataFrame.to_csv(index=False)`` writes for
-    :func:`model_frame` (the csv module's quoting; floats as their repr, which numpy's str of a float64
+    the rows as a frame of Int64, string and float64 columns (the csv module's quoting; floats as their repr, which numpy's str of a float64
     is; empty for a missing value), and pandas reads the Parquet file back as that frame."""
     import pyarrow as pa
     import pyarrow.parquet as pq
