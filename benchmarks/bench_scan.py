@@ -9,8 +9,8 @@ directory, then runs, each in a fresh child process:
   per-model overhead: local-1's scan time minus single's, per model, and (not moved by the load changing
   between runs) local-1's scan time minus the sum of its tasks' own ``seconds``, per model;
 * ``dask-2``: ``scan`` on a ``LocalCluster`` of 2 worker processes on 127.0.0.1 (started and warmed
-  before the clock starts), one task per model, its rows compared with local-2's; ``dask-2-8``: the same
-  with up to 8 models a task (``models_per_task=8``);
+  before the clock starts), with the default grouping of small models into tasks, its rows compared
+  with local-2's; ``dask-2-1``: the same with one task per model (``models_per_task=1``);
 * ``split-1`` / ``split-2``: the bound on the pool's scaling here: the same tasks (inspection and tensor
   file) split between 1 and 2 forked processes, with no client, scheduler, journal or table writer;
 * for each of those, ``cpu_s``: the CPU seconds of the client and of the processes below it (the table
@@ -112,7 +112,7 @@ elif mode.startswith("dask"):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as c:
         c.run(lambda: __import__("inspector.scan.task"))
-        per_task = int(mode.split("-")[2]) if mode.count("-") == 2 else None  # dask-2-8: 8 models a task
+        per_task = int(mode.split("-")[2]) if mode.count("-") == 2 else None  # dask-2-1: one model a task
         t = time.perf_counter()
         r = scan(paths, out, scheduler=cluster.scheduler_address, models_per_task=per_task)
         res = {"seconds": time.perf_counter() - t, "models": r.total}
@@ -164,7 +164,7 @@ def main() -> None:
     try:
         make_zoo(tmp / "zoo", max([args.models, *sizes]))
         res = {"load_avg_before": os.getloadavg(), "nproc": os.cpu_count(), "models": args.models}
-        modes = ("single", "local-1", "local-2", "dask-2", "dask-2-8", "split-1", "split-2")
+        modes = ("single", "local-1", "local-2", "dask-2", "dask-2-1", "split-1", "split-2")
         for mode in () if args.memory_only else modes:
             res[mode] = child(mode, tmp / "zoo", tmp / mode, args.models, cpu=True)
             print(mode, res[mode], "load", os.getloadavg(), flush=True)
@@ -202,9 +202,9 @@ def report(res: dict, tmp: Path, n: int) -> None:
     res["overhead_ms_per_model_in_run"] = 1000 * (res["local-1"]["seconds"] - rows1["seconds"].sum()) / n
     res["dask_vs_local_throughput"] = res["local-2"]["seconds"] / res["dask-2"]["seconds"]
     res["split_2_vs_1"] = res["split-1"]["seconds"] / res["split-2"]["seconds"]
-    c = pd.read_parquet(tmp / "dask-2-8" / "models.parquet").drop(columns="seconds")
-    res["dask_8_rows_identical"] = bool(a.equals(c))
-    res["dask_8_vs_local_throughput"] = res["local-2"]["seconds"] / res["dask-2-8"]["seconds"]
+    c = pd.read_parquet(tmp / "dask-2-1" / "models.parquet").drop(columns="seconds")
+    res["dask_1_rows_identical"] = bool(a.equals(c))
+    res["dask_1_vs_local_throughput"] = res["local-2"]["seconds"] / res["dask-2-1"]["seconds"]
 
 
 if __name__ == "__main__":

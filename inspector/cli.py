@@ -504,7 +504,7 @@ def experiment_cmd(names, out_dir, seeds, epochs, quick, quiet, debug):
               help="Seconds one model may take; one still running then is stopped and is an error row (0: no limit).")
 @click.option("--models-per-task", type=click.IntRange(min=1),
               help="Small models run at most N to a task (a model of more than 4 MiB runs alone; default 8 on "
-                   "the local pool, 1 on Dask: one task per model).")
+                   "the local pool, 16 on Dask; 1: one task per model).")
 @common_options
 @handle_errors
 def scan_cmd(paths, out_dir, scheduler, workers, fail_on, resume, timeout, models_per_task, quiet, debug):

@@ -131,9 +131,9 @@ def cluster():
         yield c
 
 
-@pytest.mark.parametrize("per_task", [None, 6])
+@pytest.mark.parametrize("per_task", [None, 1])
 def test_dask_cluster_gives_the_same_rows(zoo, local, cluster, per_task):
-    """One task per model (the default on Dask) or several small models a task: the local pool's rows
+    """Several small models a task (the default on Dask) or one task per model: the local pool's rows
     and tensor tables."""
     root, path, _ = zoo
     result = scan([path], root / f"dask{per_task}", scheduler=cluster.scheduler_address, models_per_task=per_task)
@@ -179,11 +179,11 @@ def _fails_on_m002(models, timeout, place):
     return timed_batch(models, timeout, place)
 
 
-@pytest.mark.parametrize("per_task", [1, 4])
+@pytest.mark.parametrize("per_task", [1, 4, None])
 def test_dask_task_error_is_a_row_that_says_so(tmp_path, monkeypatch, per_task):
     """A task that ends in an error other than its worker dying is an error row naming that error. A task
     of several models that fails has each run again in a task of its own: only the model that fails its
-    task is an error row."""
+    task is an error row. Without ``models_per_task``, small models share tasks (DASK_BATCH_MODELS at most)."""
     distributed = pytest.importorskip("distributed")
     import inspector.scan.executors as executors
 
@@ -202,7 +202,8 @@ def test_dask_task_error_is_a_row_that_says_so(tmp_path, monkeypatch, per_task):
     assert (rows.drop(index=str(d / "m002.safetensors"))["message"].fillna("") == "").sum() == 15
     assert rows.loc[str(d / "m001.safetensors"), "status"] == "ok" and len(rows) == 17
     sizes = [n for group in calls for n in group]
-    assert (max(sizes) > 1) == (per_task > 1) and max(sizes) <= per_task
+    most = per_task or executors.DASK_BATCH_MODELS
+    assert (max(sizes) > 1) == (most > 1) and max(sizes) <= most
 
 
 def test_dask_worker_killed_mid_scan(tmp_path, cluster):

@@ -3,7 +3,7 @@
 ``inspector.scan(paths, out, ...)`` calls :func:`scan` (this module is callable), and
 ``inspector.scan.scan`` is the same function.
 
-:func:`scan` finds the models (:mod:`.discover`), runs one task per model (:mod:`.executors`, the
+:func:`scan` finds the models (:mod:`.discover`), runs them in tasks (:mod:`.executors`, the
 task itself in :mod:`.task`), and writes rows as they arrive (:mod:`.store`): ``models.parquet``,
 ``models.csv``, the ``tensors.parquet`` dataset, then ``report.html`` and ``report.md``.
 """
@@ -26,7 +26,7 @@ from ..report.export import write_text
 from ..report.outdir import locked
 from ..report.zoo import ZooTally, zoo_html, zoo_markdown
 from .discover import Model, discover
-from .executors import (BATCH_MODELS, SchedulerUnavailable, dask_client, dask_results, default_workers,
+from .executors import (BATCH_MODELS, DASK_BATCH_MODELS, SchedulerUnavailable, dask_client, dask_results, default_workers,
                         local_results, start_fork_server)
 from .store import JOURNAL, TENSORS, ScanStore
 from .task import MODEL_COLUMNS, TENSOR_TABLE_COLUMNS, base_row
@@ -85,7 +85,7 @@ def scan(paths, out, *, scheduler: str | None = None, workers: int | None = None
     ``scheduler`` (or $DASK_SCHEDULER_ADDRESS). ``resume`` keeps the rows of an earlier scan into ``out``
     whose model is unchanged. ``timeout``: seconds one model may take, after which it is an error row
     (None or 0: no limit). ``models_per_task``: small models run at most this many to a task (a model of
-    more than 4 MiB of files runs alone; default 8 on the local pool, 1 on Dask: one task per model).
+    more than 4 MiB of files runs alone; default 8 on the local pool, 16 on Dask; 1: one task per model).
     ``progress``, if given, has ``begin(models, bytes)`` and ``done(row)``.
     Raises OutputError at once when another scan is writing ``out``."""
     if isinstance(paths, (str, os.PathLike)):
@@ -107,7 +107,7 @@ def scan(paths, out, *, scheduler: str | None = None, workers: int | None = None
 @dataclass(frozen=True)
 class Plan:
     """How tasks run: ``workers`` local processes (None: the core count), ``timeout`` seconds per model,
-    ``per_task`` small models a task at most (None: BATCH_MODELS locally, one on Dask)."""
+    ``per_task`` small models a task at most (None: BATCH_MODELS locally, DASK_BATCH_MODELS on Dask)."""
 
     workers: int | None = None
     timeout: float | None = None
@@ -137,7 +137,7 @@ def _run(store: ScanStore, todo: list[Model], client, plan: Plan, progress) -> N
         _record(store, model, base_row(model, "skipped", f"same files as {model.duplicate_of}"), None, progress)
     todo = [m for m in todo if not m.duplicate_of]
     if client is not None:
-        results = dask_results(todo, client, plan.timeout, store.place, plan.per_task or 1)
+        results = dask_results(todo, client, plan.timeout, store.place, plan.per_task or DASK_BATCH_MODELS)
     else:
         results = local_results(todo, plan.workers or default_workers(), plan.timeout, store.place,
                                 plan.per_task or BATCH_MODELS)
