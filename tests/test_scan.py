@@ -391,25 +391,34 @@ def test_the_tables_are_written_by_a_process_of_their_own(tmp_path):
     assert len(pd.read_parquet(tmp_path / "out" / "models.parquet")) == 17
 
 
-def journal_store(local, out: Path):
-    """A ScanStore in ``out`` with every row of the ``local`` scan added, and those rows in path order."""
+def journal_store(local, out: Path, forked: bool = False):
+    """A ScanStore in ``out`` with every row of the ``local`` scan added, and those rows in path order;
+    ``forked``: its table writer forked by the local pool's fork server."""
     from inspector.scan import store
 
     rows = [json.loads(line) for line in (local.out / "models.jsonl").open()]
-    s = store.ScanStore(out)
+    s = store.ScanStore(out, forked=forked)
     for row in rows:
         s.add(Model(row["path"], (row["path"],), row["size"], row["mtime_ns"]), row, None)
     return s, sorted(rows, key=lambda r: r["path"])
 
 
+def _no_fork():
+    raise OSError("cannot fork")
+
+
+@pytest.mark.parametrize("forked", [False, True])
 @pytest.mark.parametrize("how", ["killed", "interrupted", "cannot start"])
-def test_the_client_writes_the_tables_when_the_writer_process_is_lost(local, monkeypatch, tmp_path, how):
+def test_the_client_writes_the_tables_when_the_writer_process_is_lost(local, monkeypatch, tmp_path, how, forked):
+    """Whether the writer is a new Python process or forked by the pool's fork server."""
     from inspector.scan import writer
     from .helpers import model_frame
 
     if how == "cannot start":
         monkeypatch.setattr(writer.sys, "executable", str(tmp_path / "no-python"))
-    s, rows = journal_store(local, tmp_path / "out")
+        monkeypatch.setattr(writer, "ForkedWriter", _no_fork)
+    s, rows = journal_store(local, tmp_path / "out", forked)
+    assert s._writer.proc is None or isinstance(s._writer.proc, writer.ForkedWriter) == forked
     proc = s._writer.proc
     assert (proc is None) == (how == "cannot start")
     if how == "killed":
@@ -426,6 +435,22 @@ def test_the_client_writes_the_tables_when_the_writer_process_is_lost(local, mon
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "models.parquet"), model_frame(rows))
     assert tally.models == len(rows)
     assert not [f for f in (tmp_path / "out").iterdir() if f.name.endswith(".tmp")]
+
+
+def test_a_local_scan_forks_its_table_writer(tmp_path, monkeypatch):
+    """On the local pool, the table writer is forked by the pool's fork server (which has imported what it
+    needs), not started as a new Python; it writes the tables."""
+    from inspector.scan import writer
+
+    started = []
+    monkeypatch.setattr(writer.subprocess, "Popen", lambda *a, **k: started.append(a) or _no_fork())
+    forked = []
+    real = writer.ForkedWriter.__init__
+    monkeypatch.setattr(writer.ForkedWriter, "__init__", lambda self: forked.append(real(self)))
+    d = small_zoo(tmp_path)
+    result = scan([d], tmp_path / "out", workers=1)
+    assert forked == [None] and not started
+    assert len(pd.read_parquet(tmp_path / "out" / "models.parquet")) == result.total == 17
 
 
 def test_rewrites_while_the_scan_runs_are_not_waited_for(local, monkeypatch, tmp_path):

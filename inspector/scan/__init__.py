@@ -115,7 +115,7 @@ class Plan:
 
 
 def _scan_into(models: list[Model], out, client, plan: Plan, resume: bool, progress) -> ScanResult:
-    store = ScanStore(out, resume)
+    store = ScanStore(out, resume, forked=client is None)  # (the local pool's fork server is running)
     try:
         todo = store.keep_only(models)
         kept = len(models) - len(todo)

@@ -43,7 +43,7 @@ class ScanStore:
     when opened (with ``resume``) to the offset of that row, until :meth:`keep_only` has used it; the
     rows added afterwards are in the journal only. :meth:`close` when done."""
 
-    def __init__(self, out, resume: bool = False):
+    def __init__(self, out, resume: bool = False, forked: bool = False):
         self.out = Path(out)
         try:
             (self.out / TENSORS).mkdir(parents=True, exist_ok=True)
@@ -57,7 +57,8 @@ class ScanStore:
         self._journal = open(self.out / JOURNAL, "ab")
         self._end = self._journal.seek(0, 2)
         self._flushed, self._interval = time.monotonic(), FLUSH_SECONDS
-        self._writer = TableWriter(start=False)  # started with the first row (see TableWriter.launch)
+        # started with the first row (see TableWriter.launch); ``forked``: by the local pool's fork server
+        self._writer = TableWriter(start=False, forked=forked)
 
     def _clear(self) -> None:
         """Remove a previous scan's outputs: the tensor files of the models its journal lists (nothing is

@@ -4,10 +4,11 @@ by a process of their own, so that the client's memory does not grow with them.
 Writing them in the client made its peak memory grow with the number of models: the Parquet writer's
 buffers reach the size of a row group (1,024 rows) only once there are that many models (about 3 MB
 more from 100 to 1,000 models), and its metadata grows with the row groups. The client now only says
-how far the journal goes (:class:`TableJob`) to a :class:`TableWriter`: one Python process started with
-the scan's first result (its imports, a quarter of a second of CPU, then do not compete with the pool's
-fork server for the cores as the scan starts), which reads the journal back, writes the tables
-atomically, and replies with the figures or a one-line error; the client never writes Parquet.
+how far the journal goes (:class:`TableJob`) to a :class:`TableWriter`: one process started with the
+scan's first result, which reads the journal back, writes the tables atomically, and replies with the
+figures or a one-line error; the client never writes Parquet. On the local pool, the pool's fork server
+forks it (:class:`ForkedWriter`: it has imported all the writer needs); on Dask, it is a new Python
+process, whose imports (a quarter of a second of CPU) then do not compete with the start of the scan.
 
 The journal is the source of truth: when the writer process cannot start, dies, or is stopped by a
 second Ctrl-C, the client writes the tables itself from then on (the same files, by the same code).
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import multiprocessing
 import os
 import pickle
 import select
@@ -72,8 +74,9 @@ class TableWriter:
     and returns at once, ``finished`` says when it is done, so that the scan goes on meanwhile. Both
     raise OutputError with a job's error."""
 
-    def __init__(self, start: bool = True):
+    def __init__(self, start: bool = True, forked: bool = False):
         self.proc = None
+        self.forked = forked  # started by the local pool's fork server (see ForkedWriter), not as a new Python
         self.launched = False  # whether the process was started (proc None since then: it could not be, or died)
         self.out: str | None = None  # the directory of the last job (leftovers are removed there)
         self.since: float | None = None  # when the job in progress was handed over (None: no job is)
@@ -87,8 +90,8 @@ class TableWriter:
             return
         self.launched = True
         try:
-            self.proc = subprocess.Popen([sys.executable, "-c", SERVE, ROOT],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            self.proc = ForkedWriter() if self.forked else subprocess.Popen(
+                [sys.executable, "-c", SERVE, ROOT], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         except OSError:
             self.proc = None
 
@@ -178,6 +181,44 @@ class TableWriter:
         proc.stdout.close()
 
 
+class ForkedWriter:
+    """The writer process forked by the local pool's fork server, which has imported this module and
+    pyarrow already (a new Python process takes a quarter of a second of CPU to do so, while the pool's
+    processes need the cores): :func:`serve` on a pair of pipes, with what :class:`TableWriter` uses of a
+    ``subprocess.Popen`` (``stdin``, ``stdout``, ``kill``, ``wait``, ``poll``)."""
+
+    def __init__(self):
+        ctx = multiprocessing.get_context("forkserver")
+        jobs, self_jobs = ctx.Pipe(duplex=False)  # (reading end, writing end)
+        self_replies, replies = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=serve, args=(jobs, replies), daemon=True, name="winspect table writer")
+        try:
+            self.process.start()
+        finally:
+            jobs.close()  # the process has its own copies: its input ends when ``stdin`` is closed
+            replies.close()
+        self.stdin, self.stdout = as_file(self_jobs, "wb"), as_file(self_replies, "rb")
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def poll(self) -> int | None:
+        return self.process.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            raise subprocess.TimeoutExpired("table writer", timeout)
+        return self.process.exitcode
+
+
+def as_file(connection, mode: str):
+    """A multiprocessing connection's pipe as a file object (the connection closed)."""
+    fd = os.dup(connection.fileno())
+    connection.close()
+    return os.fdopen(fd, mode)
+
+
 def _value(reply: tuple[bool, object]):
     ok, value = reply
     if not ok:
@@ -185,19 +226,23 @@ def _value(reply: tuple[bool, object]):
     return value
 
 
-def serve() -> None:
-    """The writer process: run each job read from standard input, reply on standard output, until the
-    input ends. Ctrl-C is the client's (it waits for these tables); stray prints go to standard error."""
+def serve(jobs=None, replies=None) -> None:
+    """The writer process: run each job read from standard input, reply on standard output (or on the
+    pipes ``jobs`` and ``replies``, multiprocessing connections), until the input ends. Ctrl-C is the
+    client's (it waits for these tables); stray prints go to standard error."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    replies = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
+    if jobs is None:
+        jobs, replies = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+        os.dup2(2, 1)
+    else:
+        jobs, replies = as_file(jobs, "rb"), as_file(replies, "wb")
     import pyarrow.parquet  # noqa: F401  (imported while the scan starts, not at the first job)
 
     model_schema()  # (and its metadata made)
 
     while True:
         try:
-            job = receive(sys.stdin.buffer)
+            job = receive(jobs)
         except EOFError:  # every job is done and answered: end now, without the interpreter's teardown
             os._exit(0)  # (0.1 s with pyarrow loaded, which the client would wait for)
         try:
