@@ -57,8 +57,9 @@ class ScanStore:
         self._journal = open(self.out / JOURNAL, "ab")
         self._end = self._journal.seek(0, 2)
         self._flushed, self._interval = time.monotonic(), FLUSH_SECONDS
-        # started with the first row (see TableWriter.launch); ``forked``: by the local pool's fork server
-        self._writer = TableWriter(start=False, forked=forked)
+        # ``forked``: by the local pool's fork server, with the first row (that server may still be importing
+        # now); otherwise a new Python, started now, while the cluster waits for its first tasks
+        self._writer = TableWriter(start=not forked, forked=forked)
 
     def _clear(self) -> None:
         """Remove a previous scan's outputs: the tensor files of the models its journal lists (nothing is

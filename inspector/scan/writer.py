@@ -4,11 +4,12 @@ by a process of their own, so that the client's memory does not grow with them.
 Writing them in the client made its peak memory grow with the number of models: the Parquet writer's
 buffers reach the size of a row group (1,024 rows) only once there are that many models (about 3 MB
 more from 100 to 1,000 models), and its metadata grows with the row groups. The client now only says
-how far the journal goes (:class:`TableJob`) to a :class:`TableWriter`: one process started with the
-scan's first result, which reads the journal back, writes the tables atomically, and replies with the
-figures or a one-line error; the client never writes Parquet. On the local pool, the pool's fork server
-forks it (:class:`ForkedWriter`: it has imported all the writer needs); on Dask, it is a new Python
-process, whose imports (a quarter of a second of CPU) then do not compete with the start of the scan.
+how far the journal goes (:class:`TableJob`) to a :class:`TableWriter`: one process, which reads the
+journal back, writes the tables atomically, and replies with the figures or a one-line error; the client
+never writes Parquet. On the local pool, the pool's fork server forks it (:class:`ForkedWriter`: it has
+imported all the writer needs) with the first result; on Dask, it is a new Python process started with
+the scan's outputs, whose imports (a quarter of a second of CPU) then go on while the cluster waits for
+its first tasks, not while the workers need the cores.
 
 The journal is the source of truth: when the writer process cannot start, dies, or is stopped by a
 second Ctrl-C, the client writes the tables itself from then on (the same files, by the same code).
