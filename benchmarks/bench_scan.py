@@ -10,7 +10,9 @@ directory, then runs, each in a fresh child process:
   between runs) local-1's scan time minus the sum of its tasks' own ``seconds``, per model;
 * ``dask-2``: ``scan`` on a ``LocalCluster`` of 2 worker processes on 127.0.0.1 (started and warmed
   before the clock starts), with the default grouping of small models into tasks, its rows compared
-  with local-2's; ``dask-2-1``: the same with one task per model (``models_per_task=1``);
+  with local-2's; ``dask-2-1``: the same with one task per model (``models_per_task=1``); ``dask-null``:
+  as many tasks that do nothing, handed out and taken back as the scan does (``client.map``,
+  ``as_completed``): Dask's own cost per task on that cluster;
 * ``split-1`` / ``split-2``: the bound on the pool's scaling here: the same tasks (inspection and tensor
   file) split between 1 and 2 forked processes, with no client, scheduler, journal or table writer;
 * for each of those, ``cpu_s``: the CPU seconds of the client and of the processes below it (the table
@@ -112,10 +114,17 @@ elif mode.startswith("dask"):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as c:
         c.run(lambda: __import__("inspector.scan.task"))
-        per_task = int(mode.split("-")[2]) if mode.count("-") == 2 else None  # dask-2-1: one model a task
         t = time.perf_counter()
-        r = scan(paths, out, scheduler=cluster.scheduler_address, models_per_task=per_task)
-        res = {"seconds": time.perf_counter() - t, "models": r.total}
+        if mode == "dask-null":
+            from distributed import as_completed
+            for fut, _ in as_completed(c.map(lambda i: ({"path": str(i)}, True), range(n), pure=False),
+                                       with_results=True):
+                fut.release()
+            res = {"seconds": time.perf_counter() - t, "models": n}
+        else:
+            per_task = int(mode.split("-")[2]) if mode.count("-") == 2 else None  # dask-2-1: one model a task
+            r = scan(paths, out, scheduler=cluster.scheduler_address, models_per_task=per_task)
+            res = {"seconds": time.perf_counter() - t, "models": r.total}
 else:
     t = time.perf_counter()
     r = scan(paths, out, workers=int(mode.split("-")[1]))
@@ -164,7 +173,7 @@ def main() -> None:
     try:
         make_zoo(tmp / "zoo", max([args.models, *sizes]))
         res = {"load_avg_before": os.getloadavg(), "nproc": os.cpu_count(), "models": args.models}
-        modes = ("single", "local-1", "local-2", "dask-2", "dask-2-1", "split-1", "split-2")
+        modes = ("single", "local-1", "local-2", "dask-2", "dask-2-1", "dask-null", "split-1", "split-2")
         for mode in () if args.memory_only else modes:
             res[mode] = child(mode, tmp / "zoo", tmp / mode, args.models, cpu=True)
             print(mode, res[mode], "load", os.getloadavg(), flush=True)
