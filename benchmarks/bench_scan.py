@@ -16,7 +16,8 @@ directory, then runs, each in a fresh child process:
 * ``split-1`` / ``split-2``: the bound on the pool's scaling here: the same tasks (inspection and tensor
   file) split between 1 and 2 forked processes, with no client, scheduler, journal or table writer;
 * for each of those, ``cpu_s``: the CPU seconds of the client and of the processes below it (the table
-  writer, the fork server, the pool or Dask processes), sampled with ``psutil`` every 0.1 s;
+  writer, the fork server, the pool or Dask processes), sampled with ``psutil`` every 0.1 s; in the local
+  modes the table writer is a child of the fork server, counted with the workers;
 * ``mem-M``: the client's peak RSS (its own ``ru_maxrss``; pool processes are not in it) scanning the
   first M models on 2 local workers, for each M of ``--memory`` (default 100 and N), each twice.
 
