@@ -26,8 +26,8 @@ from ..report.export import write_text
 from ..report.outdir import locked
 from ..report.zoo import ZooTally, zoo_html, zoo_markdown
 from .discover import Model, discover
-from .executors import (BATCH_MODELS, DASK_BATCH_MODELS, SchedulerUnavailable, dask_client, dask_results, default_workers,
-                        local_results, start_fork_server)
+from .executors import (BATCH_MODELS, DASK_BATCH_MODELS, SchedulerUnavailable, dask_client, dask_results,
+                        default_workers, local_results, start_fork_server)
 from .store import JOURNAL, TENSORS, ScanStore
 from .task import MODEL_COLUMNS, TENSOR_TABLE_COLUMNS, base_row
 

@@ -93,7 +93,7 @@ class TableWriter:
         try:
             self.proc = ForkedWriter() if self.forked else subprocess.Popen(
                 [sys.executable, "-c", SERVE, ROOT], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        except OSError:
+        except (OSError, EOFError):  # (EOFError: the fork server went away)
             self.proc = None
 
     def write(self, job: TableJob) -> ZooTally | None:
@@ -195,6 +195,10 @@ class ForkedWriter:
         self.process = ctx.Process(target=serve, args=(jobs, replies), daemon=True, name="winspect table writer")
         try:
             self.process.start()
+        except BaseException:
+            self_jobs.close()
+            self_replies.close()
+            raise
         finally:
             jobs.close()  # the process has its own copies: its input ends when ``stdin`` is closed
             replies.close()
