@@ -206,6 +206,39 @@ def test_dask_task_error_is_a_row_that_says_so(tmp_path, monkeypatch, per_task):
     assert (max(sizes) > 1) == (most > 1) and max(sizes) <= most
 
 
+def _kills_on_m002(models, timeout, place):
+    from inspector.scan.task import timed_batch
+
+    if any(m.path.endswith("m002.safetensors") for m in models):
+        os._exit(1)  # its worker process dies, as with a crash or the kernel's out-of-memory killer
+    return timed_batch(models, timeout, place)
+
+
+def test_dask_model_that_kills_its_workers_costs_only_its_own_row(tmp_path, monkeypatch):
+    """A model whose inspection kills every worker that runs it, in a task shared with other small models
+    (the default): Dask gives up on that task after its allowed failures; each of its models is then
+    run alone, and only that model is an error row, saying how many workers died under it."""
+    distributed = pytest.importorskip("distributed")
+    import dask
+    import inspector.scan.executors as executors
+
+    monkeypatch.setattr(executors, "timed_batch", _kills_on_m002)
+    calls = []
+    real_map = distributed.Client.map
+    monkeypatch.setattr(distributed.Client, "map", lambda self, fn, batches, **kw: calls.append(
+        [len(b) for b in batches]) or real_map(self, fn, batches, **kw))
+    d = small_zoo(tmp_path)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                     dashboard_address=None) as c:
+        result = scan([d], tmp_path / "out", scheduler=c.scheduler_address)
+    rows = result.models.set_index("path")
+    assert len(rows) == 17 and max(n for group in calls for n in group) > 1
+    assert rows.loc[str(d / "m002.safetensors"), "message"] == \
+        "the worker inspecting it died 2 times (out of memory or a crash)"
+    assert set(rows.index[rows["status"] == "error"]) == {str(d / "m002.safetensors"), str(d / "broken.pth")}
+
+
 def test_dask_worker_killed_mid_scan(tmp_path, cluster):
     import distributed
 

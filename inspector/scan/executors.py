@@ -266,9 +266,11 @@ def dask_results(models: Iterable[Model], client, timeout: float | None = None,
                  per_task: int = DASK_BATCH_MODELS) -> Iterator[tuple[Model, tuple]]:
     """Run the models on the Dask cluster of ``client`` (:func:`dask_client`), up to ``per_task`` small
     models a task (:func:`next_batch`; 1: one task per model), results taken as they complete. A worker
-    that dies mid-task has its task rescheduled by Dask; a task whose workers keep dying is an error row
-    (a task of several models: each is run again in a task of its own, so that one model that kills its
-    workers does not take the others with it). A task still inspecting a model after ``timeout`` seconds
+    that dies mid-task has its task rescheduled by Dask; the models of a task whose workers keep dying
+    are each run again at the end, alone on the cluster, and one whose workers die then is an error row
+    (so that one model that kills its workers takes neither its task's other models nor those beside it
+    on the same workers with it, see :class:`DaskTasks`); the models of a task of several that fails
+    otherwise are each run again in a task of their own. A task still inspecting a model after ``timeout`` seconds
     returns an error row for it and leaves its inspection behind in the worker (:func:`.task.timed_inspect`).
     A worker that sees ``place`` writes the model's tensor table there. Closes the client."""
     try:
@@ -289,30 +291,77 @@ def dask_client(address: str):
 
 
 def _dask_drain(client, todo: list[Model], timeout: float | None, place: tuple[str, str] | None, per_task: int):
-    threads = max(1, sum(client.nthreads().values()))
-    per_thread = max(WINDOW_PER_WORKER, DASK_WINDOW_PER_THREAD // per_task)  # tasks in flight a thread
-    window = threads * per_thread
-    # results come with the futures, fetched on the client's own loop (not the default client's)
-    pending = _as_completed(client)
-    owner: dict = {}  # future key -> the models of its task
-    alone: list[Model] = []  # the models of a task of several that failed: each goes again on its own
-    while todo or alone or owner:
-        if (todo or alone) and len(owner) <= window // 2:  # hand out tasks in groups: one message, not one each
-            batches = [[alone.pop()] if alone else next_batch(todo, threads, per_task, per_thread)
-                       for _ in range(window - len(owner)) if todo or alone]
-            futures = client.map(timed_batch, batches, timeout=timeout, place=place, pure=False)
-            owner.update((f.key, b) for f, b in zip(futures, batches))
-            pending.update(futures)
-        fut, result = next(pending)
-        models = owner.pop(fut.key)
-        if fut.status == "error":  # (its result here is not the exception itself)
-            result = fut.exception()
-        fut.release()
+    yield from DaskTasks(client, todo, per_task).drain(timeout, place)
+
+
+class DaskTasks:
+    """The models of a scan on Dask and its tasks in flight: ``todo`` (taken from the end, ``per_task`` small
+    models a task), ``owner`` (a future's key -> the models of its task), ``alone`` (the models of a task
+    of several that failed: each goes again in a task of its own) and ``suspects``.
+
+    When a worker dies, the scheduler counts a failure against every task it was given, not only the one
+    it was running; after its allowed failures a task is ``KilledWorker``, and so may be a task that only
+    sat beside the one that kills its workers. The models of such a task are suspects: each is run again
+    once everything else is done, one at a time with nothing beside it, and only what happens then is its
+    row."""
+
+    def __init__(self, client, todo: list[Model], per_task: int):
+        self.client, self.todo, self.per_task = client, todo, per_task
+        self.threads = max(1, sum(client.nthreads().values()))
+        self.per_thread = max(WINDOW_PER_WORKER, DASK_WINDOW_PER_THREAD // per_task)  # tasks in flight a thread
+        self.window = self.threads * self.per_thread
+        self.owner: dict = {}
+        self.alone: list[Model] = []
+        self.suspects: list[Model] = []
+        self.isolated: set[str] = set()  # the suspects run so far
+
+    def drain(self, timeout: float | None, place: tuple[str, str] | None):
+        # results come with the futures, fetched on the client's own loop (not the default client's)
+        pending = _as_completed(self.client)
+        deaths = _deaths(self.client)
+        while self.todo or self.alone or self.suspects or self.owner:
+            batches = self._next_tasks()
+            if batches:
+                futures = self.client.map(timed_batch, batches, timeout=timeout, place=place, pure=False)
+                self.owner.update((f.key, b) for f, b in zip(futures, batches))
+                pending.update(futures)
+            fut, result = next(pending)
+            models = self.owner.pop(fut.key)
+            if fut.status == "error":  # (its result here is not the exception itself)
+                result = fut.exception()
+            fut.release()
+            if self._again(models, result):
+                continue
+            for model, one in zip(models, [result] * len(models) if isinstance(result, BaseException) else result):
+                yield model, _dask_result(model, one, deaths)
+
+    def _next_tasks(self) -> list[list[Model]]:
+        """The tasks to hand out now, in one group (one message, not one each), once half the window is
+        free; a suspect alone, once nothing else is left or running."""
+        if (self.todo or self.alone) and len(self.owner) <= self.window // 2:
+            return [[self.alone.pop()] if self.alone else
+                    next_batch(self.todo, self.threads, self.per_task, self.per_thread)
+                    for _ in range(self.window - len(self.owner)) if self.todo or self.alone]
+        if self.suspects and not (self.todo or self.alone or self.owner):
+            self.isolated.add(self.suspects[-1].path)
+            return [[self.suspects.pop()]]
+        return []
+
+    def _again(self, models: list[Model], result) -> bool:
+        """Whether the models of a failed task go again (as suspects, or each alone) instead of being rows."""
+        if _killed_worker(result) and not (len(models) == 1 and models[0].path in self.isolated):
+            self.suspects += models
+            return True
         if isinstance(result, BaseException) and len(models) > 1:
-            alone += models
-            continue
-        for model, one in zip(models, [result] * len(models) if isinstance(result, BaseException) else result):
-            yield model, _dask_result(model, one)
+            self.alone += models
+            return True
+        return False
+
+
+def _killed_worker(result) -> bool:
+    from distributed import KilledWorker
+
+    return isinstance(result, KilledWorker)
 
 
 def _as_completed(client):
@@ -321,12 +370,22 @@ def _as_completed(client):
     return as_completed(loop=client.loop, with_results=True, raise_errors=False)
 
 
-def _dask_result(model: Model, result) -> tuple:
-    """A task's result; for a task that failed (its exception, or CancelledError): the row saying how."""
+def _deaths(client) -> int:
+    """How many of its workers die under a task before the scheduler gives up on it (``KilledWorker``):
+    one more than its allowed failures (ATTEMPTS when it does not say)."""
+    try:
+        return 1 + int(client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures))
+    except Exception:  # an older or locked-down scheduler: the default, 3 allowed failures
+        return ATTEMPTS + 1
+
+
+def _dask_result(model: Model, result, deaths: int = ATTEMPTS + 1) -> tuple:
+    """A task's result; for a task that failed (its exception, or CancelledError): the row saying how
+    (``deaths``: the workers that died under a task the scheduler gave up on)."""
     from distributed import KilledWorker
 
     if isinstance(result, KilledWorker):  # the scheduler gave up after its allowed failures
-        return died_row(model, ATTEMPTS)
+        return died_row(model, deaths)
     if isinstance(result, BaseException):  # the task did not come back (cancelled, lost): say so, go on
         return lost_row(model, result)
     return result
