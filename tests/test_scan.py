@@ -32,7 +32,7 @@ from inspector.table.schema import TENSOR_COLUMNS
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
     root = tmp_path_factory.mktemp("scan")
-    path, expect = make_zoo(root)
+    path, expect = make_zoo(root, tiny=250)  # a few hundred models, every format among them
     return root, path, expect
 
 
@@ -239,17 +239,17 @@ def test_dask_model_that_kills_its_workers_costs_only_its_own_row(tmp_path, monk
     assert set(rows.index[rows["status"] == "error"]) == {str(d / "m002.safetensors"), str(d / "broken.pth")}
 
 
-def test_dask_worker_killed_mid_scan(tmp_path, cluster):
+def test_dask_worker_killed_mid_scan(zoo, tmp_path, cluster):
+    """The zoo on Dask, one worker killed after 60 models are done: every model is a row, with its status."""
     import distributed
 
-    d = small_zoo(tmp_path)
+    _, path, expect = zoo
     with distributed.Client(cluster) as client:
         pids = list(client.run(os.getpid).values())
-        result = scan([d], tmp_path / "out", scheduler=cluster.scheduler_address,
-                      progress=Trigger(3, lambda: os.kill(pids[0], signal.SIGKILL)))
+        result = scan([path], tmp_path / "out", scheduler=cluster.scheduler_address,
+                      progress=Trigger(60, lambda: os.kill(pids[0], signal.SIGKILL)))
     rows = result.models
-    assert sorted(rows["path"]) == sorted(str(p) for p in d.iterdir())
-    assert set(rows.loc[rows["status"] == "error", "path"]) == {str(d / "broken.pth")}
+    assert rows["path"].is_unique and dict(zip(rows["path"], rows["status"])) == expect
 
 
 def test_local_pool_process_killed_mid_scan(tmp_path):
@@ -294,6 +294,29 @@ def test_interrupted_scan_resumes_with_every_model_once(tmp_path):
     assert sorted(lines) == sorted(rows["path"])  # each model journalled exactly once
     table = ds.dataset(out / "tensors.parquet", format="parquet").to_table(columns=["model"]).to_pandas()
     assert table.groupby("model").size().to_dict() == {p: 2 for p in rows.loc[rows["status"] == "ok", "path"]}
+
+
+def test_the_zoo_interrupted_and_resumed_has_every_model_once(zoo, tmp_path):
+    """The zoo's scan stopped by Ctrl-C after 40 models, then resumed: every model exactly once (rows,
+    journal lines, tensor files), with its status; the finished ones not inspected again."""
+    _, path, expect = zoo
+    out = tmp_path / "out"
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        scan([path], out, workers=2, progress=Trigger(40, interrupt))
+    first = [json.loads(line)["path"] for line in (out / "models.jsonl").open()]
+    assert 40 <= len(first) < len(expect)
+    result = scan([path], out, workers=2, resume=True)
+    rows = result.models
+    assert rows["path"].is_unique and dict(zip(rows["path"], rows["status"])) == expect
+    assert result.resumed == len(first)
+    assert sorted(json.loads(line)["path"] for line in (out / "models.jsonl").open()) == sorted(expect)
+    table = ds.dataset(out / "tensors.parquet", format="parquet").to_table(columns=["model"]).to_pandas()
+    with_tables = rows[(rows["status"] == "ok") & rows["tensors"].fillna(0).gt(0)]
+    assert table.groupby("model").size().to_dict() == dict(zip(with_tables["path"], with_tables["tensors"]))
 
 
 def test_resume_redoes_a_changed_model(tmp_path):
