@@ -12,7 +12,8 @@ directory, then runs, each in a fresh child process:
   before the clock starts), with the default grouping of small models into tasks, its rows compared
   with local-2's; ``dask-2-1``: the same with one task per model (``models_per_task=1``); ``dask-null``:
   as many tasks that do nothing, handed out and taken back as the scan does (``client.map``,
-  ``as_completed``): Dask's own cost per task on that cluster;
+  ``as_completed``): Dask's own cost per task on that cluster; for these, ``cpu_s_during``: the CPU
+  seconds of the run alone (``cpu_s`` counts the cluster's start too);
 * ``split-1`` / ``split-2``: the bound on the pool's scaling here: the same tasks (inspection and tensor
   file) split between 1 and 2 forked processes, with no client, scheduler, journal or table writer;
 * for each of those, ``cpu_s``: the CPU seconds of the client and of the processes below it (the table
@@ -115,6 +116,7 @@ elif mode.startswith("dask"):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as c:
         c.run(lambda: __import__("inspector.scan.task"))
+        during = (sum(c.run(time.process_time).values()), time.process_time())
         t = time.perf_counter()
         if mode == "dask-null":
             from distributed import as_completed
@@ -126,6 +128,9 @@ elif mode.startswith("dask"):
             per_task = int(mode.split("-")[2]) if mode.count("-") == 2 else None  # dask-2-1: one model a task
             r = scan(paths, out, scheduler=cluster.scheduler_address, models_per_task=per_task)
             res = {"seconds": time.perf_counter() - t, "models": r.total}
+        # the CPU seconds of the run alone (not the cluster's start): the workers', the client's and its scheduler's
+        res["cpu_s_during"] = {"workers": round(sum(c.run(time.process_time).values()) - during[0], 2),
+                               "client and scheduler": round(time.process_time() - during[1], 2)}
 else:
     t = time.perf_counter()
     r = scan(paths, out, workers=int(mode.split("-")[1]))
