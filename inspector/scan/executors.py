@@ -372,7 +372,7 @@ def _as_completed(client):
 
 def _deaths(client) -> int:
     """How many of its workers die under a task before the scheduler gives up on it (``KilledWorker``):
-    one more than its allowed failures (ATTEMPTS when it does not say)."""
+    one more than its allowed failures (4, with Dask's default of 3, when it does not say)."""
     try:
         return 1 + int(client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures))
     except Exception:  # an older or locked-down scheduler: the default, 3 allowed failures
