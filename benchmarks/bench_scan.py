@@ -17,8 +17,9 @@ directory, then runs, each in a fresh child process:
 * ``split-1`` / ``split-2``: the bound on the pool's scaling here: the same tasks (inspection and tensor
   file) split between 1 and 2 forked processes, with no client, scheduler, journal or table writer;
 * for each of those, ``cpu_s``: the CPU seconds of the client and of the processes below it (the table
-  writer, the fork server, the pool or Dask processes), sampled with ``psutil`` every 0.1 s; in the local
-  modes the table writer is a child of the fork server, counted with the workers;
+  writer, the fork server, the pool or Dask processes), sampled with ``psutil`` every 0.1 s in a second
+  run of the configuration (the times come from a run without the sampler); in the local modes the
+  table writer is a child of the fork server, counted with the workers;
 * ``mem-M``: the client's peak RSS (its own ``ru_maxrss``; pool processes are not in it) scanning the
   first M models on 2 local workers, for each M of ``--memory`` (default 100 and N), each twice.
 
@@ -168,6 +169,18 @@ def child(mode: str, zoo: Path, out: Path, n: int, cpu: bool = False) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def timed_and_sampled(mode: str, tmp: Path, n: int) -> dict:
+    """One configuration run twice: timed (its seconds, and the rest of its figures) and then sampled for
+    ``cpu_s``, so that the sampler's own CPU (a thread of the client reading every process below it ten
+    times a second) is not in the time: with two workers it takes its share of the cores they use, with one
+    it sits on the idle core, and it lowered the measured scaling."""
+    res = child(mode, tmp / "zoo", tmp / mode, n)
+    shutil.rmtree(tmp / f"{mode}-sampled", ignore_errors=True)
+    res["cpu_s"] = child(mode, tmp / "zoo", tmp / f"{mode}-sampled", n, cpu=True)["cpu_s"]
+    shutil.rmtree(tmp / f"{mode}-sampled", ignore_errors=True)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--models", type=int, default=1000)
@@ -181,7 +194,7 @@ def main() -> None:
         res = {"load_avg_before": os.getloadavg(), "nproc": os.cpu_count(), "models": args.models}
         modes = ("single", "local-1", "local-2", "dask-2", "dask-2-1", "dask-null", "split-1", "split-2")
         for mode in () if args.memory_only else modes:
-            res[mode] = child(mode, tmp / "zoo", tmp / mode, args.models, cpu=True)
+            res[mode] = timed_and_sampled(mode, tmp, args.models)
             print(mode, res[mode], "load", os.getloadavg(), flush=True)
         res["client_peak_rss_mb"] = memory(tmp, sizes)
         res["load_avg_after"] = os.getloadavg()
