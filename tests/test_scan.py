@@ -372,7 +372,7 @@ def test_resume_journal_holds_each_model_once(tmp_path):
     lines = [json.loads(line)["path"] for line in (out / "models.jsonl").open()]
     assert sorted(lines) == sorted(result.models["path"]) == sorted(str(p) for p in d.iterdir())
     assert result.resumed == 15 and result.total == 16
-    parts = {p.name for p in (out / "tensors.parquet").iterdir()}
+    parts = {p.name for p in (out / "tensors.parquet").rglob("part-*.parquet")}
     assert len(parts) == 15  # the deleted model's tensor file went with its row
 
 
@@ -770,17 +770,16 @@ def test_a_pool_whose_processes_cannot_start_is_an_error_not_a_loop(tmp_path):
     assert '`if __name__ == "__main__":`' in proc.stderr
 
 
+def _refuse(parts, path, data):
+    raise AssertionError(f"the client wrote the tensor table of {path}")
+
+
 def refuse_tables(monkeypatch) -> None:
-    """Make the client's writing of a tensor table fail the test (pool and Dask processes import their own)."""
+    """Make the client's writing of a tensor table fail the test (pool and Dask processes import their own;
+    a task's write is ``task.write_part``, the client's ``store.write_part``)."""
     from inspector.scan import store
 
-    write = store.write_bytes
-
-    def refuse(data, path):
-        assert not Path(path).name.startswith("part-"), "the client wrote a tensor table"
-        return write(data, path)
-
-    monkeypatch.setattr(store, "write_bytes", refuse)
+    monkeypatch.setattr(store, "write_part", _refuse)
 
 
 def test_dask_workers_that_see_the_directory_write_the_tables(tmp_path, cluster, monkeypatch):
@@ -790,7 +789,7 @@ def test_dask_workers_that_see_the_directory_write_the_tables(tmp_path, cluster,
     ok = result.models[result.models["status"] == "ok"]
     table = result.tensors().to_table().to_pandas()
     assert len(ok) == 16 and table.groupby("model").size().to_dict() == dict(zip(ok["path"], ok["tensors"]))
-    assert sorted(p.name for p in (tmp_path / "out" / "tensors.parquet").iterdir() if p.name.startswith(".")) == []
+    assert [p.name for p in (tmp_path / "out" / "tensors.parquet").rglob(".*")] == []  # no token, no temporary file
 
 
 def test_a_task_writes_its_table_only_where_it_reads_the_scans_token(tmp_path):
@@ -809,8 +808,41 @@ def test_a_task_writes_its_table_only_where_it_reads_the_scans_token(tmp_path):
         assert delivered(model, result, place) is result
     assert delivered(model, ({"path": model.path}, None), (str(parts), "abc")) == ({"path": model.path}, None)
     other = Model(path="/models/b.safetensors", files=(), size=1, mtime_ns=1)
-    (parts / part_name(other.path)).mkdir()  # the write fails: "is a directory"
+    (parts / part_name(other.path)).mkdir(parents=True)  # the write fails: "is a directory"
     assert delivered(other, result, (str(parts), "abc")) is result
+
+
+def test_tensor_files_directly_in_the_directory_are_replaced_or_kept_as_their_models_are(tmp_path):
+    """Scans wrote each tensor file directly in tensors.parquet/ before the folders. Into such a directory,
+    a resumed scan keeps the files of the models it keeps and removes that of a model it does again; a
+    scan that is not resumed removes them all: no model ever has two tables in the dataset."""
+    from .zoo import tiny_safetensors
+
+    d = small_zoo(tmp_path)
+    out = tmp_path / "out"
+    parts = out / "tensors.parquet"
+
+    def flatten():  # the layout before the folders
+        for f in list(parts.rglob("part-*.parquet")):
+            f.rename(parts / f.name)
+
+    def tables(result):
+        ok = result.models[result.models["status"] == "ok"]
+        table = result.tensors().to_table(columns=["model"]).to_pandas()
+        assert table.groupby("model").size().to_dict() == dict(zip(ok["path"], ok["tensors"]))
+
+    scan([d], out, workers=1)
+    flatten()
+    (d / "m005.safetensors").unlink()
+    tiny_safetensors(d, 5, nan=True)  # changed: done again
+    resumed = scan([d], out, workers=1, resume=True)
+    assert resumed.resumed == 16
+    tables(resumed)
+    assert len(list(parts.glob("part-*.parquet"))) == 15 and len(list(parts.glob("*/part-*.parquet"))) == 1
+    flatten()
+    again = scan([d], out, workers=1)
+    tables(again)
+    assert not list(parts.glob("part-*.parquet")) and len(list(parts.glob("*/part-*.parquet"))) == 16
 
 
 def test_pool_tasks_write_their_tables_and_use_a_share_of_the_cpus(tmp_path, monkeypatch):
@@ -822,7 +854,8 @@ def test_pool_tasks_write_their_tables_and_use_a_share_of_the_cpus(tmp_path, mon
     d = small_zoo(tmp_path)
     result = scan([d], tmp_path / "out", workers=2)
     ok = result.models[result.models["status"] == "ok"]
-    parts = sorted(p.name for p in (tmp_path / "out" / "tensors.parquet").iterdir())
+    root = tmp_path / "out" / "tensors.parquet"
+    parts = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     assert parts == sorted(store.part_name(p) for p in ok["path"]) and len(parts) == 16
     table = result.tensors().to_table().to_pandas()
     assert table.groupby("model").size().to_dict() == dict(zip(ok["path"], ok["tensors"]))

@@ -3,8 +3,9 @@
 - ``models.jsonl``: the journal, one line per finished model, appended as each finishes; the source of
   truth for the tables below and what ``--resume`` reads back (a line cut short by a kill is ignored,
   and that model done again);
-- ``tensors.parquet/``: a Parquet dataset, one file per model (``part-<hash of its path>.parquet``),
-  each written to a hidden temporary file and renamed, so a reader never sees half a file;
+- ``tensors.parquet/``: a Parquet dataset, one file per model (``<hh>/part-<hash of its path>.parquet``,
+  in 256 folders so that processes writing at once seldom wait for the same folder's lock), each written
+  to a hidden temporary file and renamed, so a reader never sees half a file;
 - ``models.parquet`` and ``models.csv``: every row so far, in path order, rewritten atomically from the
   journal every few seconds and at the end (also when the scan is interrupted), by the process of
   :mod:`.writer`.
@@ -27,7 +28,7 @@ from ..errors import OutputError
 from ..report.export import atomic_write, replace_file, write_bytes
 from ..report.zoo import ZooTally
 from .discover import Model
-from .task import PLACE_MARK, part_name
+from .task import PLACE_MARK, part_name, write_part
 from .writer import JOURNAL, TableJob, TableWriter, journal_offsets, row_at
 
 TENSORS = "tensors.parquet"
@@ -76,21 +77,21 @@ class ScanStore:
         write_bytes(token.encode("ascii"), os.path.join(self.parts, PLACE_MARK))
         return self.parts, token
 
-    def _part(self, path: str) -> str:
-        """The tensor file of the model at ``path``: a str made with os.path (see ``replace_file``)."""
-        return os.path.join(self.parts, part_name(path))
-
     def _drop_part(self, path: str) -> None:
-        try:
-            os.unlink(self._part(path))
-        except FileNotFoundError:
-            pass
+        """Remove the tensor file of the model at ``path``, in its folder or (as scans wrote them before
+        the folders) directly in the directory. With os.path: see ``replace_file``."""
+        name = part_name(path)
+        for file in (os.path.join(self.parts, name), os.path.join(self.parts, os.path.basename(name))):
+            try:
+                os.unlink(file)
+            except FileNotFoundError:
+                pass
 
     def add(self, model: Model, row: dict, tensors: bytes | bool | None) -> None:
         """Record one finished model: its tensor table first (Parquet bytes to write; True: the task wrote
         it, see ``place``; None: it has none), then its journal line."""
         if isinstance(tensors, bytes):
-            replace_file(self._part(model.path), lambda f: f.write(tensors))
+            write_part(self.parts, model.path, tensors)
         elif tensors is None:
             self._drop_part(model.path)
         line = (json.dumps(row, default=_plain) + "\n").encode("ascii")  # JSON escapes the rest

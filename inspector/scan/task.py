@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..errors import InspectorError, first_line
+from ..errors import InspectorError, OutputError, first_line
 from ..finding import FINDING_TYPES
 from ..records import readable
 from ..report.export import replace_file
@@ -84,8 +84,31 @@ def inspect_model(model: Model, threads: int | None = 1) -> tuple[dict, bytes | 
 
 
 def part_name(path: str) -> str:
-    """The file name of a model's tensor table in the scan's tensors.parquet directory."""
-    return f"part-{hashlib.sha1(path.encode('utf-8', 'surrogateescape')).hexdigest()[:20]}.parquet"
+    """The file of a model's tensor table in the scan's tensors.parquet directory, relative to it: in one
+    of 256 folders named by the first two digits of the hash of its path. (In one folder, the pool's
+    processes waited for each other: a file is made and renamed with the folder locked, and after many
+    files were deleted, ext4 takes long to find a free inode, all that time with the lock held.)"""
+    digest = hashlib.sha1(path.encode('utf-8', 'surrogateescape')).hexdigest()[:20]
+    return os.path.join(digest[:2], f"part-{digest}.parquet")
+
+
+def write_part(parts: str, path: str, data: bytes) -> None:
+    """Write ``data`` as the tensor table of the model at ``path`` into the directory ``parts`` (a hidden
+    temporary file renamed: ``replace_file``), making its folder when it is not there yet."""
+    target = os.path.join(parts, part_name(path))
+    try:
+        replace_file(target, lambda f: f.write(data))
+    except InspectorError:
+        folder = os.path.dirname(target)
+        if os.path.isdir(folder):
+            raise
+        try:
+            os.mkdir(folder)  # (only the folder: not the directory, should it be gone)
+        except FileExistsError:
+            pass  # made meanwhile by another process
+        except OSError as e:
+            raise OutputError(f"{folder}: cannot create the folder ({e.strerror or e})") from None
+        replace_file(target, lambda f: f.write(data))
 
 
 PLACE_MARK = ".winspect-scan"  # in the tensor tables' directory, for the length of a scan: its token
@@ -101,7 +124,7 @@ def delivered(model: Model, result: tuple, place: tuple[str, str] | None) -> tup
     if place is None or not isinstance(data, bytes) or not _sees(place):
         return result
     try:  # (os.path, not pathlib: see replace_file)
-        replace_file(os.path.join(place[0], part_name(model.path)), lambda f: f.write(data))
+        write_part(place[0], model.path, data)
     except InspectorError:
         return result
     return row, True
