@@ -23,7 +23,14 @@ directory, then runs, each in a fresh child process:
 * ``mem-M``: the client's peak RSS (its own ``ru_maxrss``; pool processes are not in it) scanning the
   first M models on 2 local workers, for each M of ``--memory`` (default 100 and N), each twice.
 
-    python benchmarks/bench_scan.py --models 1000
+``--runs R`` runs every configuration R times in turn on the same zoo, and gives each figure's
+[min, median, max] over the runs (``summary``). Every run writes into a directory of its own and nothing
+is deleted before the end: on ext4, for a few minutes after thousands of files were deleted, making a
+new file costs much more (the inode allocator skips inodes deleted recently, reading each one's inode
+table block; perf showed 15-21 % of a scan's CPU there), and the configurations that ran just after a
+deletion were slower than the others.
+
+    python benchmarks/bench_scan.py --models 1000 --runs 9
     python benchmarks/bench_scan.py --models 3000 --memory 100,1000,3000 --memory-only
 """
 
@@ -169,16 +176,20 @@ def child(mode: str, zoo: Path, out: Path, n: int, cpu: bool = False) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def timed_and_sampled(mode: str, tmp: Path, n: int) -> dict:
-    """One configuration run twice: timed (its seconds, and the rest of its figures) and then sampled for
-    ``cpu_s``, so that the sampler's own CPU (a thread of the client reading every process below it ten
-    times a second) is not in the time: with two workers it takes its share of the cores they use, with one
-    it sits on the idle core, and it lowered the measured scaling."""
-    res = child(mode, tmp / "zoo", tmp / mode, n)
-    shutil.rmtree(tmp / f"{mode}-sampled", ignore_errors=True)
-    res["cpu_s"] = child(mode, tmp / "zoo", tmp / f"{mode}-sampled", n, cpu=True)["cpu_s"]
-    shutil.rmtree(tmp / f"{mode}-sampled", ignore_errors=True)
+def timed_and_sampled(mode: str, tmp: Path, n: int, name: str) -> dict:
+    """One configuration run twice, into ``tmp/name`` and ``tmp/name-sampled``: timed (its seconds, and the
+    rest of its figures) and then sampled for ``cpu_s``, so that the sampler's own CPU (a thread of the
+    client reading every process below it ten times a second) is not in the time: with two workers it
+    takes its share of the cores they use, with one it sits on the idle core, and it lowered the measured
+    scaling."""
+    res = child(mode, tmp / "zoo", tmp / name, n)
+    res["cpu_s"] = child(mode, tmp / "zoo", tmp / f"{name}-sampled", n, cpu=True)["cpu_s"]
     return res
+
+
+FIGURES = ("speedup_2_vs_1", "overhead_ms_per_model", "overhead_ms_per_model_in_run", "dask_vs_local_throughput",
+           "dask_1_vs_local_throughput", "split_2_vs_1")
+MODES = ("single", "local-1", "local-2", "dask-2", "dask-2-1", "dask-null", "split-1", "split-2")
 
 
 def main() -> None:
@@ -186,51 +197,69 @@ def main() -> None:
     ap.add_argument("--models", type=int, default=1000)
     ap.add_argument("--memory", help="model counts for the client memory runs (default: 100 and --models)")
     ap.add_argument("--memory-only", action="store_true", help="only the client memory runs")
+    ap.add_argument("--runs", type=int, default=1, help="rounds of every configuration on the same zoo")
     args = ap.parse_args()
     sizes = [int(m) for m in (args.memory or f"100,{args.models}").split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="winspect-bench-scan-"))
     try:
         make_zoo(tmp / "zoo", max([args.models, *sizes]))
-        res = {"load_avg_before": os.getloadavg(), "nproc": os.cpu_count(), "models": args.models}
-        modes = ("single", "local-1", "local-2", "dask-2", "dask-2-1", "dask-null", "split-1", "split-2")
-        for mode in () if args.memory_only else modes:
-            res[mode] = timed_and_sampled(mode, tmp, args.models)
-            print(mode, res[mode], "load", os.getloadavg(), flush=True)
-        res["client_peak_rss_mb"] = memory(tmp, sizes)
-        res["load_avg_after"] = os.getloadavg()
-        if not args.memory_only:
-            report(res, tmp, args.models)
-        print(json.dumps(res, indent=1))
-    finally:
+        # the memory runs first: a child started by this process after it imported pandas (``report``)
+        # would report that high-water mark as its own (Linux keeps it over exec)
+        out = {"nproc": os.cpu_count(), "models": args.models, "client_peak_rss_mb": memory(tmp, sizes), "runs": []}
+        for r in range(0 if args.memory_only else args.runs):
+            res = {"load_avg_before": os.getloadavg()}
+            for mode in MODES:
+                res[mode] = timed_and_sampled(mode, tmp, args.models, f"{mode}-{r}")
+                print(mode, res[mode], "load", os.getloadavg(), flush=True)
+            res["load_avg_after"] = os.getloadavg()
+            out["runs"].append(res)
+        for r, res in enumerate(out["runs"]):
+            report(res, tmp, args.models, r)
+        out["summary"] = summary(out["runs"])
+        print(json.dumps(out, indent=1))
+    finally:  # nothing is deleted before (see the module's docstring)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def summary(runs: list[dict]) -> dict:
+    """[min, median, max] over the runs of each figure and of each configuration's seconds."""
+    import statistics
+
+    def spread(values):
+        return [round(min(values), 3), round(statistics.median(values), 3), round(max(values), 3)] if values else []
+
+    out = {k: spread([r[k] for r in runs]) for k in FIGURES}
+    out.update({f"{m}_seconds": spread([r[m]["seconds"] for r in runs]) for m in MODES})
+    out["rows_identical"] = all(r["dask_rows_identical"] and r["dask_1_rows_identical"] for r in runs)
+    return out
 
 
 def memory(tmp: Path, sizes: list[int]) -> dict[str, list[float]]:
     """Model count -> the client's peak RSS in MB scanning that many models, twice, runs interleaved."""
     peaks: dict[str, list[float]] = {str(n): [] for n in sizes}
-    for _ in range(2):
+    for i in range(2):
         for n in sizes:
-            shutil.rmtree(tmp / f"mem-{n}", ignore_errors=True)
-            r = child("local-2", tmp / "zoo", tmp / f"mem-{n}", n)
+            r = child("local-2", tmp / "zoo", tmp / f"mem-{n}-{i}", n)
             peaks[str(n)].append(round(r["peak_rss_mb"], 1))
             print(f"mem-{n}", r, "load", os.getloadavg(), flush=True)
     return peaks
 
 
-def report(res: dict, tmp: Path, n: int) -> None:
+def report(res: dict, tmp: Path, n: int, run: int) -> None:
+    """Run ``run``'s figures (FIGURES, and whether the Dask rows are the local pool's) into ``res``."""
     import pandas as pd
 
-    a = pd.read_parquet(tmp / "local-2" / "models.parquet").drop(columns="seconds")
-    b = pd.read_parquet(tmp / "dask-2" / "models.parquet").drop(columns="seconds")
+    a = pd.read_parquet(tmp / f"local-2-{run}" / "models.parquet").drop(columns="seconds")
+    b = pd.read_parquet(tmp / f"dask-2-{run}" / "models.parquet").drop(columns="seconds")
     res["dask_rows_identical"] = bool(a.equals(b))
     res["speedup_2_vs_1"] = res["local-1"]["seconds"] / res["local-2"]["seconds"]
     res["overhead_ms_per_model"] = 1000 * (res["local-1"]["seconds"] - res["single"]["seconds"]) / n
-    rows1 = pd.read_parquet(tmp / "local-1" / "models.parquet")
+    rows1 = pd.read_parquet(tmp / f"local-1-{run}" / "models.parquet")
     # within one run, so not moved by load changing between runs: wall time minus the tasks' own time
     res["overhead_ms_per_model_in_run"] = 1000 * (res["local-1"]["seconds"] - rows1["seconds"].sum()) / n
     res["dask_vs_local_throughput"] = res["local-2"]["seconds"] / res["dask-2"]["seconds"]
     res["split_2_vs_1"] = res["split-1"]["seconds"] / res["split-2"]["seconds"]
-    c = pd.read_parquet(tmp / "dask-2-1" / "models.parquet").drop(columns="seconds")
+    c = pd.read_parquet(tmp / f"dask-2-1-{run}" / "models.parquet").drop(columns="seconds")
     res["dask_1_rows_identical"] = bool(a.equals(c))
     res["dask_1_vs_local_throughput"] = res["local-2"]["seconds"] / res["dask-2-1"]["seconds"]
 
