@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from ..errors import OutputError
-from ..report.export import atomic_write, replace_file, write_bytes
+from ..report.export import atomic_write, write_bytes
 from ..report.zoo import ZooTally
 from .discover import Model
 from .task import PLACE_MARK, part_name, write_part
@@ -79,7 +79,7 @@ class ScanStore:
 
     def _drop_part(self, path: str) -> None:
         """Remove the tensor file of the model at ``path``, in its folder or (as scans wrote them before
-        the folders) directly in the directory. With os.path: see ``replace_file``."""
+        the folders) directly in the directory. With os.path: see ``report.export.replace_file``."""
         name = part_name(path)
         for file in (os.path.join(self.parts, name), os.path.join(self.parts, os.path.basename(name))):
             try:
