@@ -171,6 +171,15 @@ class Trigger:
             self.action()
 
 
+def recorded_tasks(monkeypatch, distributed) -> list[list[int]]:
+    """The sizes of the tasks each ``Client.map`` of the scan hands out, one list per call, as they are made."""
+    calls: list[list[int]] = []
+    real_map = distributed.Client.map
+    monkeypatch.setattr(distributed.Client, "map", lambda self, fn, batches, **kw: calls.append(
+        [len(b) for b in batches]) or real_map(self, fn, batches, **kw))
+    return calls
+
+
 def _fails_on_m002(models, timeout, place):
     from inspector.scan.task import timed_batch
 
@@ -188,10 +197,7 @@ def test_dask_task_error_is_a_row_that_says_so(tmp_path, monkeypatch, per_task):
     import inspector.scan.executors as executors
 
     monkeypatch.setattr(executors, "timed_batch", _fails_on_m002)
-    calls = []
-    real_map = distributed.Client.map
-    monkeypatch.setattr(distributed.Client, "map", lambda self, fn, batches, **kw: calls.append(
-        [len(b) for b in batches]) or real_map(self, fn, batches, **kw))
+    calls = recorded_tasks(monkeypatch, distributed)
     d = small_zoo(tmp_path)
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as c:
@@ -223,10 +229,7 @@ def test_dask_model_that_kills_its_workers_costs_only_its_own_row(tmp_path, monk
     import inspector.scan.executors as executors
 
     monkeypatch.setattr(executors, "timed_batch", _kills_on_m002)
-    calls = []
-    real_map = distributed.Client.map
-    monkeypatch.setattr(distributed.Client, "map", lambda self, fn, batches, **kw: calls.append(
-        [len(b) for b in batches]) or real_map(self, fn, batches, **kw))
+    calls = recorded_tasks(monkeypatch, distributed)
     d = small_zoo(tmp_path)
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
             distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
